@@ -1,0 +1,1 @@
+"""Subcommands of the `tallformer` CLI; see `tallformer.cli`."""

@@ -1,0 +1,1 @@
+"""Annotations, frame sources, windows, augmentation and datasets."""

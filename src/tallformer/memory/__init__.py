@@ -1,0 +1,1 @@
+"""The long-term memory bank: storage, chunk selection, building."""

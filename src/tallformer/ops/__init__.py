@@ -1,0 +1,1 @@
+"""Tensor operations with no model state (segments: IoU, coding, NMS)."""

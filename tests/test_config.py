@@ -1,0 +1,147 @@
+"""The config schema: YAML loading, dotted overrides, every error path, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tallformer.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_the_paper_config():
+    cfg = load_config()
+    assert cfg.data.num_frames == 480 and cfg.data.fps == 15.0
+    assert cfg.memory.keep_ratio == 0.15 and cfg.memory.dtype == "float16"
+    assert cfg.model.backbone.arch == "swin_b" and cfg.model.backbone.frozen_stages == 2
+    assert cfg.test.nms_method == "nmw" and cfg.test.max_per_video == 1200
+    assert cfg.seed == 10
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = write(tmp_path, "memory:\n  keep_ratio: 0.3\ntrain:\n  max_epochs: 7\n  weight_decay: 1e-4\n")
+    cfg = load_config(p, ["memory.keep_ratio=0.25", "train.max_epochs=3", "data.frame_size=[128, 96]", "data.crop_size=96",
+                          "model.backbone.weights=/x/y.pth", "train.grad_clip=null"])
+    assert cfg.memory.keep_ratio == 0.25
+    assert cfg.train.max_epochs == 3
+    assert cfg.train.weight_decay == 1e-4  # YAML 1.1 reads "1e-4" as a string; accepted as float
+    assert cfg.data.frame_size == [128, 96] and cfg.data.crop_size == 96
+    assert cfg.model.backbone.weights == "/x/y.pth"
+    assert cfg.train.grad_clip is None
+
+
+def test_int_given_for_float_and_integral_float_for_int():
+    cfg = load_config(None, ["train.lr=1", "data.num_frames=480.0"])
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
+    assert isinstance(cfg.data.num_frames, int)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    cfg = load_config(None, ["memory.keep_ratio=0.5", "model.backbone.depths=[1, 1, 2, 1]", "run_dir=runs/x"])
+    out = tmp_path / "saved.yaml"
+    save_config(cfg, out)
+    again = load_config(out)
+    assert again == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_unknown_key_in_file_suggests(tmp_path):
+    p = write(tmp_path, "memory:\n  keep_ration: 0.2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert str(p) in msg and "memory.keep_ration" in msg and "Did you mean 'memory.keep_ratio'" in msg
+
+
+def test_unknown_section_and_override_key():
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'memroy'.*Did you mean 'memory'"):
+        load_config(None, ["memroy.keep_ratio=0.2"])
+    with pytest.raises(ConfigError, match=r"unknown key 'train.max_epoch'.*'train.max_epochs'"):
+        load_config(None, ["train.max_epoch=2"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(None, ["seed.x=1"])
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config(None, ["memory=3"])
+
+
+def test_wrong_types_name_key_and_expected(tmp_path):
+    with pytest.raises(ConfigError, match=r"'train.max_epochs' = 'many' has the wrong type; expected an integer"):
+        load_config(None, ["train.max_epochs=many"])
+    with pytest.raises(ConfigError, match=r"'memory.frozen'.*true/false"):
+        load_config(None, ["memory.frozen=3"])
+    with pytest.raises(ConfigError, match=r"'data.frame_size'.*a list of an integer"):
+        load_config(None, ["data.frame_size=256"])
+    p = write(tmp_path, "data:\n  fps: fast\n")
+    with pytest.raises(ConfigError, match=rf"{p}.*'data.fps'"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"must be a mapping"):
+        load_config(write(tmp_path, "data: 3\n"))
+
+
+def test_choices_listed():
+    with pytest.raises(ConfigError, match=r"'memory.mode'.*one of 'random', 'uniform'"):
+        load_config(None, ["memory.mode=sometimes"])
+    with pytest.raises(ConfigError, match=r"'test.nms_method'.*'hard', 'nmw'"):
+        load_config(None, ["test.nms_method=fast"])
+
+
+def test_ranges():
+    with pytest.raises(ConfigError, match=r"'memory.keep_ratio' = 1.5 is out of range; allowed: \[0, 1\]"):
+        load_config(None, ["memory.keep_ratio=1.5"])
+    with pytest.raises(ConfigError, match=r"'data.fps' = 0.0 is out of range; allowed: \(0, inf\)"):
+        load_config(None, ["data.fps=0"])
+    with pytest.raises(ConfigError, match=r"'data.frame_size' must have 2 elements"):
+        load_config(None, ["data.frame_size=[1, 2, 3]"])
+    with pytest.raises(ConfigError, match=r"'data.num_workers' = -1"):
+        load_config(None, ["data.num_workers=-1"])
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="must be a multiple of 'model.backbone.chunk_size'"):
+        load_config(None, ["data.num_frames=100"])
+    with pytest.raises(ConfigError, match="'data.crop_size'"):
+        load_config(None, ["data.crop_size=300"])
+    with pytest.raises(ConfigError, match="neg_iou_thr"):
+        load_config(None, ["model.head.neg_iou_thr=0.7"])
+
+
+def test_malformed_inputs(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "data: [unclosed\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+        load_config(None, ["memory.keep_ratio"])
+    with pytest.raises(ConfigError, match="has no key"):
+        load_config(None, ["=3"])
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+def test_apply_overrides_does_not_mutate():
+    raw = {"memory": {"keep_ratio": 0.2}}
+    out = apply_overrides(raw, ["memory.keep_ratio=0.4"])
+    assert raw["memory"]["keep_ratio"] == 0.2 and out["memory"]["keep_ratio"] == 0.4
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml"))
+    for f in files:
+        cfg = load_config(f)
+        assert isinstance(cfg, Config)
