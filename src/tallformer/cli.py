@@ -13,6 +13,7 @@ import sys
 
 from tallformer import __version__
 from tallformer.commands import bank, convert_weights, evaluate, model_info, prepare
+from tallformer.commands.common import CommandError
 from tallformer.config import ConfigError
 
 _COMMANDS = (prepare, bank, evaluate, model_info, convert_weights)
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"tallformer {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"tallformer {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,746 @@
+"""The long-term memory bank: one feature row per 2 frames of every training video, on disk.
+
+Layout of a bank folder (design.md §4)::
+
+    BANK/meta.json              settings + one entry per video (see below)
+    BANK/features/VIDEO.npy     [num_rows, C] fp16 (or fp32), num_rows = ceil(num_frames / 2)
+
+``meta.json``::
+
+    {"format": "tallformer-memory-bank", "version": 1,
+     "feature_dim": 1024, "dtype": "float16", "frames_per_row": 2, "chunk_size": 32,
+     "rows_per_chunk": 16, "fps": 15.0, "backbone": {...} | null, "weights": "FILE" | null,
+     "videos": {"VIDEO": {"num_frames": 480, "num_rows": 240, "file": "features/VIDEO.npy",
+                          "complete": true}}}
+
+Each ``.npy`` is a plain numpy file: ``numpy.load(path, mmap_mode="r")`` reads it. Row ``r``
+holds the features of frames ``{2r, 2r+1}`` (spec memory-data-training §2.1-2.2; the chunk
+grid starts at frame 0, so chunk ``c`` of the video is rows ``16c .. 16c+15``).
+
+Reads and writes are contiguous slices of memory maps that stay open (an LRU cache per
+process, reopened after ``fork``), never row-by-row gathers of a file opened per call (the
+original, spec §2.3-2.4). Rows outside ``[0, num_rows)`` read as zeros and are never written,
+like the original's padding for windows that hang over either end of a video. Writes land in
+the page cache at once (visible to every process on the host that maps the file);
+``flush()`` makes them durable.
+
+A video's ``complete`` flag is set by ``mark_complete`` after its rows were all written, so
+an interrupted build is detectable and resumable; ``meta.json`` is always replaced
+atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["BankError", "MemoryBank", "chunk_runs"]
+
+FORMAT = "tallformer-memory-bank"
+VERSION = 1
+META = "meta.json"
+FEATURES_DIR = "features"
+DTYPES: tuple[str, ...] = ("float16", "float32")
+REBUILD = "rebuild it with `tallformer bank build --config FILE --out DIR`"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,150}$")
+
+
+class BankError(ValueError):
+    """A bank that is missing, malformed or does not fit the videos/config. Names the bank
+    folder, the video and the numbers, and says how to fix it."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to ``path`` through a temp file in the same folder and an atomic rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _canonical(meta: Mapping[str, Any]) -> bytes:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _file_name(video: str, taken: set[str]) -> str:
+    """A file name for ``video``'s rows: the id itself when it is a safe file name, else a
+    sanitised form plus a hash; unique ignoring case (case-insensitive file systems)."""
+    digest = hashlib.sha1(video.encode("utf-8")).hexdigest()[:12]
+    if _SAFE_NAME.match(video) and video.lower() not in taken:
+        stem = video
+    else:
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", video)[:100].lstrip(".") + "-" + digest
+    name = f"{stem}.npy"
+    n = 1
+    while name.lower() in taken:  # only on pathological collisions
+        name = f"{stem}-{n}.npy"
+        n += 1
+    taken.add(name.lower())
+    return name
+
+
+def chunk_runs(chunk_ids: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Split sorted, distinct chunk ids into contiguous runs ``(position, first_id, length)``.
+
+    ``[0, 1, 2, 5, 7, 8] -> [(0, 0, 3), (3, 5, 1), (4, 7, 2)]``. Raises ``BankError`` if the
+    ids are not strictly ascending integers >= 0.
+    """
+    runs: list[tuple[int, int, int]] = []
+    prev = -1
+    for pos, c in enumerate(chunk_ids):
+        c = int(c)
+        if c <= prev:
+            raise BankError(
+                f"chunk ids must be strictly ascending integers >= 0, got {list(chunk_ids)}"
+            )
+        if runs and c == prev + 1:
+            p, first, length = runs[-1]
+            runs[-1] = (p, first, length + 1)
+        else:
+            runs.append((pos, c, 1))
+        prev = c
+    return runs
+
+
+def _as_numpy(features: Any) -> np.ndarray:
+    """numpy view of an array or a torch tensor (detached, on CPU; bf16 widened to fp32)
+    without importing torch here."""
+    if not isinstance(features, np.ndarray) and hasattr(features, "detach"):
+        features = features.detach().cpu()
+        if str(features.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            features = features.float()
+        return features.numpy()
+    return np.asarray(features)
+
+
+def _backbone_dict(backbone: Any) -> dict[str, Any] | None:
+    if backbone is None:
+        return None
+    if dataclasses.is_dataclass(backbone) and not isinstance(backbone, type):
+        backbone = dataclasses.asdict(backbone)
+    if not isinstance(backbone, Mapping):
+        raise BankError(f"backbone must be a dict or a BackboneConfig, got {type(backbone).__name__}")
+    out = dict(backbone)
+    try:
+        json.dumps(out)
+    except TypeError as e:
+        raise BankError(f"backbone config is not JSON-serialisable: {e}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- the bank
+
+
+class MemoryBank:
+    """A memory bank folder opened for reading (``mode="r"``) or reading and writing (``"r+"``).
+
+    Make one with ``MemoryBank.create`` or ``MemoryBank.open``. Per-process state is only the
+    cache of open memory maps (at most ``max_open`` at once: every open map holds a file
+    descriptor); it is dropped on pickling (spawned workers) and after ``fork``.
+    """
+
+    def __init__(self, root: Path, meta: dict[str, Any], mode: Literal["r", "r+"],
+                 max_open: int = 256) -> None:
+        self.root = Path(root)
+        self.mode = mode
+        self.max_open = max(1, int(max_open))
+        self._meta = meta
+        self._cache: OrderedDict[str, tuple[np.memmap, np.ndarray]] = OrderedDict()
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ create / open
+
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        videos: Mapping[str, int],
+        feature_dim: int,
+        *,
+        dtype: str = "float16",
+        frames_per_row: int = 2,
+        chunk_size: int = 32,
+        fps: float = 15.0,
+        backbone: Any = None,
+        weights: str | os.PathLike[str] | None = None,
+        exist_ok: bool = False,
+        max_open: int = 256,
+    ) -> MemoryBank:
+        """Create a bank with zero-filled (sparse) files for ``videos`` ``{video_id: num_frames}``.
+
+        ``frames_per_row`` 2 (Video Swin's temporal patch) and ``chunk_size`` 32 are the
+        paper's (spec memory-data-training §0). ``backbone`` (dict or ``BackboneConfig``) and
+        ``weights`` record what the bank is built from. With ``exist_ok`` an existing bank at
+        ``root`` with the same settings is reused (for resumable builds): videos it lacks, or
+        whose frame count changed, get fresh zero files marked incomplete; finished videos keep
+        their rows. Returns the bank opened ``"r+"``, every new video ``complete = False``.
+        """
+        root = Path(root)
+        if dtype not in DTYPES:
+            raise BankError(f"bank dtype must be one of {list(DTYPES)} (memory.dtype), got {dtype!r}")
+        for name, value, lo in (("feature_dim", feature_dim, 1), ("frames_per_row", frames_per_row, 1),
+                                ("chunk_size", chunk_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
+                raise BankError(f"{name} must be an integer >= {lo}, got {value!r}")
+        if chunk_size % frames_per_row:
+            raise BankError(
+                f"chunk_size {chunk_size} must be a multiple of frames_per_row {frames_per_row}"
+            )
+        if isinstance(fps, bool) or not isinstance(fps, Real) or not fps > 0:
+            raise BankError(f"fps must be > 0, got {fps!r}")
+        for video, n in videos.items():
+            if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+                raise BankError(
+                    f"video {video!r}: num_frames must be an integer >= 1, got {n!r} "
+                    "(a video with no decodable frames cannot go in a bank)"
+                )
+        settings = {
+            "format": FORMAT,
+            "version": VERSION,
+            "feature_dim": int(feature_dim),
+            "dtype": dtype,
+            "frames_per_row": int(frames_per_row),
+            "chunk_size": int(chunk_size),
+            "rows_per_chunk": int(chunk_size) // int(frames_per_row),
+            "fps": float(fps),
+            "backbone": _backbone_dict(backbone),
+            "weights": None if weights is None else str(weights),
+        }
+        if (root / META).exists():
+            if not exist_ok:
+                raise BankError(
+                    f"{root} already holds a memory bank; choose another folder, delete it, "
+                    "or pass exist_ok=True to resume building it"
+                )
+            bank = cls.open(root, "r+", max_open=max_open)
+            for key, want in settings.items():
+                have = bank._meta.get(key)
+                if have != want:
+                    raise BankError(
+                        f"{root / META}: existing bank has {key}={have!r} but {want!r} was asked "
+                        "for; build into another folder or delete this one"
+                    )
+            meta = bank._meta
+        else:
+            if root.exists() and any(root.iterdir()):
+                raise BankError(
+                    f"{root} exists, is not empty and holds no {META}; choose an empty or new folder"
+                )
+            root.mkdir(parents=True, exist_ok=True)
+            meta = dict(settings, videos={})
+            bank = cls(root, meta, "r+", max_open=max_open)
+        (root / FEATURES_DIR).mkdir(exist_ok=True)
+        taken = {e["file"].rsplit("/", 1)[-1].lower() for e in meta["videos"].values()}
+        fpr, dim = meta["frames_per_row"], meta["feature_dim"]
+        for video, n in videos.items():
+            n = int(n)
+            entry = meta["videos"].get(video)
+            if (entry is not None and entry["num_frames"] == n
+                    and bank._check_file(video) is None):
+                continue  # kept as it is (finished or not)
+            bank._drop(video)
+            rows = math.ceil(n / fpr)
+            if entry is None:
+                file = f"{FEATURES_DIR}/{_file_name(video, taken)}"
+            else:
+                file = entry["file"]
+            np.lib.format.open_memmap(root / file, mode="w+", dtype=np.dtype(dtype),
+                                      shape=(rows, dim))  # sparse zeros
+            meta["videos"][video] = {"num_frames": n, "num_rows": rows, "file": file,
+                                     "complete": False}
+        _atomic_write_json(root / META, meta)
+        return bank
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], mode: Literal["r", "r+"] = "r",
+             max_open: int = 256) -> MemoryBank:
+        """Open an existing bank. ``mode="r"`` reads only; ``"r+"`` also writes rows and flags."""
+        root = Path(root)
+        if mode not in ("r", "r+"):
+            raise BankError(f"mode must be 'r' or 'r+', got {mode!r}")
+        path = root / META
+        if not path.is_file():
+            raise BankError(f"no memory bank at {root}: {META} not found; {REBUILD}")
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise BankError(f"{path}: cannot read bank meta ({e}); {REBUILD}") from None
+        _check_meta(meta, path)
+        return cls(root, meta, mode, max_open=max_open)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """A copy of the parsed ``meta.json``."""
+        return json.loads(_canonical(self._meta))
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self._meta["feature_dim"])
+
+    @property
+    def dtype(self) -> str:
+        return str(self._meta["dtype"])
+
+    @property
+    def frames_per_row(self) -> int:
+        return int(self._meta["frames_per_row"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self._meta["chunk_size"])
+
+    @property
+    def rows_per_chunk(self) -> int:
+        return int(self._meta["rows_per_chunk"])
+
+    @property
+    def fps(self) -> float:
+        return float(self._meta["fps"])
+
+    @property
+    def backbone(self) -> dict[str, Any] | None:
+        b = self._meta["backbone"]
+        return None if b is None else dict(b)
+
+    @property
+    def weights(self) -> str | None:
+        return self._meta["weights"]
+
+    @property
+    def videos(self) -> list[str]:
+        return list(self._meta["videos"])
+
+    def __len__(self) -> int:
+        return len(self._meta["videos"])
+
+    def __contains__(self, video: object) -> bool:
+        return video in self._meta["videos"]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._meta["videos"]))
+
+    def __repr__(self) -> str:
+        return (f"MemoryBank({str(self.root)!r}, mode={self.mode!r}, videos={len(self)}, "
+                f"C={self.feature_dim}, dtype={self.dtype})")
+
+    def _entry(self, video: str) -> dict[str, Any]:
+        try:
+            return self._meta["videos"][video]
+        except KeyError:
+            raise BankError(
+                f"video {video!r} is not in the memory bank {self.root} ({len(self)} videos); "
+                f"{REBUILD} over the same annotation file"
+            ) from None
+
+    def stats(self) -> dict[str, int]:
+        """Totals for reports: videos, finished videos, rows, bytes of feature data."""
+        entries = self._meta["videos"].values()
+        rows = sum(int(e["num_rows"]) for e in entries)
+        return {
+            "videos": len(self),
+            "complete": sum(bool(e.get("complete", False)) for e in entries),
+            "rows": rows,
+            "bytes": rows * self.feature_dim * np.dtype(self.dtype).itemsize,
+        }
+
+    def num_rows(self, video: str) -> int:
+        return int(self._entry(video)["num_rows"])
+
+    def num_frames(self, video: str) -> int:
+        return int(self._entry(video)["num_frames"])
+
+    def path(self, video: str) -> Path:
+        """The ``.npy`` file of ``video``."""
+        return self.root / self._entry(video)["file"]
+
+    # ------------------------------------------------------------------ memmap cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+    def _array(self, video: str) -> np.ndarray:
+        """The open memory map of ``video`` as a plain ndarray view (cached, LRU)."""
+        if self._pid != os.getpid():  # forked: do not share the parent's cache
+            self._cache = OrderedDict()
+            self._pid = os.getpid()
+        hit = self._cache.get(video)
+        if hit is not None:
+            self._cache.move_to_end(video)
+            return hit[1]
+        entry = self._entry(video)
+        path = self.root / entry["file"]
+        try:
+            mm = np.load(path, mmap_mode=self.mode, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BankError(f"video {video!r}: cannot open {path} ({e}); {REBUILD}") from None
+        want = (int(entry["num_rows"]), self.feature_dim)
+        if mm.shape != want or mm.dtype != np.dtype(self.dtype):
+            raise BankError(
+                f"video {video!r}: {path} holds {mm.dtype} {list(mm.shape)} but {META} says "
+                f"{self.dtype} {list(want)}; {REBUILD}"
+            )
+        arr = mm.view(np.ndarray)  # slicing a plain view skips np.memmap's per-slice overhead
+        self._cache[video] = (mm, arr)
+        while len(self._cache) > self.max_open:
+            _, (old, _) = self._cache.popitem(last=False)
+            if self.mode == "r+":
+                old.flush()
+        return arr
+
+    def _drop(self, video: str) -> None:
+        item = self._cache.pop(video, None)
+        if item is not None and self.mode == "r+":
+            item[0].flush()
+
+    def flush(self) -> None:
+        """Flush every open writable map to disk (msync). Reads by other processes on the same
+        host see writes without it; flush before copying the files or at checkpoints."""
+        if self.mode == "r+" and self._pid == os.getpid():
+            for mm, _ in self._cache.values():
+                mm.flush()
+
+    def close(self) -> None:
+        """Flush and drop every open memory map (the bank stays usable; maps reopen lazily)."""
+        self.flush()
+        self._cache = OrderedDict()
+
+    # ------------------------------------------------------------------ rows
+
+    def _span(self, video: str, row_start: int, num_rows: int) -> tuple[int, int, int]:
+        if num_rows < 0:
+            raise BankError(f"video {video!r}: num_rows must be >= 0, got {num_rows}")
+        total = self.num_rows(video)
+        lo = min(max(row_start, 0), total)
+        hi = max(min(row_start + num_rows, total), lo)
+        return lo, hi, total
+
+    def read(self, video: str, row_start: int, num_rows: int,
+             *, dtype: str | np.dtype | None = None) -> np.ndarray:
+        """Rows ``row_start .. row_start + num_rows - 1`` of ``video``: ``[num_rows, C]``.
+
+        One contiguous slice copy; rows before 0 or at/after the video's ``num_rows`` are
+        zeros. The result has the bank's dtype unless ``dtype`` is given (cast in the copy).
+        """
+        row_start, num_rows = int(row_start), int(num_rows)
+        lo, hi, _ = self._span(video, row_start, num_rows)
+        arr = self._array(video)
+        out_dtype = np.dtype(self.dtype if dtype is None else dtype)
+        if lo == row_start and hi == row_start + num_rows:
+            return arr[lo:hi].astype(out_dtype, copy=True)
+        out = np.zeros((num_rows, self.feature_dim), dtype=out_dtype)
+        if hi > lo:
+            out[lo - row_start:hi - row_start] = arr[lo:hi]
+        return out
+
+    def write(self, video: str, row_start: int, features: Any) -> None:
+        """Write ``features`` ``[n, C]`` at rows ``row_start ..`` of ``video`` (one slice copy,
+        cast to the bank dtype). Rows outside ``[0, num_rows)`` are dropped, not written.
+        Accepts numpy arrays or torch tensors (detached and moved to the CPU here)."""
+        if self.mode != "r+":
+            raise BankError(f"memory bank {self.root} is open read-only; open it with mode='r+'")
+        feats = _as_numpy(features)
+        if feats.ndim != 2 or feats.shape[1] != self.feature_dim:
+            raise BankError(
+                f"video {video!r}: features to write must be [n, {self.feature_dim}], got "
+                f"{list(feats.shape)}"
+            )
+        row_start = int(row_start)
+        lo, hi, _ = self._span(video, row_start, feats.shape[0])
+        arr = self._array(video)
+        if hi > lo:
+            arr[lo:hi] = feats[lo - row_start:hi - row_start]
+
+    def read_chunks(self, video: str, row_start: int, chunk_ids: Sequence[int],
+                    rows_per_chunk: int | None = None,
+                    *, dtype: str | np.dtype | None = None) -> np.ndarray:
+        """Chunk ``c`` = rows ``row_start + c * rows_per_chunk ..`` (+rows_per_chunk) for each
+        id in ``chunk_ids`` (sorted, distinct): ``[len(chunk_ids), C, rows_per_chunk]``.
+
+        The dataset's ``feature_reader`` contract (spec memory-data-training §2.3 layout,
+        ``[n_chunks, C, 16]``); a contiguous run of ids is one slice copy. Rows outside the
+        video are zeros. An empty ``chunk_ids`` gives ``[0, C, rows_per_chunk]``. The result
+        is a transposed view of a C-contiguous ``[k, rows_per_chunk, C]`` buffer (the rows as
+        stored, no strided transposing copy); ``np.ascontiguousarray`` it if C order matters.
+        """
+        rpc = self.rows_per_chunk if rows_per_chunk is None else int(rows_per_chunk)
+        if rpc < 1:
+            raise BankError(f"rows_per_chunk must be >= 1, got {rpc}")
+        out = np.empty((len(chunk_ids), rpc, self.feature_dim),
+                       dtype=np.dtype(self.dtype if dtype is None else dtype))
+        for pos, first, length in chunk_runs(chunk_ids):
+            dst = out[pos:pos + length].reshape(length * rpc, self.feature_dim)  # a view
+            start = int(row_start) + first * rpc
+            lo, hi, _ = self._span(video, start, length * rpc)
+            if hi - lo < length * rpc:  # hangs over an end of the video: zero padding
+                dst[:] = 0
+            if hi > lo:
+                dst[lo - start:hi - start] = self._array(video)[lo:hi]
+        return out.transpose(0, 2, 1)
+
+    def write_chunks(self, video: str, row_start: int, chunk_ids: Sequence[int],
+                     features: Any) -> None:
+        """Write ``features`` ``[len(chunk_ids), C, rows_per_chunk]`` back at the chunks' rows
+        (inverse of ``read_chunks``; rows_per_chunk is taken from the array). Rows outside the
+        video are dropped."""
+        feats = _as_numpy(features)
+        if feats.ndim != 3 or feats.shape[0] != len(chunk_ids) or feats.shape[1] != self.feature_dim:
+            raise BankError(
+                f"video {video!r}: chunk features must be [{len(chunk_ids)}, {self.feature_dim}, "
+                f"rows_per_chunk], got {list(feats.shape)}"
+            )
+        rpc = feats.shape[2]
+        for pos, first, length in chunk_runs(chunk_ids):
+            block = feats[pos:pos + length].transpose(0, 2, 1).reshape(length * rpc, self.feature_dim)
+            self.write(video, int(row_start) + first * rpc, block)
+
+    # ------------------------------------------------------------------ completion flags
+
+    def is_complete(self, video: str) -> bool:
+        """Whether every row of ``video`` was written by a finished build."""
+        return bool(self._entry(video).get("complete", False))
+
+    def mark_complete(self, video: str, complete: bool = True) -> None:
+        """Flush ``video``'s rows and record it finished in ``meta.json`` (atomic rewrite).
+
+        The flags on disk are re-read under a lock first, so several build processes can mark
+        their own videos without losing each other's flags.
+        """
+        if self.mode != "r+":
+            raise BankError(f"memory bank {self.root} is open read-only; open it with mode='r+'")
+        self._entry(video)
+        item = self._cache.get(video) if self._pid == os.getpid() else None
+        if item is not None:
+            item[0].flush()
+        with self._meta_lock():
+            try:
+                on_disk = json.loads((self.root / META).read_text(encoding="utf-8"))
+                for vid, entry in on_disk.get("videos", {}).items():
+                    if vid in self._meta["videos"] and entry.get("file") == self._meta["videos"][vid]["file"]:
+                        self._meta["videos"][vid]["complete"] = bool(entry.get("complete", False))
+            except (OSError, json.JSONDecodeError):
+                pass
+            self._meta["videos"][video]["complete"] = bool(complete)
+            _atomic_write_json(self.root / META, self._meta)
+
+    @contextlib.contextmanager
+    def _meta_lock(self) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no cross-process lock
+            yield
+            return
+        with open(self.root / ".meta.lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, videos: Mapping[str, int], feature_dim: int | None = None,
+                 dtype: str | None = None, *, fps: float | None = None,
+                 check_files: bool = True) -> None:
+        """Check the bank before training: raises ``BankError`` listing every problem.
+
+        ``videos`` ``{video_id: expected num_frames}`` (the training videos at the configured
+        fps): each must be in the bank, finished (``complete``), with that frame count and
+        ``ceil(frames / frames_per_row)`` rows; ``feature_dim`` (the backbone's C) and
+        ``dtype`` (``memory.dtype``) and ``fps`` (``data.fps``) must match when given; with
+        ``check_files`` every file's
+        header is read to check it exists with the recorded shape and dtype.
+        """
+        problems: list[str] = []
+        if feature_dim is not None and int(feature_dim) != self.feature_dim:
+            problems.append(
+                f"feature dim is {self.feature_dim} but the model's backbone gives {feature_dim} "
+                f"(bank built with backbone {self._meta['backbone']})"
+            )
+        if dtype is not None and str(dtype) != self.dtype:
+            problems.append(f"dtype is {self.dtype} but the config asks for {dtype} (memory.dtype)")
+        if fps is not None and abs(float(fps) - self.fps) > 1e-6:
+            problems.append(f"fps is {self.fps:g} but the config decodes at {float(fps):g} "
+                            "(data.fps)")
+        fpr = self.frames_per_row
+        missing = [v for v in videos if v not in self._meta["videos"]]
+        if missing:
+            shown = ", ".join(repr(v) for v in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            problems.append(f"{len(missing)} training video(s) missing: {shown}{more}")
+        for video, frames in videos.items():
+            entry = self._meta["videos"].get(video)
+            if entry is None:
+                continue
+            want_rows = math.ceil(int(frames) / fpr)
+            if entry["num_frames"] != int(frames) or entry["num_rows"] != want_rows:
+                problems.append(
+                    f"video {video!r}: bank has {entry['num_frames']} frames / {entry['num_rows']} "
+                    f"rows, the video has {frames} frames -> {want_rows} rows "
+                    f"(ceil({frames}/{fpr}))"
+                )
+                continue
+            if not entry.get("complete", False):
+                problems.append(f"video {video!r}: rows not all written (the build was "
+                                "interrupted or failed for it)")
+                continue
+            if check_files:
+                problem = self._check_file(video)
+                if problem:
+                    problems.append(problem)
+        if problems:
+            shown = problems[:20]
+            more = [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+            raise BankError(
+                f"memory bank {self.root} does not fit the training data:\n  - "
+                + "\n  - ".join(shown + more)
+                + f"\nFix: {REBUILD} (same config and annotations), or point memory.bank_dir at "
+                "the right bank."
+            )
+
+    def _check_file(self, video: str) -> str | None:
+        entry = self._entry(video)
+        path = self.root / entry["file"]
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dt = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dt = np.lib.format.read_array_header_2_0(f)
+        except (OSError, ValueError) as e:
+            return f"video {video!r}: cannot read {path} ({e})"
+        want = (int(entry["num_rows"]), self.feature_dim)
+        if tuple(shape) != want or dt != np.dtype(self.dtype):
+            return (f"video {video!r}: {path} holds {dt} {list(shape)}, meta says {self.dtype} "
+                    f"{list(want)}")
+        return None
+
+    # ------------------------------------------------------------------ identity and copies
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of ``meta.json``: settings, backbone, weights
+        file, every video's frames/rows/file and completion. Row contents are not hashed (they
+        change during training), so a run's copy keeps the fingerprint of its source."""
+        return hashlib.sha256(_canonical(self._meta)).hexdigest()
+
+    def copy_to(self, dst: str | os.PathLike[str], *, mode: Literal["r", "r+"] = "r+",
+                videos: Iterable[str] | None = None, progress: bool = True) -> MemoryBank:
+        """Copy the bank to ``dst`` (a run directory's bank) and open the copy.
+
+        Atomic: files go to a temp folder next to ``dst`` that is renamed to ``dst`` at the
+        end, so an interrupted copy never looks like a bank. If ``dst`` already holds a bank
+        with the same fingerprint (resume), it is reused as it is; a different bank there is
+        an error. ``videos`` copies only those videos (a shard for one node, design.md §9);
+        the shard's meta lists only them, so its fingerprint differs from the full bank's.
+        """
+        dst = Path(dst)
+        meta = self._meta
+        if videos is not None:
+            wanted = list(dict.fromkeys(videos))
+            for video in wanted:
+                self._entry(video)  # unknown video -> BankError
+            meta = dict(self._meta, videos={v: self._meta["videos"][v] for v in wanted})
+        fingerprint = hashlib.sha256(_canonical(meta)).hexdigest()
+        if dst.resolve() == self.root.resolve():
+            raise BankError(f"cannot copy the memory bank {self.root} onto itself")
+        if (dst / META).exists():
+            other = MemoryBank.open(dst, mode)
+            if other.fingerprint() != fingerprint:
+                raise BankError(
+                    f"{dst} already holds a different memory bank (fingerprint "
+                    f"{other.fingerprint()[:12]}, source {self.root} has "
+                    f"{fingerprint[:12]}); delete it or use another run directory"
+                )
+            bad = [p for p in (other._check_file(v) for v in other.videos) if p]
+            if bad:
+                raise BankError(f"{dst}: existing bank copy is damaged: {bad[0]}; delete it")
+            return other
+        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+            raise BankError(f"{dst} exists and is not an empty folder; cannot copy the bank there")
+        self.flush()
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / FEATURES_DIR).mkdir(parents=True)
+        from tqdm import tqdm
+
+        entries = list(meta["videos"].items())
+        for video, entry in tqdm(entries, desc=f"copy bank -> {dst}", unit="video",
+                                 disable=not progress or not entries, leave=False):
+            src = self.root / entry["file"]
+            if not src.exists():
+                shutil.rmtree(tmp)
+                raise BankError(f"video {video!r}: {src} is missing; {REBUILD}")
+            shutil.copyfile(src, tmp / entry["file"])
+        _atomic_write_json(tmp / META, meta)
+        if dst.exists():
+            dst.rmdir()  # empty (checked above)
+        os.rename(tmp, dst)
+        return MemoryBank.open(dst, mode)
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    """Validate the structure of a parsed ``meta.json``; errors name the file and the key."""
+    def bad(what: str) -> BankError:
+        return BankError(f"{path}: {what}; {REBUILD}")
+
+    if not isinstance(meta, dict):
+        raise bad("not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise bad(f"'format' is {meta.get('format')!r}, expected {FORMAT!r} (not a tallformer bank)")
+    if meta.get("version") != VERSION:
+        raise bad(f"'version' is {meta.get('version')!r}; this tallformer reads version {VERSION}")
+    for key in ("feature_dim", "frames_per_row", "chunk_size", "rows_per_chunk"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad(f"{key!r} must be an integer >= 1, got {value!r}")
+    if meta.get("dtype") not in DTYPES:
+        raise bad(f"'dtype' must be one of {list(DTYPES)}, got {meta.get('dtype')!r}")
+    if not isinstance(meta.get("fps"), (int, float)) or meta["fps"] <= 0:
+        raise bad(f"'fps' must be > 0, got {meta.get('fps')!r}")
+    if "backbone" not in meta or not (meta["backbone"] is None or isinstance(meta["backbone"], dict)):
+        raise bad("'backbone' must be an object or null")
+    if "weights" not in meta or not (meta["weights"] is None or isinstance(meta["weights"], str)):
+        raise bad("'weights' must be a string or null")
+    videos = meta.get("videos")
+    if not isinstance(videos, dict):
+        raise bad("'videos' must be an object {video_id: {...}}")
+    for video, entry in videos.items():
+        if not isinstance(entry, dict):
+            raise bad(f"videos[{video!r}] must be an object")
+        for key in ("num_frames", "num_rows"):
+            if isinstance(entry.get(key), bool) or not isinstance(entry.get(key), int) or entry[key] < 1:
+                raise bad(f"videos[{video!r}][{key!r}] must be an integer >= 1, got {entry.get(key)!r}")
+        file = entry.get("file")
+        if not isinstance(file, str) or not file or file.startswith("/") or ".." in file.split("/"):
+            raise bad(f"videos[{video!r}]['file'] must be a relative path inside the bank, got {file!r}")
+        if not isinstance(entry.get("complete", False), bool):
+            raise bad(f"videos[{video!r}]['complete'] must be true or false")
