@@ -1,0 +1,182 @@
+"""TALLFormer: Video Swin backbone + SRM/TCM/TDM/FPN neck + anchor head (spec model-thumos14 §3).
+
+Two entry points:
+
+- `forward_train(fresh_chunks, cached_features, keep_mask)`: the backbone runs only on the
+  kept chunks; their features are put back in time order with the memory bank's cached
+  features, then neck and head. Returns the head outputs and the fresh features, detached,
+  for the bank write-back.
+- `forward_infer(clip)`: the whole window through the backbone chunk by chunk (no bank).
+
+`build_detector(cfg)` is the one factory from a `Config`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from tallformer.models.anchor_head import AnchorHead, Detections, HeadOutputs
+from tallformer.models.backbone import VideoSwinBackbone, build_backbone_from_config
+from tallformer.models.neck import Neck, convert_sync_batchnorm, srm_output_length
+
+if TYPE_CHECKING:
+    from tallformer.config import Config
+
+__all__ = ["TALLFormer", "build_detector", "num_tokens"]
+
+
+def num_tokens(num_frames: int, temporal_stride: int = 2) -> int:
+    """TCM tokens of a window: SRM length of ceil(num_frames / stride) (480 frames -> 60)."""
+    return srm_output_length(-(-num_frames // temporal_stride))
+
+
+class TALLFormer(nn.Module):
+    """The detector: `backbone` (`VideoSwinBackbone`), `neck` (`Neck`), `head` (`AnchorHead`).
+
+    `train()` keeps the backbone's frozen stages in eval mode (the backbone re-applies it).
+    """
+
+    def __init__(self, backbone: VideoSwinBackbone, neck: Neck, head: AnchorHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+
+    def _param(self) -> Tensor:
+        return next(self.neck.parameters())
+
+    def forward_train(self, fresh_chunks: Tensor, cached_features: Tensor,
+                      keep_mask: Tensor) -> tuple[HeadOutputs, Tensor]:
+        """Training forward with the memory bank (spec model-thumos14 §3).
+
+        Args:
+            fresh_chunks: `[B*k, 3, chunk, H, W]` the kept chunks, sample by sample, each
+                sample's in increasing chunk order (k may be 0: no backbone call).
+            cached_features: `[B, n-k, C, rows]` bank features of the dropped chunks in
+                increasing chunk order (any float dtype, cast to the fresh features' dtype);
+                empty (`numel() == 0`) when every chunk is fresh.
+            keep_mask: bool `[B, n]`, True for the kept chunks.
+        Returns:
+            (head outputs, fresh features `[B*k, C, rows]` detached).
+        """
+        if keep_mask.dim() != 2 or keep_mask.dtype != torch.bool:
+            raise ValueError(f"forward_train: keep_mask must be a bool [B, n] tensor, got "
+                             f"{keep_mask.dtype} {list(keep_mask.shape)}")
+        b, n = keep_mask.shape
+        num_keep = int(keep_mask.sum())
+        num_drop = b * n - num_keep
+        if fresh_chunks.shape[0] != num_keep:
+            raise ValueError(f"forward_train: keep_mask marks {num_keep} kept chunks but "
+                             f"fresh_chunks has {fresh_chunks.shape[0]} ({list(fresh_chunks.shape)})")
+        fresh: Tensor | None = None
+        if num_keep:
+            fresh = self.backbone.forward_chunks(fresh_chunks)  # [B*k, C, rows]
+        if num_drop:
+            if cached_features.dim() != 4 or cached_features.shape[0] * cached_features.shape[1] != num_drop:
+                raise ValueError(
+                    f"forward_train: keep_mask drops {num_drop} chunks (of {b} x {n}) but "
+                    f"cached_features has shape {list(cached_features.shape)}; expected "
+                    f"[{b}, {num_drop // max(b, 1)}, C, rows]"
+                )
+            cached = cached_features.reshape(num_drop, *cached_features.shape[2:])
+            like = self._param() if fresh is None else fresh
+            cached = cached.to(device=like.device, dtype=like.dtype)
+            if fresh is not None and cached.shape[1:] != fresh.shape[1:]:
+                raise ValueError(f"forward_train: cached features are [C, rows] = "
+                                 f"{list(cached.shape[1:])} but the backbone gives "
+                                 f"{list(fresh.shape[1:])}; the memory bank was built with "
+                                 "another backbone or chunk size")
+        ref = fresh if fresh is not None else cached
+        c, rows = ref.shape[1], ref.shape[2]
+        feats = ref.new_zeros(b, n, c, rows)
+        mask = keep_mask.to(feats.device)
+        if fresh is not None:
+            feats[mask] = fresh
+        if num_drop:
+            feats[~mask] = cached
+        feats = feats.permute(0, 2, 1, 3).reshape(b, c, n * rows)  # [B, C, n*rows], time order
+        outputs = self.head(self.neck(feats))
+        detached = fresh.detach() if fresh is not None else ref.new_zeros(0, c, rows)
+        return outputs, detached
+
+    def forward_infer(self, clip: Tensor) -> HeadOutputs:
+        """Whole window through the backbone (chunk-wise), neck and head.
+
+        `clip [B, 3, T, H, W]` (T = data.num_frames, zero-padded at the end). Call under
+        `torch.no_grad()` and `eval()` for testing.
+        """
+        return self.head(self.neck(self.backbone(clip)))
+
+    def loss(self, head_outputs: HeadOutputs, gt_segments: list[Tensor], gt_labels: list[Tensor],
+             gt_ignore: list[Tensor] | None = None) -> dict[str, Tensor]:
+        """Focal + DIoU losses; see `AnchorHead.loss`. "loss" is the total."""
+        return self.head.loss(head_outputs, gt_segments, gt_labels, gt_ignore)
+
+    def predict(self, head_outputs: HeadOutputs, lengths: list[int] | Tensor,
+                offsets: list[int] | Tensor | None = None) -> list[Detections]:
+        """Per-window detections in video frames; see `AnchorHead.predict`."""
+        return self.head.predict(head_outputs, lengths, offsets)
+
+
+def build_detector(cfg: Config) -> TALLFormer:
+    """Build the detector from `cfg.model` (+ `cfg.data.num_frames`, `cfg.test` thresholds).
+
+    Does not load backbone weights (see `tallformer.models.load_backbone_weights`). Under
+    an initialised `torch.distributed` with `model.sync_bn`, BatchNorm becomes SyncBatchNorm.
+    Works under `with torch.device("meta"):` (parameter counting).
+    """
+    backbone = build_backbone_from_config(cfg.model.backbone)
+    nk, hk = cfg.model.neck, cfg.model.head
+    num_levels = len(nk.tdm_kernels) + 1
+    if len(hk.anchor_strides) != num_levels:
+        raise ValueError(
+            f"model.head.anchor_strides has {len(hk.anchor_strides)} entries but the neck makes "
+            f"{num_levels} levels (1 + len(model.neck.tdm_kernels)); give one stride per level"
+        )
+    base = backbone.temporal_stride * 4  # frames per level-0 step: backbone x SRM (spec §2)
+    expected = [base * 2 ** i for i in range(num_levels)]
+    if list(hk.anchor_strides) != expected:
+        raise ValueError(
+            f"model.head.anchor_strides {list(hk.anchor_strides)} do not match the feature "
+            f"strides {expected} (frames per step of each level); set them to {expected}"
+        )
+    neck = Neck(
+        in_channels=backbone.num_features,
+        channels=nk.srm_channels,
+        # spec §6: table length L = num_frames // strides[0] (480 -> 60 tokens)
+        max_len=num_tokens(cfg.data.num_frames, backbone.temporal_stride),
+        tcm_layers=nk.tcm_layers,
+        tcm_heads=nk.tcm_heads,
+        tcm_drop_path=nk.tcm_drop_path,
+        tdm_heads=nk.tdm_heads,
+        tdm_kernels=list(nk.tdm_kernels),
+        tdm_dropout=nk.tdm_dropout,
+        fpn_channels=nk.fpn_channels,
+    )
+    head = AnchorHead(
+        num_classes=hk.num_classes,
+        in_channels=nk.fpn_channels,
+        feat_channels=hk.feat_channels,
+        stacked_convs=hk.stacked_convs,
+        anchor_strides=list(hk.anchor_strides),
+        octave_base_scale=hk.octave_base_scale,
+        scales_per_octave=hk.scales_per_octave,
+        pos_iou_thr=hk.pos_iou_thr,
+        neg_iou_thr=hk.neg_iou_thr,
+        min_pos_iou=hk.min_pos_iou,
+        ignore_iof_thr=hk.ignore_iof_thr,
+        focal_gamma=hk.focal_gamma,
+        focal_alpha=hk.focal_alpha,
+        cls_loss_weight=hk.cls_loss_weight,
+        reg_loss_weight=hk.reg_loss_weight,
+        score_thr=cfg.test.score_thr,
+        nms_pre=cfg.test.nms_pre,
+    )
+    model = TALLFormer(backbone, neck, head)
+    if cfg.model.sync_bn and torch.distributed.is_available() and torch.distributed.is_initialized():
+        model.neck = convert_sync_batchnorm(model.neck)
+        model.head = convert_sync_batchnorm(model.head)
+    return model
