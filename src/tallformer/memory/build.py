@@ -1,0 +1,394 @@
+"""Fill a memory bank by running the backbone over every training video.
+
+What one bank row holds (spec memory-data-training §2.2, with our decisions of design.md §8):
+
+- The chunk grid starts at frame 0: chunk ``c`` of a video is frames ``32c .. 32c+31``
+  (``model.backbone.chunk_size``), and its features are bank rows ``16c .. 16c+15``.
+- Each chunk is decoded on its own (``source.read(32c, 32c+32)``, never the whole video),
+  centre-cropped to ``data.crop_size`` and normalised (the test-time transform, spec §5),
+  and run through the backbone by itself (``forward_chunks``), so a row depends only on
+  its chunk, as in the original.
+- The last, partial chunk of ``f < 32`` frames is zero-padded at the end *after*
+  normalisation (zero = the mean colour, spec §2.2 step 3) and only its first
+  ``ceil(f / 2)`` rows are kept, so a video of ``N`` frames has ``ceil(N / 2)`` rows.
+- The backbone runs in eval mode under ``torch.inference_mode()`` (the original built the
+  bank in train mode, where stochastic depth makes it random; design.md §8), so a
+  rebuild gives the same bank.
+- ``N`` is the exact decoded frame count at ``data.fps`` (``len(open_source(...))``,
+  design.md §8), not ``round(duration * fps)``.
+
+Building is resumable: every video is marked complete (``MemoryBank.mark_complete``)
+only after all its rows were written; a re-run skips complete videos and redoes any
+half-written one. A video that cannot be read (missing, corrupt) is reported and the
+others are built.
+
+Usage::
+
+    report = build_bank(cfg, "banks/thumos14_swin_b", weights="swin_b_k400.pth", device="cuda")
+    print(report.summary())
+    if report.failed: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tallformer.config import Config, config_to_dict
+
+if TYPE_CHECKING:
+    import torch
+
+    from tallformer.memory.bank import MemoryBank
+    from tallformer.models.backbone import VideoSwinBackbone
+
+__all__ = ["BuildError", "BuildReport", "build_bank", "training_videos"]
+
+
+class BuildError(ValueError):
+    """The build cannot start: config paths unset, unknown video ids, a bad device, or an
+    existing bank built with other settings. The message names the key or file and the fix."""
+
+
+@dataclass
+class BuildReport:
+    """What `build_bank` did.
+
+    Attributes:
+        out_dir: the bank folder.
+        built: videos computed in this run (all rows written, marked complete).
+        skipped: videos already complete in the bank (not recomputed).
+        failed: video id -> error message (the video's rows are not marked complete).
+        chunks: chunks run through the backbone in this run.
+        frames: frames decoded (at the target fps) in this run.
+        seconds: wall time of the build.
+    """
+
+    out_dir: Path
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    chunks: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no video failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """A few human-readable lines: counts, speed, and every failure."""
+        speed = f", {self.chunks / self.seconds:.2f} chunks/s" if self.seconds > 0 and self.chunks else ""
+        lines = [
+            f"memory bank {self.out_dir}: {len(self.built)} built, {len(self.skipped)} skipped "
+            f"(already complete), {len(self.failed)} failed; {self.chunks} chunks / "
+            f"{self.frames} frames in {self.seconds:.1f} s{speed}"
+        ]
+        if self.failed:
+            lines.append("failed videos (fix them and re-run the same command; finished videos "
+                         "are skipped):")
+            lines.extend(f"  {vid}: {msg}" for vid, msg in self.failed.items())
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def training_videos(cfg: Config) -> list[str]:
+    """Ids of the videos of ``data.train_subset`` in ``data.annotations`` (file order)."""
+    from tallformer.data.annotations import load_annotations
+
+    if not cfg.data.annotations:
+        raise BuildError(
+            "data.annotations is not set; give the annotation JSON in the config or as "
+            "data.annotations=FILE on the command line"
+        )
+    aset = load_annotations(cfg.data.annotations)
+    return [v.video_id for v in aset.subset(cfg.data.train_subset)]
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise BuildError(f"device {device!r} is not a torch device ({exc}); use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BuildError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+def _make_backbone(cfg: Config, weights: str | None) -> VideoSwinBackbone:
+    """The configured backbone with `weights` loaded; with no weights, a random init seeded
+    by ``cfg.seed`` (so an interrupted build resumes with the same network)."""
+    import torch
+
+    from tallformer.models.backbone import build_backbone_from_config
+    from tallformer.models.weights import load_backbone_weights
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        backbone = build_backbone_from_config(cfg.model.backbone)
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise BuildError(f"backbone weights file {weights} not found (--weights / "
+                             "model.backbone.weights)")
+        load_backbone_weights(backbone, weights)
+    else:
+        warnings.warn(
+            "no backbone weights given (--weights / model.backbone.weights): the bank holds "
+            f"features of a randomly initialised backbone (seed {cfg.seed})",
+            stacklevel=3,
+        )
+    return backbone
+
+
+def _chunk_rows(frames: int, stride: int) -> int:
+    """Rows of a chunk of ``frames`` real frames: ceil(frames / stride) (spec §2.2 step 3:
+    the padded chunk's last floor(pad / stride) rows are dropped)."""
+    return math.ceil(frames / stride)
+
+
+@dataclass
+class _Job:
+    """One chunk waiting for the backbone."""
+
+    video: str
+    chunk: int
+    rows: int  # rows to keep (< rows_per_chunk only for the last, partial chunk)
+    clip: Any  # float32 tensor [3, chunk, crop, crop]
+
+
+class _Builder:
+    """Runs batches of chunks through the backbone and writes their rows."""
+
+    def __init__(self, bank: MemoryBank, backbone: VideoSwinBackbone, device: torch.device,
+                 batch_chunks: int, report: BuildReport, progress: Any) -> None:
+        self.bank = bank
+        self.backbone = backbone
+        self.device = device
+        self.batch_chunks = batch_chunks
+        self.report = report
+        self.progress = progress
+        self.pending: list[_Job] = []
+        self.remaining: dict[str, int] = {}  # video -> chunks not yet written
+        self.rows_per_chunk = bank.rows_per_chunk
+
+    def start(self, video: str, num_chunks: int) -> None:
+        self.remaining[video] = num_chunks
+
+    def add(self, job: _Job) -> None:
+        self.pending.append(job)
+        if len(self.pending) >= self.batch_chunks:
+            self.flush()
+
+    def abandon(self, video: str) -> int:
+        """Drop a failed video's queued chunks (its rows stay incomplete); returns how many
+        of its chunks will not go through the backbone."""
+        self.pending = [j for j in self.pending if j.video != video]
+        return self.remaining.pop(video, 0)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        import torch
+
+        jobs, self.pending = self.pending, []
+        batch = torch.stack([j.clip for j in jobs]).to(self.device)  # [N, 3, chunk, h, w]
+        feats = self.backbone.forward_chunks(batch)  # [N, C, chunk / stride]
+        feats = feats.float().cpu().transpose(1, 2).numpy()  # [N, rows_per_chunk, C]
+        for job, f in zip(jobs, feats):
+            # chunk c -> rows 16c .. 16c + rows - 1 (spec §2.2)
+            self.bank.write(job.video, job.chunk * self.rows_per_chunk, f[: job.rows])
+            self.report.chunks += 1
+            self.remaining[job.video] -= 1
+            if self.remaining[job.video] == 0:
+                del self.remaining[job.video]
+                self.bank.mark_complete(job.video)  # flushes the rows first
+                self.report.built.append(job.video)
+        self.progress.update(len(jobs))
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_bank(
+    cfg: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    batch_chunks: int = 8,
+    videos: Sequence[str] | None = None,
+    backbone: VideoSwinBackbone | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Build (or resume building) the memory bank of ``cfg``'s training videos in ``out_dir``.
+
+    Args:
+        cfg: the run config: ``data.annotations`` / ``data.train_subset`` pick the videos,
+            ``data.videos``, ``data.fps``, ``data.frame_size``, ``data.crop_size``,
+            ``data.mean``/``std`` the frames, ``model.backbone`` the network,
+            ``memory.dtype`` the storage type.
+        out_dir: the bank folder (created; an existing bank there is resumed: it must have
+            been built with the same backbone config, weights, dtype and fps).
+        weights: backbone checkpoint (official / torchvision / tallformer); default
+            ``model.backbone.weights``. None of both: random init seeded by ``cfg.seed``
+            (a warning).
+        device: where the backbone runs ("cpu", "cuda", "cuda:1").
+        batch_chunks: chunks per backbone call (batches may span videos).
+        videos: build only these training video ids (default: every training video).
+        backbone: use this backbone instead of building one from the config (e.g. the one
+            being trained); it is moved to ``device`` and run in eval mode (its train/eval
+            mode is restored afterwards); ``weights`` is then only recorded in the meta.
+        progress: show a tqdm bar over chunks.
+
+    Returns:
+        A `BuildReport`. Videos that cannot be read are in ``report.failed`` and are not
+        marked complete; every other video is complete in the bank.
+
+    Raises:
+        BuildError: unset paths, unknown ids, unusable device, bad ``batch_chunks``.
+        BankError: ``out_dir`` holds a bank built with other settings, or another folder.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from tallformer.data.transforms import test_transform
+    from tallformer.data.video import open_source, resolve_video
+    from tallformer.memory.bank import MemoryBank
+
+    t0 = time.perf_counter()
+    if isinstance(batch_chunks, bool) or not isinstance(batch_chunks, int) or batch_chunks < 1:
+        raise BuildError(f"batch_chunks must be an integer >= 1, got {batch_chunks!r}")
+    if not cfg.data.videos:
+        raise BuildError(
+            "data.videos is not set; give the folder of videos (or frame folders) in the "
+            "config or as data.videos=DIR on the command line"
+        )
+    dev = _resolve_device(device)
+    ids = training_videos(cfg)
+    if videos is not None:
+        known = set(ids)
+        unknown = [v for v in videos if v not in known]
+        if unknown:
+            raise BuildError(
+                f"video id(s) {unknown[:10]} are not in subset {cfg.data.train_subset!r} of "
+                f"{cfg.data.annotations} ({len(ids)} videos); check the ids or data.train_subset"
+            )
+        wanted = set(videos)
+        ids = [v for v in ids if v in wanted]
+
+    bb_cfg = cfg.model.backbone
+    weights_path = str(weights) if weights is not None else bb_cfg.weights
+    chunk = bb_cfg.chunk_size  # spec §0: 32 frames per chunk
+    fps = float(cfg.data.fps)
+    size = (int(cfg.data.frame_size[0]), int(cfg.data.frame_size[1]))
+    report = BuildReport(out_dir=Path(out_dir))
+
+    if backbone is None:
+        backbone = _make_backbone(cfg, weights_path)
+    stride = int(backbone.temporal_stride)  # spec §0: 2 frames per row
+    if chunk % stride:
+        raise BuildError(f"model.backbone.chunk_size {chunk} is not a multiple of the backbone's "
+                         f"temporal stride {stride}")
+
+    # 1. exact frame counts (a demux-only pass per video file; no decoding)
+    paths: dict[str, Path] = {}
+    counts: dict[str, int] = {}
+    for vid in tqdm(ids, desc="counting frames", unit="video", disable=not progress or not ids,
+                    leave=False):
+        try:
+            path = resolve_video(cfg.data.videos, vid)
+            source = open_source(path, fps, size)
+            try:
+                n = len(source)
+            finally:
+                source.close()
+            if n < 1:
+                raise ValueError(f"{path}: no frames at {fps:g} fps")
+        except Exception as exc:  # noqa: BLE001 - any unreadable video is reported, not fatal
+            report.failed[vid] = _message(exc)
+            continue
+        paths[vid], counts[vid] = path, n
+
+    # 2. create the bank, or reopen it to resume (same settings required)
+    bb_dict = config_to_dict(bb_cfg)
+    bb_dict["weights"] = weights_path
+    bank = MemoryBank.create(
+        out_dir, counts, backbone.num_features, dtype=cfg.memory.dtype,
+        frames_per_row=stride, chunk_size=chunk, fps=fps, backbone=bb_dict,
+        weights=weights_path, exist_ok=True,
+    )
+    todo = []
+    for vid in counts:
+        if bank.is_complete(vid):
+            report.skipped.append(vid)
+        else:
+            todo.append(vid)
+
+    # 3. chunk by chunk over the unfinished videos
+    was_training = backbone.training
+    backbone = backbone.to(dev).eval()
+    total_chunks = sum(math.ceil(counts[v] / chunk) for v in todo)
+    bar = tqdm(total=total_chunks, desc="building bank", unit="chunk",
+               disable=not progress or not total_chunks)
+    builder = _Builder(bank, backbone, dev, batch_chunks, report, bar)
+    cfg_data = cfg.data
+    try:
+        with torch.inference_mode():
+            for vid in todo:
+                bar.set_postfix_str(vid, refresh=False)
+                n = counts[vid]
+                num_chunks = math.ceil(n / chunk)
+                builder.start(vid, num_chunks)
+                source = None
+                try:
+                    source = open_source(paths[vid], fps, size)
+                    if len(source) != n:
+                        raise ValueError(f"{paths[vid]}: {len(source)} frames now, {n} when "
+                                         "counted; did the file change?")
+                    for c in range(num_chunks):
+                        lo, hi = c * chunk, min((c + 1) * chunk, n)
+                        frames = source.read(lo, hi)  # uint8 [hi - lo, H, W, 3]
+                        clip = test_transform(frames, cfg_data.crop_size, cfg_data.mean,
+                                              cfg_data.std)  # [3, hi - lo, crop, crop]
+                        if hi - lo < chunk:  # zero-pad after normalisation (spec §2.2 step 3)
+                            clip = torch.nn.functional.pad(clip, (0, 0, 0, 0, 0, chunk - (hi - lo)))
+                        report.frames += hi - lo
+                        builder.add(_Job(vid, c, _chunk_rows(hi - lo, stride), clip))
+                except Exception as exc:  # noqa: BLE001 - report the video, build the rest
+                    report.failed[vid] = _message(exc)
+                    bar.total = max(bar.n, bar.total - builder.abandon(vid))
+                    bar.refresh()
+                finally:
+                    if source is not None:
+                        source.close()
+            builder.flush()
+    finally:
+        bar.close()
+        bank.close()
+        backbone.train(was_training)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if type(exc).__name__ not in ("VideoError", "ValueError", "AnnotationError"):
+        text = f"{type(exc).__name__}: {text}"
+    return text

@@ -1,0 +1,313 @@
+"""Building the memory bank (`tallformer.memory.build`) and `tallformer bank build|info`.
+
+Real tiny mp4 files (PyAV), a real weights file (torch.save), the "tiny" Video Swin of
+configs/demo.yaml (64x64 frames, 56 crop). Three training videos of 40, 71 and 64 frames
+at 15 fps: 2, 3 (the last one partial, odd length) and 2 chunks of 32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_video
+from tallformer.cli import main
+from tallformer.config import Config, load_config
+from tallformer.data.transforms import test_transform
+from tallformer.data.video import open_source
+from tallformer.memory.bank import MemoryBank
+from tallformer.memory.build import BuildError, build_bank
+from tallformer.models.backbone import VideoSwinBackbone, build_backbone_from_config
+from tallformer.models.weights import load_backbone_weights
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+FPS = 15
+TRAIN = {"vid_a": 40, "vid_b": 71, "vid_c": 64}
+CHUNKS = {v: math.ceil(n / 32) for v, n in TRAIN.items()}
+
+
+def _annotations(path: Path, train: list[str], test: list[str] = ()) -> Path:
+    db = {}
+    for vid in train:
+        db[vid] = {"subset": "training", "duration": 4.0,
+                   "annotations": [{"segment": [0.5, 2.0], "label": "jump"}]}
+    for vid in test:
+        db[vid] = {"subset": "testing", "duration": 4.0,
+                   "annotations": [{"segment": [1.0, 2.0], "label": "jump"}]}
+    path.write_text(json.dumps({"database": db}))
+    return path
+
+
+def _config(ann: Path, videos: Path) -> Config:
+    return load_config(DEMO, [f"data.annotations={ann}", f"data.videos={videos}"])
+
+
+class Data:
+    root: Path
+    videos: Path
+    ann: Path
+    weights: Path
+    cfg: Config
+    bank_dir: Path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
+    d = Data()
+    d.root = tmp_path_factory.mktemp("bank_build")
+    d.videos = d.root / "videos"
+    d.videos.mkdir()
+    for vid, n in TRAIN.items():
+        write_video(d.videos / f"{vid}.mp4", n, fps=FPS)
+    write_video(d.videos / "vid_test.mp4", 40, fps=FPS)  # testing subset: not in the bank
+    d.ann = _annotations(d.root / "ann.json", list(TRAIN), ["vid_test"])
+    d.cfg = _config(d.ann, d.videos)
+    torch.manual_seed(0)
+    backbone = build_backbone_from_config(d.cfg.model.backbone)
+    d.weights = d.root / "tiny_backbone.pth"
+    torch.save(backbone.state_dict(), d.weights)
+    d.bank_dir = d.root / "bank"
+    report = build_bank(d.cfg, d.bank_dir, weights=d.weights, batch_chunks=4, progress=False)
+    assert report.ok and report.built == list(TRAIN) and report.skipped == []
+    assert report.chunks == sum(CHUNKS.values()) and report.frames == sum(TRAIN.values())
+    return d
+
+
+def _backbone(d: Data) -> VideoSwinBackbone:
+    bb = build_backbone_from_config(d.cfg.model.backbone)
+    load_backbone_weights(bb, d.weights)
+    return bb.eval()
+
+
+class ChunkCounter:
+    """Forward hook on the backbone's patch embedding: backbone calls and chunks seen.
+    With ``fail_at`` the hook raises on that call (an interrupted build)."""
+
+    def __init__(self, backbone: VideoSwinBackbone, fail_at: int | None = None) -> None:
+        self.calls = 0
+        self.chunks = 0
+        self.fail_at = fail_at
+        self.handle = backbone.patch_embed.register_forward_pre_hook(self)
+
+    def __call__(self, module: torch.nn.Module, inputs: tuple[torch.Tensor]) -> None:
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated interruption")
+        self.chunks += inputs[0].shape[0]
+
+
+def test_rows_per_video_and_meta(data: Data) -> None:
+    bank = MemoryBank.open(data.bank_dir)
+    assert set(bank.videos) == set(TRAIN)  # only the training subset
+    for vid, n in TRAIN.items():
+        assert bank.num_frames(vid) == n
+        assert bank.num_rows(vid) == math.ceil(n / 2)
+        assert bank.is_complete(vid)
+        assert np.load(bank.path(vid), mmap_mode="r").shape == (math.ceil(n / 2), 192)
+    assert bank.dtype == "float16" and bank.feature_dim == 192 and bank.fps == FPS
+    assert bank.weights == str(data.weights)
+    assert bank.backbone["arch"] == "tiny" and bank.backbone["weights"] == str(data.weights)
+    bank.validate(TRAIN, feature_dim=192, dtype="float16", fps=FPS)
+
+
+def test_rows_equal_the_backbone_on_centre_cropped_chunks(data: Data) -> None:
+    """Every row equals the backbone run on the whole video's centre-cropped, normalised
+    frames (its own zero padding of the last chunk and row dropping), to fp16 precision."""
+    backbone = _backbone(data)
+    bank = MemoryBank.open(data.bank_dir)
+    cfg = data.cfg.data
+    for vid, n in TRAIN.items():
+        src = open_source(data.videos / f"{vid}.mp4", FPS, tuple(cfg.frame_size))
+        assert len(src) == n
+        clip = test_transform(src.read(0, n), cfg.crop_size, cfg.mean, cfg.std)  # [3, n, 56, 56]
+        src.close()
+        with torch.inference_mode():
+            ref = backbone(clip[None])[0].T.numpy()  # [ceil(n/2), C]
+        rows = bank.read(vid, 0, bank.num_rows(vid), dtype="float32")
+        assert ref.shape == rows.shape
+        assert np.abs(ref).max() > 0.1  # real features, not zeros
+        np.testing.assert_allclose(rows, ref, atol=1e-3, rtol=1e-3)
+    # the chunk grid starts at frame 0: chunk 1 of vid_b alone gives rows 16..31
+    src = open_source(data.videos / "vid_b.mp4", FPS, tuple(cfg.frame_size))
+    chunk = test_transform(src.read(32, 64), cfg.crop_size, cfg.mean, cfg.std)
+    src.close()
+    with torch.inference_mode():
+        one = backbone.forward_chunks(chunk[None])[0].T.numpy()  # [16, C]
+    np.testing.assert_allclose(bank.read("vid_b", 16, 16, dtype="float32"), one, atol=1e-3, rtol=1e-3)
+
+
+def test_rebuild_is_identical_in_eval_mode(data: Data, tmp_path: Path) -> None:
+    """drop_path_rate is 0.1 in the demo config: only eval mode makes a rebuild repeat."""
+    assert data.cfg.model.backbone.drop_path_rate > 0
+    report = build_bank(data.cfg, tmp_path / "again", weights=data.weights, batch_chunks=4,
+                        progress=False)
+    assert report.built == list(TRAIN)
+    a, b = MemoryBank.open(data.bank_dir), MemoryBank.open(tmp_path / "again")
+    for vid in TRAIN:
+        assert np.array_equal(a.read(vid, 0, a.num_rows(vid)), b.read(vid, 0, b.num_rows(vid)))
+    assert a.fingerprint() == b.fingerprint()
+
+
+def test_resume_recomputes_only_the_unfinished_video(data: Data, tmp_path: Path) -> None:
+    bank_dir = tmp_path / "bank"
+    shutil.copytree(data.bank_dir, bank_dir)
+    bank = MemoryBank.open(bank_dir, "r+")
+    bank.write("vid_b", 0, np.zeros((bank.num_rows("vid_b"), 192), np.float32))  # lost progress
+    bank.mark_complete("vid_b", False)
+    bank.close()
+    backbone = _backbone(data)
+    counter = ChunkCounter(backbone)
+    report = build_bank(data.cfg, bank_dir, weights=data.weights, batch_chunks=1,
+                        backbone=backbone, progress=False)
+    assert report.built == ["vid_b"] and report.skipped == ["vid_a", "vid_c"]
+    assert counter.calls == CHUNKS["vid_b"] and counter.chunks == CHUNKS["vid_b"]
+    ref, got = MemoryBank.open(data.bank_dir), MemoryBank.open(bank_dir)
+    assert got.is_complete("vid_b")
+    np.testing.assert_allclose(got.read("vid_b", 0, 36, dtype="float32"),
+                               ref.read("vid_b", 0, 36, dtype="float32"), atol=1e-3)
+
+
+def test_interrupted_build_resumes(data: Data, tmp_path: Path) -> None:
+    """Interrupt inside vid_b (its 2nd chunk): vid_a is finished, vid_b half-written and
+    not finished; the re-run redoes vid_b from its first chunk and builds vid_c."""
+    bank_dir = tmp_path / "bank"
+    backbone = _backbone(data)
+    counter = ChunkCounter(backbone, fail_at=CHUNKS["vid_a"] + 2)
+    with pytest.raises(KeyboardInterrupt):
+        build_bank(data.cfg, bank_dir, weights=data.weights, batch_chunks=1, backbone=backbone,
+                   progress=False)
+    counter.handle.remove()
+    half = MemoryBank.open(bank_dir)
+    assert half.is_complete("vid_a")
+    assert not half.is_complete("vid_b") and not half.is_complete("vid_c")
+    assert np.abs(half.read("vid_b", 0, 16, dtype="float32")).max() > 0  # chunk 0 written
+    counter = ChunkCounter(backbone)
+    report = build_bank(data.cfg, bank_dir, weights=data.weights, batch_chunks=1,
+                        backbone=backbone, progress=False)
+    assert report.skipped == ["vid_a"] and report.built == ["vid_b", "vid_c"]
+    assert counter.chunks == CHUNKS["vid_b"] + CHUNKS["vid_c"]
+    ref, got = MemoryBank.open(data.bank_dir), MemoryBank.open(bank_dir)
+    for vid in TRAIN:
+        assert got.is_complete(vid)
+        np.testing.assert_allclose(got.read(vid, 0, got.num_rows(vid), dtype="float32"),
+                                   ref.read(vid, 0, ref.num_rows(vid), dtype="float32"), atol=1e-3)
+
+
+def test_backbone_mode_is_restored(data: Data, tmp_path: Path) -> None:
+    backbone = _backbone(data).train()
+    build_bank(data.cfg, tmp_path / "b", weights=data.weights, backbone=backbone,
+               videos=["vid_a"], progress=False)
+    assert backbone.training
+    assert MemoryBank.open(tmp_path / "b").videos == ["vid_a"]
+
+
+def test_failed_videos_are_reported_and_the_rest_built(data: Data, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(data.videos / "vid_a.mp4", videos / "vid_a.mp4")
+    (videos / "vid_bad.mp4").write_bytes(np.random.default_rng(0).bytes(5000))  # corrupt
+    ann = _annotations(tmp_path / "ann.json", ["vid_missing", "vid_a", "vid_bad"])
+    cfg = _config(ann, videos)
+    report = build_bank(cfg, tmp_path / "lib", weights=data.weights, progress=False)
+    assert report.built == ["vid_a"] and not report.ok
+    assert set(report.failed) == {"vid_missing", "vid_bad"}
+    assert "vid_missing" in report.failed["vid_missing"]  # names the id and what was tried
+    assert "vid_bad.mp4" in report.failed["vid_bad"]  # names the file
+    assert MemoryBank.open(tmp_path / "lib").videos == ["vid_a"]
+
+    code = main(["bank", "build", "--config", str(DEMO), "--out", str(tmp_path / "cli"),
+                 "--weights", str(data.weights), "--quiet",
+                 f"data.annotations={ann}", f"data.videos={videos}"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "1 built" in out and "2 failed" in out
+    assert "vid_missing" in err and "vid_bad" in err and "vid_a:" not in err
+    assert MemoryBank.open(tmp_path / "cli").is_complete("vid_a")
+
+
+def test_video_failing_mid_way_is_not_marked_complete(data: Data, tmp_path: Path) -> None:
+    """A frame folder (original layout) whose 41st image is corrupt fails in its 2nd chunk,
+    while its 1st chunk waits in the batch: that chunk is dropped, the video stays
+    unfinished, and the next video (in the same batch) is built."""
+    from conftest import index_image
+    from tallformer.data.video import save_image
+
+    videos = tmp_path / "videos"
+    frames = videos / "vid_frames"
+    frames.mkdir(parents=True)
+    for i in range(70):
+        save_image(frames / f"{i + 1:05d}.png", index_image(i, (64, 64)))
+    (frames / "00041.png").write_bytes(b"not a png")
+    shutil.copy(data.videos / "vid_a.mp4", videos / "vid_a.mp4")
+    cfg = _config(_annotations(tmp_path / "ann.json", ["vid_frames", "vid_a"]), videos)
+    backbone = _backbone(data)
+    counter = ChunkCounter(backbone)
+    report = build_bank(cfg, tmp_path / "bank", weights=data.weights, batch_chunks=8,
+                        backbone=backbone, progress=False)
+    assert list(report.failed) == ["vid_frames"] and "00041.png" in report.failed["vid_frames"]
+    assert report.built == ["vid_a"] and report.chunks == counter.chunks == CHUNKS["vid_a"]
+    bank = MemoryBank.open(tmp_path / "bank")
+    assert bank.num_frames("vid_frames") == 70 and not bank.is_complete("vid_frames")
+    assert np.abs(bank.read("vid_frames", 0, 35, dtype="float32")).max() == 0
+    assert bank.is_complete("vid_a")
+
+
+def test_settings_mismatch_and_bad_inputs(data: Data, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bank_dir = tmp_path / "bank"
+    shutil.copytree(data.bank_dir, bank_dir)
+    other = load_config(DEMO, [f"data.annotations={data.ann}", f"data.videos={data.videos}",
+                               "memory.dtype=float32"])
+    code = main(["bank", "build", "--config", str(DEMO), "--out", str(bank_dir), "--quiet",
+                 "--weights", str(data.weights), f"data.annotations={data.ann}",
+                 f"data.videos={data.videos}", "memory.dtype=float32"])
+    assert code == 2 and "dtype" in capsys.readouterr().err
+    with pytest.raises(BuildError, match="data.videos"):
+        build_bank(load_config(DEMO, [f"data.annotations={data.ann}"]), tmp_path / "x")
+    with pytest.raises(BuildError, match="data.annotations"):
+        build_bank(load_config(DEMO, [f"data.videos={data.videos}"]), tmp_path / "x")
+    with pytest.raises(BuildError, match="nope"):
+        build_bank(other, tmp_path / "x", videos=["nope"], weights=data.weights)
+    with pytest.raises(BuildError, match="batch_chunks"):
+        build_bank(other, tmp_path / "x", batch_chunks=0)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bank_info(data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bank", "info", str(data.bank_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    bank = MemoryBank.open(data.bank_dir)
+    assert info["videos"] == 3 and info["complete"] == 3 and info["incomplete"] == []
+    assert info["rows"] == sum(math.ceil(n / 2) for n in TRAIN.values())
+    assert info["feature_dim"] == 192 and info["dtype"] == "float16"
+    assert info["fingerprint"] == bank.fingerprint()
+    assert info["weights"] == str(data.weights)
+    files = sum(p.stat().st_size for p in (data.bank_dir / "features").iterdir())
+    assert info["disk_bytes"] == files + (data.bank_dir / "meta.json").stat().st_size
+
+    half = tmp_path / "half"
+    shutil.copytree(data.bank_dir, half)
+    MemoryBank.open(half, "r+").mark_complete("vid_c", False)
+    assert main(["bank", "info", str(half)]) == 0
+    out = capsys.readouterr().out
+    assert "3 (2 complete)" in out and "incomplete    vid_c" in out
+    assert "dim 192, float16" in out and bank.fingerprint() not in out  # flags changed
+
+    assert main(["bank", "info", str(tmp_path / "nothing")]) == 2
+    assert "meta.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["build", "info"])
+def test_help_has_examples(action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bank", action, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"tallformer bank {action}" in out
