@@ -1,0 +1,94 @@
+"""The bank a training run works on: validated, copied into the run directory, recorded.
+
+The original edits the user's bank in place and tells users to copy it by hand before
+every run (spec memory-data-training §8.1, §9.6). Here a run validates the bank against
+its training videos and config before any step, then trains on its own copy in
+`RUN_DIR/bank/` (made once, atomically, and reused on resume), and records in
+`RUN_DIR/bank.json` which bank it started from (path and meta fingerprint). With
+`memory.in_place: true` (`--bank-in-place`) it trains on the user's bank directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tallformer.config import Config
+from tallformer.data.annotations import AnnotationSet
+from tallformer.memory.bank import BankError, MemoryBank
+
+__all__ = ["RUN_BANK_DIR", "RUN_BANK_RECORD", "open_training_bank", "training_frame_counts"]
+
+RUN_BANK_DIR = "bank"
+RUN_BANK_RECORD = "bank.json"
+
+
+def training_frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
+    """`{video_id: frames at data.fps}` for the training subset, from the videos themselves."""
+    from tallformer.data.video import open_source, resolve_video
+
+    if cfg.data.videos is None:
+        raise BankError("data.videos is not set: the bank is checked against the training videos")
+    counts: dict[str, int] = {}
+    size = (cfg.data.frame_size[0], cfg.data.frame_size[1])
+    for video in annotations.subset(cfg.data.train_subset):
+        src = open_source(resolve_video(cfg.data.videos, video.video_id), cfg.data.fps, size)
+        try:
+            counts[video.video_id] = len(src)
+        finally:
+            src.close()
+    return counts
+
+
+def open_training_bank(
+    cfg: Config,
+    run_dir: str | os.PathLike[str],
+    frame_counts: dict[str, int],
+    feature_dim: int,
+) -> MemoryBank:
+    """Validate `memory.bank_dir` and return the bank this run trains on (mode "r+").
+
+    Args:
+        frame_counts: `{video_id: frames}` of every training video (see
+            `training_frame_counts`); each must be in the bank with matching rows.
+        feature_dim: the backbone's output channels C.
+    Raises:
+        BankError naming the bank, the video and the numbers on any mismatch, or when a
+        resumed run finds a different bank than the one it started from.
+    """
+    if cfg.memory.bank_dir is None:
+        raise BankError(
+            "memory.bank_dir is not set; build a bank with 'tallformer bank build --config ... "
+            "--out DIR' and pass memory.bank_dir=DIR"
+        )
+    source = MemoryBank.open(cfg.memory.bank_dir, mode="r")
+    source.validate(frame_counts, feature_dim=feature_dim, dtype=cfg.memory.dtype, fps=cfg.data.fps)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    record_path = run / RUN_BANK_RECORD
+    record = {
+        "source": str(Path(cfg.memory.bank_dir).resolve()),
+        "fingerprint": source.fingerprint(),
+        "in_place": bool(cfg.memory.in_place),
+    }
+    if record_path.is_file():
+        previous = json.loads(record_path.read_text())
+        if previous.get("fingerprint") != record["fingerprint"] or previous.get("in_place") != record["in_place"]:
+            raise BankError(
+                f"{run}: this run started from bank {previous.get('source')} (fingerprint "
+                f"{str(previous.get('fingerprint'))[:12]}, in_place={previous.get('in_place')}) but now "
+                f"memory.bank_dir={cfg.memory.bank_dir} (fingerprint {record['fingerprint'][:12]}, "
+                f"in_place={record['in_place']}); resume with the same bank or use a new run_dir"
+            )
+    if cfg.memory.in_place:
+        bank = MemoryBank.open(cfg.memory.bank_dir, mode="r+")
+        record["path"] = record["source"]
+    else:
+        bank = source.copy_to(run / RUN_BANK_DIR, mode="r+")
+        record["path"] = str((run / RUN_BANK_DIR).resolve())
+    source.close()
+    tmp = record_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, record_path)
+    return bank

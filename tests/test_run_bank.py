@@ -1,0 +1,75 @@
+"""The run's own copy of the bank: validated, copied once, reused on resume, recorded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tallformer.config import load_config
+from tallformer.memory.bank import BankError, MemoryBank
+from tallformer.memory.run_bank import RUN_BANK_RECORD, open_training_bank
+
+FRAMES = {"a": 70, "b": 33}
+
+
+def make_bank(root, frames=FRAMES, dim=8):
+    bank = MemoryBank.create(root, frames, dim)
+    for i, v in enumerate(frames):
+        bank.write(v, 0, np.full((bank.num_rows(v), dim), i + 1, dtype=np.float16))
+        bank.mark_complete(v)
+    bank.flush()
+    return bank
+
+
+def cfg_for(bank_dir, *extra):
+    return load_config(None, [f"memory.bank_dir={bank_dir}", *extra])
+
+
+def test_copy_is_made_once_recorded_and_reused(tmp_path):
+    make_bank(tmp_path / "src")
+    run = tmp_path / "run"
+    bank = open_training_bank(cfg_for(tmp_path / "src"), run, FRAMES, feature_dim=8)
+    assert bank.path("a").is_relative_to(run)
+    record = json.loads((run / RUN_BANK_RECORD).read_text())
+    assert record["fingerprint"] == MemoryBank.open(tmp_path / "src").fingerprint()
+    assert record["in_place"] is False
+    bank.write("a", 0, np.zeros((2, 8), dtype=np.float16))
+    bank.flush()
+    # the user's bank is untouched
+    assert float(MemoryBank.open(tmp_path / "src").read("a", 0, 1)[0, 0]) == 1.0
+    # resuming reuses the copy, with the training writes it holds
+    again = open_training_bank(cfg_for(tmp_path / "src"), run, FRAMES, feature_dim=8)
+    assert float(again.read("a", 0, 1)[0, 0]) == 0.0 and float(again.read("a", 2, 1)[0, 0]) == 1.0
+
+
+def test_in_place_trains_on_the_users_bank(tmp_path):
+    make_bank(tmp_path / "src")
+    bank = open_training_bank(cfg_for(tmp_path / "src", "memory.in_place=true"), tmp_path / "run", FRAMES, 8)
+    bank.write("b", 0, np.zeros((1, 8), dtype=np.float16))
+    bank.flush()
+    assert float(MemoryBank.open(tmp_path / "src").read("b", 0, 1)[0, 0]) == 0.0
+    assert not (tmp_path / "run" / "bank").exists()
+
+
+def test_mismatches_are_named(tmp_path):
+    make_bank(tmp_path / "src")
+    with pytest.raises(BankError, match=r"missing: 'c'"):
+        open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", {**FRAMES, "c": 10}, 8)
+    with pytest.raises(BankError, match=r"'a'.*70 frames.*71 frames"):
+        open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", {**FRAMES, "a": 71}, 8)
+    with pytest.raises(BankError, match="feature dim is 8 but the model's backbone gives 16"):
+        open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 16)
+    with pytest.raises(BankError, match="memory.dtype"):
+        open_training_bank(cfg_for(tmp_path / "src", "memory.dtype=float32"), tmp_path / "run", FRAMES, 8)
+    with pytest.raises(BankError, match="memory.bank_dir is not set"):
+        open_training_bank(load_config(), tmp_path / "run", FRAMES, 8)
+
+
+def test_resume_with_another_bank_is_refused(tmp_path):
+    make_bank(tmp_path / "src")
+    make_bank(tmp_path / "other", dim=8, frames={"a": 70, "b": 33, "c": 5})
+    open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 8)
+    with pytest.raises(BankError, match="resume with the same bank"):
+        open_training_bank(cfg_for(tmp_path / "other"), tmp_path / "run", FRAMES, 8)
