@@ -332,3 +332,31 @@ def test_resolve_video(tmp_path) -> None:
     assert "v_missing{.mp4" in msg and "missing{.mp4" in msg and "frame folder" in msg
     with pytest.raises(VideoError, match="does not exist"):
         resolve_video(tmp_path / "nope", "abc123")
+
+
+def test_fork_after_reading_does_not_hang_and_child_reads(tmp_path):
+    """A forked data-loader worker inherits open containers whose decoder threads did not
+    survive the fork: dropping them must not hang, and reads reopen the file."""
+    import multiprocessing as mp
+
+    path = tmp_path / "v.mp4"
+    write_video(path, 60, fps=15, size=(64, 64), gop=16)
+    src = open_source(path, 15, (64, 64))
+    want = src.read(20, 30)
+
+    def child(q):
+        got = src.read(20, 30)
+        src.close()
+        q.put(bool((got == want).all()))
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=child, args=(q,))
+    proc.start()
+    proc.join(60)
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive, "forked reader hung"
+    assert proc.exitcode == 0 and q.get(timeout=5)
+    assert src.read(0, 5).shape == (5, 64, 64, 3)

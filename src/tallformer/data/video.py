@@ -41,6 +41,8 @@ from __future__ import annotations
 import bisect
 import math
 import numbers
+import os
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -198,6 +200,26 @@ def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.s
     return container, container.streams.video[0]
 
 
+_LIVE_SOURCES: weakref.WeakSet[VideoFileSource] = weakref.WeakSet()
+_INHERITED: list[object] = []  # decoder state inherited through fork(): kept, never freed
+
+
+def _after_fork_in_child() -> None:
+    """FFmpeg's decoder threads do not survive fork(): closing or freeing a container the
+    parent had open would wait for them forever (a data-loader worker hangs). The child
+    parks every inherited container (never freed in this process) and each source reopens
+    its file on its next read."""
+    for source in list(_LIVE_SOURCES):
+        _INHERITED.append((source._container, source._stream, source._decoder))
+        source._decoder = None
+        if source._container is not None:
+            source._container = None
+            source._reopen = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class VideoFileSource:
     """A video file decoded with PyAV, resampled like `ffmpeg -vf fps=F`, resized to size.
 
@@ -226,6 +248,8 @@ class VideoFileSource:
             ) from exc
         self._decoder: Iterator[av.VideoFrame] | None = None
         self._next_j = 0  # source index of the frame the decoder yields next (when not None)
+        self._reopen = False  # set in a forked child: open the file again on the next read
+        _LIVE_SOURCES.add(self)
 
     def _index(self) -> None:
         """Demux-only pass: every packet's pts, duration and keyframe flag (no decoding)."""
@@ -295,6 +319,7 @@ class VideoFileSource:
 
     def close(self) -> None:
         self._decoder = None
+        self._reopen = False
         container = getattr(self, "_container", None)
         if container is not None:
             container.close()
@@ -324,7 +349,10 @@ class VideoFileSource:
         if stop == start:
             return out
         if self._container is None:
-            raise VideoError(self.path, "read after close()")
+            if not self._reopen:
+                raise VideoError(self.path, "read after close()")
+            self._container, self._stream = _open_container(self.path)
+            self._reopen = False
         need = self.frame_map[start:stop]
         images = self._decode(int(need[0]), int(need[-1]), set(need.tolist()))
         for k, j in enumerate(need.tolist()):

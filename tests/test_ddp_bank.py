@@ -1,0 +1,169 @@
+"""Two real CPU processes (gloo, `torch.distributed.run`) train the tiny model under DDP with
+the memory bank; the bank ends identical to a single-process replay of the same samples.
+
+Each rank writes only its own samples' rows; `VideoExclusiveSampler` keeps a video out of two
+ranks' batches at one step. The backbone's learning rate is 0 (``train.backbone_lr_mult=0``)
+and drop-path is off, so a written feature depends only on its (augmented) input frames,
+which are a pure function of (seed, rank, epoch, index): the replay builds the rank-0 and
+rank-1 pipelines in one process and runs their batches step by step in the same order.
+
+This file is also the worker script: ``python -m torch.distributed.run --nproc_per_node 2
+tests/test_ddp_bank.py --worker ANN VIDEOS BANK LOGDIR EPOCHS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEEP_RATIO = 0.5
+EPOCHS = 2
+
+
+def _config(ann: str | Path, videos: str | Path):
+    from tallformer.config import load_config
+
+    return load_config(ROOT / "configs" / "demo.yaml", [
+        f"data.annotations={ann}", f"data.videos={videos}", "data.num_workers=0",
+        "data.batch_size=1", "model.backbone.drop_path_rate=0", "train.backbone_lr_mult=0",
+        f"memory.keep_ratio={KEEP_RATIO}",
+    ])
+
+
+def _record(log: list, rank: int):
+    def on_step(epoch: int, step: int, batch: dict, stats: dict) -> None:
+        log.append({"rank": rank, "epoch": epoch, "step": step, "video_id": list(batch["video_id"]),
+                    "offset": [int(o) for o in batch["offset"]],
+                    "keep": [k.tolist() for k in batch["keep"]], "loss": stats["loss"]})
+    return on_step
+
+
+def _worker(ann: str, videos: str, bank_dir: str, log_dir: str, epochs: int) -> None:
+    """One DDP rank (run by torch.distributed.run)."""
+    import torch
+    import torch.distributed as dist
+
+    from tallformer.data.annotations import load_annotations
+    from tallformer.engine.step import make_optimizer, make_train_loader, train_epochs, wrap_ddp
+    from tallformer.memory.bank import MemoryBank
+    from tallformer.models.detector import build_detector
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.set_num_threads(1)
+    cfg = _config(ann, videos)
+    torch.manual_seed(0)
+    model = wrap_ddp(build_detector(cfg), cfg.memory.keep_ratio,
+                     cfg.data.num_frames // cfg.model.backbone.chunk_size)
+    bank = MemoryBank.open(bank_dir, "r+")
+    loader = make_train_loader(cfg, load_annotations(ann), bank, rank=rank, world_size=world)
+    log: list = []
+    train_epochs(cfg, model, loader, make_optimizer(model, cfg.train), bank, epochs=epochs,
+                 on_step=_record(log, rank))
+    bank.flush()
+    Path(log_dir, f"rank{rank}.json").write_text(json.dumps(log))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_bank_equals_single_process_replay(tmp_path):
+    import numpy as np
+    import torch
+
+    from tallformer.data.annotations import load_annotations
+    from tallformer.data.synthetic import generate_synthetic_dataset
+    from tallformer.data.video import open_source, resolve_video
+    from tallformer.engine.step import make_optimizer, make_train_loader, train_step
+    from tallformer.memory.bank import MemoryBank
+    from tallformer.models.detector import build_detector
+
+    ann_path = generate_synthetic_dataset(tmp_path / "data", 6, seed=1, min_length=10,
+                                          max_length=14, val_fraction=0.2, progress=False)
+    videos = tmp_path / "data" / "videos"
+    ann = load_annotations(ann_path)
+    frames = {}
+    for v in ann.subset("training"):
+        with open_source(resolve_video(videos, v.video_id), 15.0, (64, 64)) as src:
+            frames[v.video_id] = len(src)
+    assert len(frames) == 5
+    initial = MemoryBank.create(tmp_path / "initial", frames, 192)
+    rng = np.random.default_rng(0)
+    for video, n in frames.items():
+        initial.write(video, 0, rng.standard_normal((-(-n // 2), 192)).astype(np.float32))
+        initial.mark_complete(video)
+    initial.flush()
+    ddp_bank = initial.copy_to(tmp_path / "ddp", progress=False)
+    ref_bank = initial.copy_to(tmp_path / "ref", progress=False)
+
+    # two processes under DDP
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           str(Path(__file__).resolve()), "--worker", str(ann_path), str(videos),
+           str(ddp_bank.root), str(logs), str(EPOCHS)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    per_rank = [json.loads((logs / f"rank{r}.json").read_text()) for r in range(2)]
+    assert len(per_rank[0]) == len(per_rank[1]) == 3 * EPOCHS  # 5 videos, 2 per step
+    for a, b in zip(*per_rank):  # never one video on both ranks at one step
+        assert not set(a["video_id"]) & set(b["video_id"]), (a, b)
+        assert np.isfinite(a["loss"]) and np.isfinite(b["loss"])
+
+    # single-process replay of the same samples and chunk draws, step by step
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = _config(ann_path, videos)
+        torch.manual_seed(0)
+        model = build_detector(cfg)
+        optimizer = make_optimizer(model, cfg.train)
+        loaders = [make_train_loader(cfg, ann, ref_bank, rank=r, world_size=2) for r in range(2)]
+        replay: list[list[dict]] = [[], []]
+        for epoch in range(EPOCHS):
+            for loader in loaders:
+                loader.set_epoch(epoch)
+            for step, batches in enumerate(zip(*loaders)):
+                for r, batch in enumerate(batches):
+                    stats = train_step(model, batch, optimizer, ref_bank, device="cpu")
+                    _record(replay[r], r)(epoch, step, batch, stats)
+    finally:
+        torch.set_num_threads(threads)
+    ref_bank.flush()
+    for r in range(2):
+        strip = [{k: v for k, v in e.items() if k != "loss"} for e in per_rank[r]]
+        assert strip == [{k: v for k, v in e.items() if k != "loss"} for e in replay[r]]
+
+    ddp_bank = MemoryBank.open(tmp_path / "ddp")
+    changed = 0
+    for video in frames:
+        got = np.load(ddp_bank.path(video))
+        want = np.load(ref_bank.path(video))
+        start = np.load(initial.path(video))
+        changed += int((got != start).any(axis=1).sum())
+        assert np.array_equal(got, want), (
+            f"{video}: {(got != want).any(axis=1).sum()} rows differ between the DDP run and "
+            "the single-process replay"
+        )
+    assert changed > 0, "the DDP run wrote nothing to the bank"
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    i = sys.argv.index("--worker")
+    a, v, bdir, ldir, ep = sys.argv[i + 1:i + 6]
+    _worker(a, v, bdir, ldir, int(ep))
