@@ -1,0 +1,303 @@
+"""Training and test datasets on tiny real mp4 files (PyAV), and their collate functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import tallformer.data.dataset as D
+from tallformer.config import DataConfig
+from tallformer.data.annotations import AnnotationSet, Instance, VideoAnnotation
+from tallformer.data.transforms import test_transform
+from tallformer.data.video import open_source
+from tallformer.data.windows import crop_segments
+
+FPS = 15
+CHUNK = 16
+LENGTHS = {"vid_a": 150, "vid_b": 40, "vid_c": 100}  # vid_b is shorter than the 64-frame window
+CLASSES = ["Jump", "Run"]
+
+
+def _cfg(**kw) -> DataConfig:
+    base = dict(fps=float(FPS), frame_size=[64, 64], crop_size=56, num_frames=64,
+                train_start_stride=2, test_overlap=0.25)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def _annotations() -> AnnotationSet:
+    videos = {
+        "vid_a": VideoAnnotation(
+            "vid_a", "validation", 10.0,
+            [Instance((1.0, 3.0), "Jump"), Instance((4.0, 9.0), "Run"), Instance((0.5, 9.5), "Run"),
+             Instance((2.0, 2.5), "Swim")],  # not in CLASSES: ignored
+            ambiguous=[(6.0, 7.0)],
+        ),
+        "vid_b": VideoAnnotation("vid_b", "validation", 40 / FPS, [Instance((0.5, 2.0), "Jump")]),
+        "vid_c": VideoAnnotation("vid_c", "validation", 100 / FPS, [Instance((2.0, 6.0), "Run")]),
+        "vid_t": VideoAnnotation("vid_t", "test", 100 / FPS, []),
+    }
+    return AnnotationSet(videos=videos, classes=["Jump", "Run", "Swim"], source="memory.json")
+
+
+@pytest.fixture(scope="module")
+def videos_dir(tmp_path_factory) -> Path:
+    from conftest import write_video
+
+    folder = tmp_path_factory.mktemp("videos")
+    for vid, n in LENGTHS.items():
+        write_video(folder / f"{vid}.mp4", n, fps=FPS, size=(64, 64), gop=16)
+    write_video(folder / "vid_t.mp4", 100, fps=FPS, size=(64, 64), gop=16)
+    return folder
+
+
+def _train(videos_dir: Path, **kw) -> D.TrainDataset:
+    cfg = kw.pop("cfg", _cfg())
+    with pytest.warns(UserWarning, match="labels outside the class list"):
+        return D.TrainDataset(_annotations(), videos_dir, cfg, CLASSES, chunk_size=CHUNK, **kw)
+
+
+class _RecordingSources:
+    """Wraps the real `open_source`: records every `read` range and the sources opened."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, int, int]] = []
+        self.sources: list = []
+
+    def open(self, path, fps, size):
+        source = open_source(path, fps, size)
+        self.sources.append(source)
+        real_read = source.read
+
+        def read(start: int, stop: int) -> np.ndarray:
+            self.reads.append((Path(path).stem, start, stop))
+            return real_read(start, stop)
+
+        source.read = read
+        return source
+
+
+# ------------------------------------------------------------------------ training
+
+
+def test_train_sample_shapes_and_padding(videos_dir):
+    ds = _train(videos_dir)
+    assert len(ds) == 3 and ds.num_chunks == 4
+    for index, vid in enumerate(["vid_a", "vid_b", "vid_c"]):
+        s = ds[index]
+        n = LENGTHS[vid]
+        assert s["video_id"] == vid and s["video_frames"] == n and s["fps"] == FPS
+        assert s["chunks"].shape == (4, 3, CHUNK, 56, 56) and s["chunks"].dtype == torch.float32
+        assert s["keep"].tolist() == [0, 1, 2, 3] and s["keep"].dtype == torch.int64
+        assert s["cached"].shape == (0, 0, CHUNK // 2)
+        assert s["num_frames"] == min(64, n)
+        assert s["offset"] % 2 == 0 and 0 <= s["offset"] <= n - s["num_frames"]
+        g = s["segments"]
+        assert g.dtype == torch.float32 and g.ndim == 2 and g.shape[1] == 2
+        assert s["labels"].dtype == torch.int64 and s["labels"].shape == (g.shape[0],)
+        assert s["ignore"].dtype == torch.float32 and s["ignore"].shape[1] == 2
+        assert torch.all(g >= 0) and torch.all(g <= s["num_frames"])
+    short = ds[1]  # 40 frames: chunk 2 holds frames 32..39 then padding, chunk 3 is padding
+    assert short["offset"] == 0
+    assert torch.all(short["chunks"][2][:, 8:] == 0) and torch.any(short["chunks"][2][:, :8] != 0)
+    assert torch.all(short["chunks"][3] == 0)
+    assert torch.all(short["chunks"][:2].abs().sum(dim=(0, 1, 3, 4)) > 0)  # no empty real frame
+
+
+def test_train_segments_follow_the_window(videos_dir):
+    ds = _train(videos_dir)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        s = ds[0]
+        video = np.array([[1.0, 3.0], [4.0, 9.0], [0.5, 9.5]]) * FPS  # seconds -> frames
+        labels = np.array([0, 1, 1])
+        exp, exp_labels, _ = crop_segments(video, labels, s["offset"], s["num_frames"], 0.75)
+        np.testing.assert_allclose(s["segments"].numpy(), exp, atol=1e-4)
+        assert s["labels"].tolist() == exp_labels.tolist()
+        exp_ign, _, _ = crop_segments(np.array([[90.0, 105.0]]), None, s["offset"], 64, 0.75)
+        np.testing.assert_allclose(s["ignore"].numpy(), exp_ign, atol=1e-4)
+
+
+def test_train_is_deterministic_per_seed_rank_epoch_index(videos_dir):
+    a, b = _train(videos_dir, seed=5), _train(videos_dir, seed=5)
+    for epoch in (0, 3):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        for i in (2, 0):  # a different call order gives the same samples
+            sa, sb = a[i], b[i]
+            assert sa["offset"] == sb["offset"]
+            torch.testing.assert_close(sa["chunks"], sb["chunks"], rtol=0, atol=0)
+            torch.testing.assert_close(sa["segments"], sb["segments"], rtol=0, atol=0)
+
+    a.set_epoch(0)
+    base = a[0]
+    epoch1 = _train(videos_dir, seed=5)
+    epoch1.set_epoch(1)
+    for ds in (_train(videos_dir, seed=5, rank=1), _train(videos_dir, seed=6), epoch1):
+        other = ds[0]
+        assert other["offset"] != base["offset"] or not torch.equal(other["chunks"], base["chunks"])
+
+
+def test_chunk_selector_decodes_only_kept_chunks(videos_dir, monkeypatch):
+    rec = _RecordingSources()
+    monkeypatch.setattr(D, "open_source", rec.open)
+    calls = []
+
+    def selector(seed, rank, epoch, index, num_chunks):
+        calls.append((seed, rank, epoch, index, num_chunks))
+        return [0, 2, 3]
+
+    ds = _train(videos_dir, chunk_selector=selector, seed=3, rank=2)
+    ds.set_epoch(4)
+    s = ds[0]
+    assert calls == [(3, 2, 4, 0, 4)]
+    off = s["offset"]
+    # one read per contiguous run of kept chunks: [0] and [2, 3]; chunk 1 is never decoded
+    assert rec.reads == [("vid_a", off, off + 16), ("vid_a", off + 32, off + 64)]
+    assert s["chunks"].shape == (3, 3, CHUNK, 56, 56) and s["keep"].tolist() == [0, 2, 3]
+    # the source decoded far fewer frames than the whole video (keyframe every 16 frames)
+    assert rec.sources[0].decoded_frames <= 48 + 2 * 16 < LENGTHS["vid_a"]
+    # the kept chunks are exactly those of a full decode with the same seeds (same window,
+    # same augmentation parameters for every chunk)
+    full = _train(videos_dir, seed=3, rank=2)
+    full.set_epoch(4)
+    ref = full[0]
+    assert ref["offset"] == off
+    torch.testing.assert_close(s["chunks"], ref["chunks"][[0, 2, 3]], rtol=0, atol=0)
+
+
+def test_chunk_past_the_video_end_is_not_decoded(videos_dir, monkeypatch):
+    rec = _RecordingSources()
+    monkeypatch.setattr(D, "open_source", rec.open)
+    ds = _train(videos_dir, chunk_selector=lambda *a: [1, 3])
+    s = ds[1]  # vid_b, 40 frames: chunk 3 (frames 48..63) lies past the end
+    assert rec.reads == [("vid_b", 16, 32)]
+    assert torch.all(s["chunks"][1] == 0) and torch.any(s["chunks"][0] != 0)
+
+
+def test_bad_chunk_selector_is_reported(videos_dir):
+    ds = _train(videos_dir, chunk_selector=lambda *a: [2, 1])
+    with pytest.raises(D.DatasetError, match="sorted, distinct chunk ids"):
+        ds[0]
+
+
+def test_feature_reader_gives_the_dropped_chunks_rows(videos_dir):
+    c = 6
+    banks = {vid: np.random.default_rng(i).standard_normal((n // 2, c)).astype(np.float32)
+             for i, (vid, n) in enumerate(LENGTHS.items())}
+    seen = []
+
+    def reader(video_id, row_start, chunk_ids, rows_per_chunk):
+        seen.append((video_id, row_start, list(chunk_ids), rows_per_chunk))
+        bank = banks[video_id]
+        out = np.zeros((len(chunk_ids), c, rows_per_chunk), np.float32)
+        for i, chunk in enumerate(chunk_ids):
+            rows = bank[row_start + chunk * rows_per_chunk:][:rows_per_chunk]
+            out[i, :, : len(rows)] = rows.T
+        return out
+
+    ds = _train(videos_dir, chunk_selector=lambda *a: [1], feature_reader=reader)
+    s = ds[2]
+    off = s["offset"]
+    assert seen == [("vid_c", off // 2, [0, 2, 3], 8)]
+    assert s["cached"].shape == (3, c, 8) and s["cached"].dtype == torch.float32
+    torch.testing.assert_close(s["cached"][1], torch.from_numpy(banks["vid_c"][off // 2 + 16:][:8].T))
+
+    bad = _train(videos_dir, chunk_selector=lambda *a: [1], feature_reader=lambda *a: np.zeros((2, 3)))
+    with pytest.raises(D.DatasetError, match=r"expected \[3, C, 8\]"):
+        bad[0]
+
+
+def test_collate_train_shapes(videos_dir):
+    c = 5
+
+    def reader(video_id, row_start, chunk_ids, rows_per_chunk):
+        return np.ones((len(chunk_ids), c, rows_per_chunk), np.float32)
+
+    ds = _train(videos_dir, chunk_selector=lambda seed, rank, epoch, index, n: [index % n, 3],
+                feature_reader=reader)
+    batch = D.collate_train([ds[0], ds[1], ds[2]])
+    assert batch["chunks"].shape == (6, 3, CHUNK, 56, 56)
+    assert batch["keep_mask"].dtype == torch.bool
+    assert batch["keep_mask"].tolist() == [[True, False, False, True], [False, True, False, True],
+                                           [False, False, True, True]]
+    assert batch["cached"].shape == (3, 2, c, 8)
+    for key in ("segments", "labels", "ignore", "video_id", "offset", "fps", "num_frames", "video_frames"):
+        assert len(batch[key]) == 3
+    assert batch["video_id"] == ["vid_a", "vid_b", "vid_c"]
+    # sample-major chunk order
+    torch.testing.assert_close(batch["chunks"][2:4], ds[1]["chunks"], rtol=0, atol=0)
+
+    uneven = _train(videos_dir, chunk_selector=lambda seed, rank, epoch, index, n: list(range(index + 1)))
+    with pytest.raises(ValueError, match="keep different numbers of chunks"):
+        D.collate_train([uneven[0], uneven[1]])
+
+
+def test_dataloader_workers_match_the_main_process(videos_dir):
+    ds = _train(videos_dir, chunk_selector=lambda *a: [0, 3], seed=1)
+    ds[0]  # opens a source in the parent: the worker must open its own
+    loader = DataLoader(ds, batch_size=3, num_workers=1, collate_fn=D.collate_train)
+    (batch,) = list(loader)
+    ref = D.collate_train([ds[i] for i in range(3)])
+    assert batch["offset"] == ref["offset"]
+    torch.testing.assert_close(batch["chunks"], ref["chunks"], rtol=0, atol=0)
+
+
+def test_missing_and_broken_videos_are_named(videos_dir, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for vid in ("vid_a", "vid_b"):
+        (partial / f"{vid}.mp4").write_bytes((videos_dir / f"{vid}.mp4").read_bytes())
+    with pytest.raises(D.DatasetError, match=r"1 of 3 videos not found(.|\n)*vid_c"):
+        _train(partial)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for vid in ("vid_a", "vid_c"):
+        (broken / f"{vid}.mp4").write_bytes((videos_dir / f"{vid}.mp4").read_bytes())
+    (broken / "vid_b.mp4").write_bytes(b"this is not a video")
+    ds = _train(broken)
+    with pytest.raises(D.DatasetError, match=r"video 'vid_b': cannot open .*vid_b\.mp4"):
+        ds[1]
+
+
+def test_config_mismatches_are_errors(videos_dir):
+    with pytest.raises(D.DatasetError, match="multiple of the chunk size"):
+        D.TrainDataset(_annotations(), videos_dir, _cfg(num_frames=60), CLASSES, chunk_size=CHUNK)
+    with pytest.raises(D.DatasetError, match="no video with an instance"), pytest.warns(UserWarning):
+        D.TrainDataset(_annotations(), videos_dir, _cfg(), ["Dance"], chunk_size=CHUNK)
+
+
+# ------------------------------------------------------------------------ test windows
+
+
+def test_test_dataset_windows_and_clips(videos_dir):
+    cfg = _cfg(test_subset="validation")
+    ds = D.TestDataset(_annotations(), videos_dir, cfg, CLASSES)
+    # stride int(64 * 0.75) = 48: vid_a 150 -> 0, 48, 96 (54 frames); vid_b one window; vid_c 2
+    assert [(w[0], w[1], w[2]) for w in ds.windows] == [
+        ("vid_a", 0, 64), ("vid_a", 48, 64), ("vid_a", 96, 54), ("vid_b", 0, 40),
+        ("vid_c", 0, 64), ("vid_c", 48, 52),
+    ]
+    item = ds[2]
+    assert item["clip"].shape == (3, 64, 56, 56) and item["clip"].dtype == torch.float32
+    assert (item["video_id"], item["offset"], item["length"], item["video_frames"]) == ("vid_a", 96, 54, 150)
+    assert item["fps"] == FPS
+    assert torch.all(item["clip"][:, 54:] == 0)
+    source = open_source(videos_dir / "vid_a.mp4", FPS, (64, 64))
+    ref = test_transform(source.read(96, 150), 56, cfg.mean, cfg.std)
+    source.close()
+    torch.testing.assert_close(item["clip"][:, :54], ref, rtol=0, atol=0)
+
+    batch = D.collate_test([ds[0], ds[3]])
+    assert batch["clip"].shape == (2, 3, 64, 56, 56)
+    assert batch["video_id"] == ["vid_a", "vid_b"] and batch["offset"] == [0, 0]
+    assert batch["length"] == [64, 40] and batch["video_frames"] == [150, 40]
+
+
+def test_test_dataset_default_subset(videos_dir):
+    ds = D.TestDataset(_annotations(), videos_dir, _cfg(), CLASSES)
+    assert ds.subset == "test" and [w[0] for w in ds.windows] == ["vid_t", "vid_t"]
