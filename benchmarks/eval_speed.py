@@ -69,90 +69,15 @@ def generate(num_videos: int, num_predictions: int, num_classes: int = 200,
     return {"database": db}, {"version": "VERSION 1.3", "results": results, "external_data": {}}
 
 
-# ---------------------------------------------------------------- official-like re-statement
-
-
-def _official_iou(target: tuple[float, float], cands: np.ndarray) -> np.ndarray:
-    tt1 = np.maximum(target[0], cands[:, 0])
-    tt2 = np.minimum(target[1], cands[:, 1])
-    inter = (tt2 - tt1).clip(0)
-    union = (cands[:, 1] - cands[:, 0]) + (target[1] - target[0]) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter.astype(float) / union
-
-
-def _official_interp(prec: np.ndarray, rec: np.ndarray) -> float:
-    mprec = np.hstack([[0], prec, [0]])
-    mrec = np.hstack([[0], rec, [1]])
-    for i in range(len(mprec) - 1)[::-1]:
-        mprec[i] = max(mprec[i], mprec[i + 1])
-    idx = np.where(mrec[1::] != mrec[0:-1])[0] + 1
-    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
-
-
-def _official_class_ap(gts: list[tuple], preds: list[tuple], thresholds: list[float]) -> np.ndarray:
-    num_t = len(thresholds)
-    ap = np.zeros(num_t)
-    if not preds:
-        return ap
-    lock = -np.ones((num_t, len(gts)))
-    order = np.array([p[3] for p in preds], dtype=np.float64).argsort()[::-1]
-    tp = np.zeros((num_t, len(preds)))
-    fp = np.zeros((num_t, len(preds)))
-    by_video: dict[str, list[int]] = {}
-    for j, g in enumerate(gts):
-        by_video.setdefault(g[0], []).append(j)
-    for i, pi in enumerate(order):
-        p = preds[pi]
-        if p[0] not in by_video:
-            fp[:, i] = 1
-            continue
-        ids = by_video[p[0]]
-        tiou = _official_iou((p[1], p[2]), np.array([[gts[j][1], gts[j][2]] for j in ids]))
-        cand_order = tiou.argsort()[::-1]
-        for t, thr in enumerate(thresholds):
-            for jdx in cand_order:
-                if tiou[jdx] < thr:
-                    fp[t, i] = 1
-                    break
-                if lock[t, ids[jdx]] >= 0:
-                    continue
-                tp[t, i] = 1
-                lock[t, ids[jdx]] = i
-                break
-            if fp[t, i] == 0 and tp[t, i] == 0:
-                fp[t, i] = 1
-    tp_cum = np.cumsum(tp, axis=1).astype(float)
-    fp_cum = np.cumsum(fp, axis=1).astype(float)
-    rec = tp_cum / float(len(gts))
-    prec = tp_cum / (tp_cum + fp_cum)
-    for t in range(num_t):
-        ap[t] = _official_interp(prec[t], rec[t])
-    return ap
-
-
 def official_like(gt_path: Path, pred_path: Path, thresholds: list[float],
                   subset: str) -> np.ndarray:
-    """mAP per threshold, reading the files like the official code."""
+    """mAP per threshold from the loop-based re-statement of the official evaluator."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from eval_oracle import oracle_evaluate
+
     gt = json.loads(gt_path.read_text())
     pred = json.loads(pred_path.read_text())
-    classes: dict[str, int] = {}
-    gts: dict[int, list[tuple]] = {}
-    for vid, v in gt["database"].items():
-        if v["subset"] != subset:
-            continue
-        for ann in v["annotations"]:
-            c = classes.setdefault(ann["label"], len(classes))
-            gts.setdefault(c, []).append((vid, float(ann["segment"][0]), float(ann["segment"][1])))
-    preds: dict[int, list[tuple]] = {}
-    for vid, lst in pred["results"].items():
-        for r in lst:
-            preds.setdefault(classes[r["label"]], []).append(
-                (vid, float(r["segment"][0]), float(r["segment"][1]), r["score"]))
-    ap = np.zeros((len(thresholds), len(classes)))
-    for c in classes.values():
-        ap[:, c] = _official_class_ap(gts[c], preds.get(c, []), thresholds)
-    return ap.mean(axis=1)
+    return oracle_evaluate(gt, pred, thresholds, subset)["mAP"]
 
 
 def main() -> int:

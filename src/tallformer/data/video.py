@@ -185,6 +185,17 @@ def output_frame_map(
 # --------------------------------------------------------------------------- video files
 
 
+def _check_range(path: Path, n: int, start: int, stop: int, has: str) -> None:
+    """IndexError unless 0 <= start <= stop <= n (the caller pads past the end)."""
+    if not (0 <= start <= stop):
+        raise IndexError(f"{path}: invalid frame range [{start}, {stop}) (need 0 <= start <= stop)")
+    if stop > n:
+        raise IndexError(
+            f"{path}: frames [{start}, {stop}) requested but {has}; read at most up to {n} "
+            "and pad the rest"
+        )
+
+
 def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     if not path.is_file():
         raise VideoError(path, "no such file")
@@ -325,25 +336,13 @@ class VideoFileSource:
             container.close()
             self._container = None
 
-    def _check_range(self, start: int, stop: int) -> None:
-        n = len(self)
-        if not (0 <= start <= stop):
-            raise IndexError(
-                f"{self.path}: invalid frame range [{start}, {stop}) (need 0 <= start <= stop)"
-            )
-        if stop > n:
-            raise IndexError(
-                f"{self.path}: frames [{start}, {stop}) requested but the video has {n} frames "
-                f"at {self.fps:g} fps; read at most up to {n} and pad the rest"
-            )
-
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames start..stop-1 at the target fps: uint8 [stop - start, H, W, 3] RGB.
 
         Raises IndexError when stop > len(self) (the caller pads), VideoError when the
         file turns out to be undecodable.
         """
-        self._check_range(start, stop)
+        _check_range(self.path, len(self), start, stop, f"the video has {len(self)} frames at {self.fps:g} fps")
         h, w = self.size
         out = np.empty((stop - start, h, w, 3), dtype=np.uint8)
         if stop == start:
@@ -495,16 +494,7 @@ class FrameFolderSource:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames start..stop-1: uint8 [stop - start, H, W, 3] RGB."""
-        n = len(self)
-        if not (0 <= start <= stop):
-            raise IndexError(
-                f"{self.path}: invalid frame range [{start}, {stop}) (need 0 <= start <= stop)"
-            )
-        if stop > n:
-            raise IndexError(
-                f"{self.path}: frames [{start}, {stop}) requested but the folder has {n} frames; "
-                f"read at most up to {n} and pad the rest"
-            )
+        _check_range(self.path, len(self), start, stop, f"the folder has {len(self)} frames")
         h, w = self.size
         out = np.empty((stop - start, h, w, 3), dtype=np.uint8)
         for k, file in enumerate(self.files[start:stop]):
