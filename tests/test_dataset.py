@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,22 @@ def test_train_segments_follow_the_window(videos_dir):
         np.testing.assert_allclose(s["ignore"].numpy(), exp_ign, atol=1e-4)
 
 
+def test_ignore_regions_are_clipped_to_the_video_like_instances(videos_dir):
+    # spec memory-data-training §3 (training clips every segment to the video and drops the
+    # empty ones) and §4 step 4 (ignore regions follow the same keep rule as instances).
+    # vid_b has 40 frames: the window is [0, 40); [30, 60] lies 10/30 inside unclipped
+    # (dropped), but clipped to the video it is [30, 40], wholly inside (kept).
+    ann = _annotations()
+    ann.videos["vid_b"].annotations.append(Instance((2.0, 4.0), "Run"))
+    ann.videos["vid_b"].ambiguous = [(2.0, 4.0), (3.0, 4.0)]
+    with pytest.warns(UserWarning, match="labels outside the class list"):
+        ds = D.TrainDataset(ann, videos_dir, _cfg(), CLASSES, chunk_size=CHUNK)
+    s = ds[1]
+    assert s["video_id"] == "vid_b" and (s["offset"], s["num_frames"]) == (0, 40)
+    np.testing.assert_allclose(s["segments"].numpy(), [[7.5, 30.0], [30.0, 40.0]], atol=1e-4)
+    np.testing.assert_allclose(s["ignore"].numpy(), [[30.0, 40.0]], atol=1e-4)
+
+
 def test_train_is_deterministic_per_seed_rank_epoch_index(videos_dir):
     a, b = _train(videos_dir, seed=5), _train(videos_dir, seed=5)
     for epoch in (0, 3):
@@ -210,6 +227,21 @@ def test_feature_reader_gives_the_dropped_chunks_rows(videos_dir):
     bad = _train(videos_dir, chunk_selector=lambda *a: [1], feature_reader=lambda *a: np.zeros((2, 3)))
     with pytest.raises(D.DatasetError, match=r"expected \[3, C, 8\]"):
         bad[0]
+
+
+def test_odd_start_stride_with_a_bank_is_warned(videos_dir):
+    # design.md §8: bank row = offset // 2 is exact only for even starts (spec §8 item 5)
+    def reader(video_id, row_start, chunk_ids, rows_per_chunk):
+        return np.zeros((len(chunk_ids), 2, rows_per_chunk), np.float32)
+
+    with pytest.warns(UserWarning, match="one frame off"), pytest.warns(UserWarning, match="labels"):
+        D.TrainDataset(_annotations(), videos_dir, _cfg(train_start_stride=3), CLASSES,
+                       chunk_size=CHUNK, feature_reader=reader)
+    with warnings.catch_warnings(record=True) as record:  # even stride, or no bank: silent
+        warnings.simplefilter("always")
+        _train(videos_dir, feature_reader=reader)
+        _train(videos_dir, cfg=_cfg(train_start_stride=1))
+    assert not any("one frame off" in str(w.message) for w in record)
 
 
 def test_collate_train_shapes(videos_dir):

@@ -196,3 +196,21 @@ def test_tiny_overfits_one_clip(tiny) -> None:
     assert set(best) >= {1, 3}
     torch.testing.assert_close(best[1][1], gts[0][0], atol=8.0, rtol=0)
     torch.testing.assert_close(best[3][1], gts[0][1], atol=8.0, rtol=0)
+
+
+def test_forward_train_rejects_cached_layouts_that_would_mix_samples(tiny) -> None:
+    """cached_features must be sample-major [B, n-k, C, rows] with the same drop count for
+    every sample: the original's chunk-first [n-k, B, C, rows] layout (spec §3 step 2), or
+    unequal keep counts, have the right element count but would put bank rows into the
+    wrong sample."""
+    cfg, model = tiny
+    model.eval()
+    chunks = torch.randn(2, 3, 32, 56, 56)
+    keep = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    with torch.no_grad():
+        model.forward_train(chunks, torch.randn(2, 3, 192, 16), keep)  # the right layout
+        with pytest.raises(ValueError, match=r"expected \[2, 3, C, rows\]"):
+            model.forward_train(chunks, torch.randn(3, 2, 192, 16), keep)  # chunk-first
+        uneven = torch.tensor([[True, True, True, False], [True, False, False, False]])
+        with pytest.raises(ValueError, match="same number of chunks"):
+            model.forward_train(torch.randn(4, 3, 32, 56, 56), torch.randn(2, 2, 192, 16), uneven)

@@ -69,6 +69,7 @@ __all__ = [
     "collate_test",
     "collate_train",
     "sample_generators",
+    "video_fps",
 ]
 
 # Frames per feature row: Video Swin's temporal patch 2 (spec memory-data-training §0).
@@ -197,7 +198,7 @@ def _resolve_all(videos_dir: str | Path, video_ids: list[str]) -> dict[str, Path
     return paths
 
 
-def _video_fps(video: VideoAnnotation, cfg: DataConfig) -> float:
+def video_fps(video: VideoAnnotation, cfg: DataConfig) -> float:
     """The frame rate a video is decoded at and its seconds are converted with: the
     annotation's own ``fps`` when a preparation step fixed one (e.g. ActivityNet's
     768-frame videos), else the configured nominal ``data.fps`` (design.md §8)."""
@@ -262,6 +263,14 @@ class TrainDataset(Dataset):
             )
         if chunk_size % TEMPORAL_STRIDE:
             raise DatasetError(f"chunk size {chunk_size} must be even (2 frames per feature row)")
+        if feature_reader is not None and cfg.train_start_stride % TEMPORAL_STRIDE:
+            warnings.warn(
+                f"data.train_start_stride = {cfg.train_start_stride} allows odd window starts: "
+                f"their bank rows (start // {TEMPORAL_STRIDE}) are one frame off the window (spec "
+                "memory-data-training §8 item 5); use an even stride (2, or 32 for the bank's "
+                "chunk grid)",
+                stacklevel=2,
+            )
         self.cfg = cfg
         self.classes = list(classes)
         self.chunk_size = chunk_size
@@ -288,7 +297,7 @@ class TrainDataset(Dataset):
                 empty.append(video.video_id)
                 continue
             kept.append(video)
-            fps = _video_fps(video, cfg)
+            fps = video_fps(video, cfg)
             parsed.append(
                 (
                     seconds_to_frames(np.asarray(segs, dtype=np.float64).reshape(-1, 2), fps),
@@ -318,7 +327,7 @@ class TrainDataset(Dataset):
             )
         paths = _resolve_all(videos_dir, [v.video_id for v in kept])
         self.videos = [
-            _TrainVideo(v.video_id, paths[v.video_id], _video_fps(v, cfg), segs, labs, ign)
+            _TrainVideo(v.video_id, paths[v.video_id], video_fps(v, cfg), segs, labs, ign)
             for v, (segs, labs, ign) in zip(kept, parsed)
         ]
         self._sources = _SourceCache((cfg.frame_size[0], cfg.frame_size[1]))
@@ -353,11 +362,14 @@ class TrainDataset(Dataset):
         # window and ground truth (spec memory-data-training §4 step 4)
         start = sample_train_window(n_video, cfg.num_frames, cfg.train_start_stride, np_rng)
         length = min(cfg.num_frames, n_video)
-        # training clips instances to the video (spec §3) and drops empty ones
+        # training clips instances and ignore regions to the video (spec §3) and drops the
+        # empty ones; both then follow the same keep rule
         segs = np.clip(video.segments, 0.0, float(n_video))
         valid = segs[:, 1] > segs[:, 0]
         segments, labels, _ = crop_segments(segs[valid], video.labels[valid], start, length, cfg.iof_th)
-        ignore, _, _ = crop_segments(video.ignore, None, start, length, cfg.iof_th)
+        ign = np.clip(video.ignore, 0.0, float(n_video))
+        ign = ign[ign[:, 1] > ign[:, 0]]
+        ignore, _, _ = crop_segments(ign, None, start, length, cfg.iof_th)
 
         # decode and augment only the kept chunks, one parameter draw for all of them
         keep = self._keep_ids(index)
@@ -367,7 +379,7 @@ class TrainDataset(Dataset):
         kept_set = set(keep)
         dropped = [c for c in range(self.num_chunks) if c not in kept_set]
         if self.feature_reader is not None and dropped:
-            # bank rows start at offset / 2 (exact: offset is a multiple of the start stride)
+            # bank rows start at offset // 2: exact for an even start stride (warned otherwise)
             row_start = start // TEMPORAL_STRIDE
             feats = np.asarray(
                 self.feature_reader(video.video_id, row_start, dropped, self.rows_per_chunk)
@@ -511,7 +523,7 @@ class TestDataset(Dataset):
         if not videos:
             raise DatasetError(f"{annotations.source}: subset '{self.subset}' has no videos")
         self.video_ids = [v.video_id for v in videos]
-        self.fps = {v.video_id: _video_fps(v, cfg) for v in videos}
+        self.fps = {v.video_id: video_fps(v, cfg) for v in videos}
         self.paths = _resolve_all(videos_dir, self.video_ids)
         self._sources = _SourceCache((cfg.frame_size[0], cfg.frame_size[1]))
         self.video_frames: dict[str, int] = {}

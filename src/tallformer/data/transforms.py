@@ -22,8 +22,10 @@ Where the result differs from the original, and why that is acceptable:
 - Colour work is done in float32 on ``[0, 1]`` (the original works on float32 ``[0, 255]``
   BGR); only the scale differs, so there is no extra rounding.
 - Brightness: torchvision multiplies by a factor in ``[0.875, 1.125]``; the original adds
-  ``U(-32, 32)`` on the 0-255 scale. Both shift mid-grey (128) by at most 32 levels; it is
-  a regulariser whose exact form is not critical.
+  ``U(-32, 32)`` on the 0-255 scale. The shift is proportional to the pixel value: at most
+  32 levels for white (as the original), 16 for mid-grey (128), less for darker pixels, so
+  it is a milder jitter than the original's; it is a regulariser whose exact form is not
+  critical.
 - Contrast: torchvision blends each frame with its mean grey level; the original multiplies
   the pixel values by the factor (which also changes brightness). Same factor range and
   order; frames that are identical stay identical.

@@ -25,7 +25,9 @@ RUN_BANK_RECORD = "bank.json"
 
 
 def training_frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
-    """`{video_id: frames at data.fps}` for the training subset, from the videos themselves."""
+    """`{video_id: frames}` of the training subset, decoded at the rate the dataset uses
+    (the annotation's own fps when it has one, else data.fps), from the videos themselves."""
+    from tallformer.data.dataset import video_fps
     from tallformer.data.video import open_source, resolve_video
 
     if cfg.data.videos is None:
@@ -33,7 +35,8 @@ def training_frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, 
     counts: dict[str, int] = {}
     size = (cfg.data.frame_size[0], cfg.data.frame_size[1])
     for video in annotations.subset(cfg.data.train_subset):
-        src = open_source(resolve_video(cfg.data.videos, video.video_id), cfg.data.fps, size)
+        path = resolve_video(cfg.data.videos, video.video_id)
+        src = open_source(path, video_fps(video, cfg.data), size)
         try:
             counts[video.video_id] = len(src)
         finally:

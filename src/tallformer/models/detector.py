@@ -75,11 +75,22 @@ class TALLFormer(nn.Module):
         if num_keep:
             fresh = self.backbone.forward_chunks(fresh_chunks)  # [B*k, C, rows]
         if num_drop:
-            if cached_features.dim() != 4 or cached_features.shape[0] * cached_features.shape[1] != num_drop:
+            # sample-major [B, n-k, C, rows] with one drop count for all samples; a check on
+            # the element count alone would accept the original's chunk-first layout or
+            # uneven keep counts and silently move bank rows into another sample
+            drops = n - keep_mask.sum(dim=1)
+            per_sample = num_drop // b
+            if bool((drops != per_sample).any()):
+                raise ValueError(
+                    f"forward_train: keep_mask drops {drops.tolist()} chunks per sample; "
+                    "cached_features [B, n-k, C, rows] needs the same number of chunks "
+                    "dropped (and kept) in every sample"
+                )
+            if cached_features.dim() != 4 or tuple(cached_features.shape[:2]) != (b, per_sample):
                 raise ValueError(
                     f"forward_train: keep_mask drops {num_drop} chunks (of {b} x {n}) but "
                     f"cached_features has shape {list(cached_features.shape)}; expected "
-                    f"[{b}, {num_drop // max(b, 1)}, C, rows]"
+                    f"[{b}, {per_sample}, C, rows] (sample-major)"
                 )
             cached = cached_features.reshape(num_drop, *cached_features.shape[2:])
             like = self._param() if fresh is None else fresh
