@@ -321,3 +321,18 @@ def test_fork_child_writes_parent_reads(bank: MemoryBank) -> None:
     assert result == (True, True, 4.0 * C), result
     np.testing.assert_array_equal(bank.read("long", 100, 16), np.full((16, C), 7.0))
     assert bank._pid == os.getpid()
+
+
+def test_resume_with_a_backbone_config_holding_tuples(tmp_path: Path) -> None:
+    """The backbone config is recorded as JSON: a dataclass or dict with tuples (e.g. the
+    backbone's SwinArch, depths (2, 2, 6, 2)) must match its own meta.json on resume."""
+    from tallformer.models.backbone import PRESETS
+
+    arch = PRESETS["swin_t"]
+    b = MemoryBank.create(tmp_path / "b", {"a": 8}, C, backbone=arch)
+    assert b.backbone == MemoryBank.open(tmp_path / "b").backbone  # lists, as on disk
+    again = MemoryBank.create(tmp_path / "b", {"a": 8, "x": 4}, C, backbone=arch, exist_ok=True)
+    assert again.backbone["depths"] == [2, 2, 6, 2] and again.videos == ["a", "x"]
+    with pytest.raises(BankError, match="existing bank has backbone"):
+        MemoryBank.create(tmp_path / "b", {"a": 8}, C, backbone={"depths": [2, 2]},
+                          exist_ok=True)

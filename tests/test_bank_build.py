@@ -311,3 +311,65 @@ def test_help_has_examples(action: str, capsys: pytest.CaptureFixture[str]) -> N
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and f"tallformer bank {action}" in out
+
+
+class FailingBackbone:
+    """Forward pre-hook on the patch embedding that raises a RuntimeError on every call in
+    ``fail_calls`` (e.g. out of memory on one batch)."""
+
+    def __init__(self, backbone: VideoSwinBackbone, fail_calls: set[int]) -> None:
+        self.calls = 0
+        self.fail_calls = fail_calls
+        backbone.patch_embed.register_forward_pre_hook(self)
+
+    def __call__(self, module: torch.nn.Module, inputs: tuple[torch.Tensor]) -> None:
+        self.calls += 1
+        if self.calls in self.fail_calls:
+            raise RuntimeError("simulated backbone failure")
+
+
+@pytest.mark.parametrize("batch_chunks", [3, 8])
+def test_backbone_failure_on_a_batch_fails_every_video_in_it(data: Data, tmp_path: Path,
+                                                            batch_chunks: int) -> None:
+    """A batch spans videos: when the backbone fails on it, every video with a chunk in it
+    is reported failed (none is silently left unfinished), the others are built, and a
+    failure in the last batch does not abort the build. Batch 3: [a0 a1 c0] fails, then
+    [c1] is skipped (c failed) and vid_b is built. Batch 8: one final batch of all 7 chunks
+    fails."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for vid in ("vid_a", "vid_c", "vid_b"):
+        shutil.copy(data.videos / f"{vid}.mp4", videos / f"{vid}.mp4")
+    cfg = _config(_annotations(tmp_path / "ann.json", ["vid_a", "vid_c", "vid_b"]), videos)
+    backbone = _backbone(data)
+    FailingBackbone(backbone, {1})
+    report = build_bank(cfg, tmp_path / "bank", weights=data.weights, batch_chunks=batch_chunks,
+                        backbone=backbone, progress=False)
+    bank = MemoryBank.open(tmp_path / "bank")
+    lost = ["vid_a", "vid_c"] if batch_chunks == 3 else ["vid_a", "vid_b", "vid_c"]
+    assert sorted(report.failed) == lost and not report.ok
+    assert all("simulated backbone failure" in report.failed[v] for v in lost)
+    assert report.built == [v for v in ("vid_b",) if v not in lost]
+    assert set(report.built) | set(report.failed) == {"vid_a", "vid_c", "vid_b"}
+    for v in ("vid_a", "vid_c", "vid_b"):
+        assert bank.is_complete(v) == (v in report.built)
+    # a re-run builds the failed videos and skips the finished one
+    again = build_bank(cfg, tmp_path / "bank", weights=data.weights, batch_chunks=batch_chunks,
+                       backbone=_backbone(data), progress=False)
+    assert again.ok and sorted(again.built) == lost
+
+
+def test_a_video_with_its_own_fps_is_decoded_at_that_rate(data: Data, tmp_path: Path) -> None:
+    """An annotation's own fps (e.g. ActivityNet's 768-frame videos) sets the decode rate
+    of the bank build, as it does for the dataset, so the rows match what training reads."""
+    ann = json.loads(data.ann.read_text())
+    ann["database"]["vid_b"]["fps"] = 7.5
+    path = tmp_path / "ann_fps.json"
+    path.write_text(json.dumps(ann))
+    cfg = _config(path, data.videos)
+    report = build_bank(cfg, tmp_path / "bank", weights=data.weights, videos=["vid_b"], progress=False)
+    assert report.ok
+    frames = len(open_source(data.videos / "vid_b.mp4", 7.5, (64, 64)))
+    assert frames == 36  # 71 frames at 15 fps -> 36 at 7.5
+    bank = MemoryBank.open(tmp_path / "bank")
+    assert bank.num_frames("vid_b") == frames and bank.num_rows("vid_b") == math.ceil(frames / 2)

@@ -229,3 +229,45 @@ def test_minimal_loop_with_workers(data, tmp_path):
     assert all(np.isfinite(h["loss"]) and h["written_chunks"] == 4 for h in history)
     after = _snapshot(bank)
     assert any(not np.array_equal(before[v], after[v]) for v in bank.videos)
+
+
+def test_non_finite_loss_writes_nothing_to_the_bank(data, tmp_path, monkeypatch):
+    """A diverged step raises before the write-back: the run's bank copy (reused by --resume)
+    never gets the step's (possibly NaN) fresh features."""
+    cfg = _cfg(data, 0.5)
+    bank = _bank(tmp_path / "bank", data["frames"])
+    batch, _ = _first_batch(cfg, data, bank, monkeypatch)
+    torch.manual_seed(0)
+    model = build_detector(cfg)
+    real_loss = model.loss
+
+    def nan_loss(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        return {k: v * float("nan") for k, v in losses.items()}
+
+    monkeypatch.setattr(model, "loss", nan_loss)
+    before = _snapshot(bank)
+    with pytest.raises(FloatingPointError, match="nothing was written"):
+        train_step(model, batch, make_optimizer(model, cfg.train), bank, device="cpu")
+    after = _snapshot(bank)
+    assert all(np.array_equal(before[v], after[v]) for v in bank.videos)
+
+
+def test_minimal_loop_scales_fp16_losses(data, tmp_path, monkeypatch):
+    """fp16 autocast without a GradScaler underflows small gradients to zero: the loop
+    passes one for fp16 (and none for bf16 / fp32)."""
+    import tallformer.engine.step as S
+
+    seen = []
+
+    def fake_step(model, batch, optimizer, bank=None, **kw):
+        seen.append((kw.get("amp_dtype"), kw.get("scaler")))
+        return {"loss": 0.0}
+
+    monkeypatch.setattr(S, "train_step", fake_step)
+    cfg = _cfg(data, 1.0)
+    loader = make_train_loader(cfg, data["annotations"], None)
+    for amp in (torch.float16, torch.bfloat16, None):
+        train_epochs(cfg, torch.nn.Linear(1, 1), loader, None, None, amp_dtype=amp, max_steps=1)
+    assert seen[0][0] is torch.float16 and isinstance(seen[0][1], torch.amp.GradScaler)
+    assert seen[1][1] is None and seen[2][1] is None

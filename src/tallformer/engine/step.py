@@ -8,11 +8,12 @@ One step (design.md §2; spec memory-data-training §2.6, model-thumos14 §3):
 2. ``train_step`` moves the batch to the device and runs ``forward_train``: the backbone on
    the kept chunks of the whole batch at once, the fresh features put back in time order with
    the cached ones (``[B, C, T/2]``), neck and head.
-3. Right after the forward, the kept chunks' fresh features (detached: the very tensors fed
-   to the neck, computed with the weights before this step's update) are written back to the
-   bank at rows ``offset // 2 + rows_per_chunk * c`` for each kept chunk ``c`` of each sample
-   (spec §2.6), never when ``memory.frozen`` is set.
-4. Losses, backward, (gradient clipping), optimizer step.
+3. Losses; once the loss is known to be finite (so a diverged step never leaves NaN rows in
+   the bank), and before backward, the kept chunks' fresh features (detached: the very
+   tensors fed to the neck, computed with the weights before this step's update) are written
+   back to the bank at rows ``offset // 2 + rows_per_chunk * c`` for each kept chunk ``c`` of
+   each sample (spec §2.6), never when ``memory.frozen`` is set.
+4. Backward, (gradient clipping), optimizer step.
 
 ``keep_ratio = 1`` keeps every chunk (nothing dropped, no bank read, full end-to-end training)
 and ``keep_ratio = 0`` keeps none (no backbone call, no write): the same code path for every
@@ -231,17 +232,18 @@ def train_step(
             outputs, fresh = detector.forward_train(chunks, cached, keep_mask)
         else:  # DDP(TrainForward) or TrainForward
             outputs, fresh = model(chunks, cached, keep_mask)
-    written = 0
-    if bank is not None and not frozen:  # right after the forward (spec §2.6)
-        written = write_back(bank, batch["video_id"], batch["offset"], batch["keep"], fresh)
-    with autocast:
         losses = detector.loss(outputs, segments, labels, ignore)
     loss = losses["loss"]
     if not torch.isfinite(loss.detach()):
+        # checked before the write-back: non-finite fresh features (a diverged backbone) would
+        # otherwise stay in the run's bank copy, which --resume reuses
         raise FloatingPointError(
             f"training loss is {float(loss)} on videos {list(batch['video_id'])}; lower train.lr "
-            "or set train.grad_clip"
+            "or set train.grad_clip (nothing was written to the memory bank)"
         )
+    written = 0
+    if bank is not None and not frozen:  # after the forward, before backward (spec §2.6)
+        written = write_back(bank, batch["video_id"], batch["offset"], batch["keep"], fresh)
     if scaler is not None:
         scaler.scale(loss).backward()
     else:
@@ -391,6 +393,9 @@ def train_epochs(
     """
     from tqdm import tqdm
 
+    # fp16 autocast needs loss scaling (small gradients underflow to zero); bf16 does not
+    scaler = (torch.amp.GradScaler(torch.device(device).type) if amp_dtype == torch.float16
+              else None)
     history: list[dict[str, float]] = []
     for epoch in range(start_epoch, start_epoch + epochs):
         loader.set_epoch(epoch)
@@ -399,7 +404,8 @@ def train_epochs(
             if max_steps is not None and len(history) >= max_steps:
                 break
             stats = train_step(model, batch, optimizer, bank, frozen=cfg.memory.frozen,
-                               device=device, amp_dtype=amp_dtype, grad_clip=cfg.train.grad_clip)
+                               device=device, amp_dtype=amp_dtype, grad_clip=cfg.train.grad_clip,
+                               scaler=scaler)
             history.append(stats)
             bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if on_step is not None:

@@ -139,12 +139,10 @@ def _backbone_dict(backbone: Any) -> dict[str, Any] | None:
         backbone = dataclasses.asdict(backbone)
     if not isinstance(backbone, Mapping):
         raise BankError(f"backbone must be a dict or a BackboneConfig, got {type(backbone).__name__}")
-    out = dict(backbone)
-    try:
-        json.dumps(out)
-    except TypeError as e:
+    try:  # as meta.json will hold it (tuples -> lists), so a resumed build compares equal
+        return json.loads(json.dumps(dict(backbone)))
+    except (TypeError, ValueError) as e:
         raise BankError(f"backbone config is not JSON-serialisable: {e}") from None
-    return out
 
 
 # --------------------------------------------------------------------------- the bank

@@ -14,13 +14,15 @@ What one bank row holds (spec memory-data-training §2.2, with our decisions of 
 - The backbone runs in eval mode under ``torch.inference_mode()`` (the original built the
   bank in train mode, where stochastic depth makes it random; design.md §8), so a
   rebuild gives the same bank.
-- ``N`` is the exact decoded frame count at ``data.fps`` (``len(open_source(...))``,
+- ``N`` is the exact decoded frame count at the video's rate (its annotation's fps, else
+  ``data.fps``; ``len(open_source(...))``,
   design.md §8), not ``round(duration * fps)``.
 
 Building is resumable: every video is marked complete (``MemoryBank.mark_complete``)
 only after all its rows were written; a re-run skips complete videos and redoes any
 half-written one. A video that cannot be read (missing, corrupt) is reported and the
-others are built.
+others are built; a backbone error on a batch (which may span videos) fails every video
+with a chunk in it, never leaving one silently unfinished.
 
 Usage::
 
@@ -109,7 +111,14 @@ class BuildReport:
 
 def training_videos(cfg: Config) -> list[str]:
     """Ids of the videos of ``data.train_subset`` in ``data.annotations`` (file order)."""
+    return list(_training_rates(cfg))
+
+
+def _training_rates(cfg: Config) -> dict[str, float]:
+    """``{video_id: fps}`` of the training subset, decoded at the rate the dataset uses
+    (the annotation's own fps when it has one, else ``data.fps``)."""
     from tallformer.data.annotations import load_annotations
+    from tallformer.data.dataset import video_fps
 
     if not cfg.data.annotations:
         raise BuildError(
@@ -117,7 +126,7 @@ def training_videos(cfg: Config) -> list[str]:
             "data.annotations=FILE on the command line"
         )
     aset = load_annotations(cfg.data.annotations)
-    return [v.video_id for v in aset.subset(cfg.data.train_subset)]
+    return {v.video_id: video_fps(v, cfg.data) for v in aset.subset(cfg.data.train_subset)}
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -191,16 +200,24 @@ class _Builder:
     def start(self, video: str, num_chunks: int) -> None:
         self.remaining[video] = num_chunks
 
+    def failed(self, video: str) -> bool:
+        """Whether ``video`` failed (its remaining chunks are skipped)."""
+        return video not in self.remaining
+
     def add(self, job: _Job) -> None:
+        if self.failed(job.video):
+            return
         self.pending.append(job)
         if len(self.pending) >= self.batch_chunks:
             self.flush()
 
-    def abandon(self, video: str) -> int:
-        """Drop a failed video's queued chunks (its rows stay incomplete); returns how many
-        of its chunks will not go through the backbone."""
+    def fail(self, video: str, message: str) -> None:
+        """Report ``video`` failed and drop its queued chunks (its rows stay incomplete)."""
+        self.report.failed.setdefault(video, message)
         self.pending = [j for j in self.pending if j.video != video]
-        return self.remaining.pop(video, 0)
+        lost = self.remaining.pop(video, 0)  # chunks that will not go through the backbone
+        self.progress.total = max(self.progress.n, self.progress.total - lost)
+        self.progress.refresh()
 
     def flush(self) -> None:
         if not self.pending:
@@ -208,8 +225,14 @@ class _Builder:
         import torch
 
         jobs, self.pending = self.pending, []
-        batch = torch.stack([j.clip for j in jobs]).to(self.device)  # [N, 3, chunk, h, w]
-        feats = self.backbone.forward_chunks(batch)  # [N, C, chunk / stride]
+        try:
+            batch = torch.stack([j.clip for j in jobs]).to(self.device)  # [N, 3, chunk, h, w]
+            feats = self.backbone.forward_chunks(batch)  # [N, C, chunk / stride]
+        except Exception as exc:  # noqa: BLE001 - a batch spans videos: all of them failed
+            message = f"the backbone failed on a batch of its chunks: {_message(exc)}"
+            for video in dict.fromkeys(j.video for j in jobs):
+                self.fail(video, message)
+            return
         feats = feats.float().cpu().transpose(1, 2).numpy()  # [N, rows_per_chunk, C]
         for job, f in zip(jobs, feats):
             # chunk c -> rows 16c .. 16c + rows - 1 (spec §2.2)
@@ -281,7 +304,8 @@ def build_bank(
             "config or as data.videos=DIR on the command line"
         )
     dev = _resolve_device(device)
-    ids = training_videos(cfg)
+    rates = _training_rates(cfg)
+    ids = list(rates)
     if videos is not None:
         known = set(ids)
         unknown = [v for v in videos if v not in known]
@@ -296,7 +320,7 @@ def build_bank(
     bb_cfg = cfg.model.backbone
     weights_path = str(weights) if weights is not None else bb_cfg.weights
     chunk = bb_cfg.chunk_size  # spec §0: 32 frames per chunk
-    fps = float(cfg.data.fps)
+    fps = float(cfg.data.fps)  # nominal, recorded in meta; each video decodes at rates[vid]
     size = (int(cfg.data.frame_size[0]), int(cfg.data.frame_size[1]))
     report = BuildReport(out_dir=Path(out_dir))
 
@@ -314,13 +338,13 @@ def build_bank(
                     leave=False):
         try:
             path = resolve_video(cfg.data.videos, vid)
-            source = open_source(path, fps, size)
+            source = open_source(path, rates[vid], size)
             try:
                 n = len(source)
             finally:
                 source.close()
             if n < 1:
-                raise ValueError(f"{path}: no frames at {fps:g} fps")
+                raise ValueError(f"{path}: no frames at {rates[vid]:g} fps")
         except Exception as exc:  # noqa: BLE001 - any unreadable video is reported, not fatal
             report.failed[vid] = _message(exc)
             continue
@@ -358,11 +382,13 @@ def build_bank(
                 builder.start(vid, num_chunks)
                 source = None
                 try:
-                    source = open_source(paths[vid], fps, size)
+                    source = open_source(paths[vid], rates[vid], size)
                     if len(source) != n:
                         raise ValueError(f"{paths[vid]}: {len(source)} frames now, {n} when "
                                          "counted; did the file change?")
                     for c in range(num_chunks):
+                        if builder.failed(vid):  # its backbone batch failed
+                            break
                         lo, hi = c * chunk, min((c + 1) * chunk, n)
                         frames = source.read(lo, hi)  # uint8 [hi - lo, H, W, 3]
                         clip = test_transform(frames, cfg_data.crop_size, cfg_data.mean,
@@ -372,9 +398,7 @@ def build_bank(
                         report.frames += hi - lo
                         builder.add(_Job(vid, c, _chunk_rows(hi - lo, stride), clip))
                 except Exception as exc:  # noqa: BLE001 - report the video, build the rest
-                    report.failed[vid] = _message(exc)
-                    bar.total = max(bar.n, bar.total - builder.abandon(vid))
-                    bar.refresh()
+                    builder.fail(vid, _message(exc))
                 finally:
                     if source is not None:
                         source.close()
