@@ -238,7 +238,7 @@ def train_step(
         # checked before the write-back: non-finite fresh features (a diverged backbone) would
         # otherwise stay in the run's bank copy, which --resume reuses
         raise FloatingPointError(
-            f"training loss is {float(loss)} on videos {list(batch['video_id'])}; lower train.lr "
+            f"training loss is {float(loss.detach())} on videos {list(batch['video_id'])}; lower train.lr "
             "or set train.grad_clip (nothing was written to the memory bank)"
         )
     written = 0
