@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from tallformer.memory.run_bank import RUN_BANK_RECORD, open_training_bank
 FRAMES = {"a": 70, "b": 33}
 
 
-def make_bank(root, frames=FRAMES, dim=8):
-    bank = MemoryBank.create(root, frames, dim)
+def make_bank(root, frames=FRAMES, dim=8, weights=None):
+    bank = MemoryBank.create(root, frames, dim, weights=weights)
     for i, v in enumerate(frames):
         bank.write(v, 0, np.full((bank.num_rows(v), dim), i + 1, dtype=np.float16))
         bank.mark_complete(v)
@@ -73,3 +74,13 @@ def test_resume_with_another_bank_is_refused(tmp_path):
     open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 8)
     with pytest.raises(BankError, match="resume with the same bank"):
         open_training_bank(cfg_for(tmp_path / "other"), tmp_path / "run", FRAMES, 8)
+
+
+def test_bank_from_other_weights_is_warned(tmp_path):
+    make_bank(tmp_path / "src", weights="pretrained/swin_b.pth")
+    with pytest.warns(UserWarning, match=r"built from backbone weights pretrained/swin_b.pth but model.backbone.weights is None"):
+        open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_training_bank(cfg_for(tmp_path / "src", "model.backbone.weights=pretrained/swin_b.pth"),
+                           tmp_path / "run2", FRAMES, 8)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from tallformer.config import Config
@@ -67,6 +68,14 @@ def open_training_bank(
         )
     source = MemoryBank.open(cfg.memory.bank_dir, mode="r")
     source.validate(frame_counts, feature_dim=feature_dim, dtype=cfg.memory.dtype, fps=cfg.data.fps)
+    if source.weights != cfg.model.backbone.weights:
+        # cached features of another network would silently disagree with the fresh ones
+        warnings.warn(
+            f"{cfg.memory.bank_dir}: the bank was built from backbone weights {source.weights} "
+            f"but model.backbone.weights is {cfg.model.backbone.weights}; rebuild the bank "
+            "with 'tallformer bank build --weights ...' if they are not the same network",
+            stacklevel=2,
+        )
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     record_path = run / RUN_BANK_RECORD
