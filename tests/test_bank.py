@@ -336,3 +336,13 @@ def test_resume_with_a_backbone_config_holding_tuples(tmp_path: Path) -> None:
     with pytest.raises(BankError, match="existing bank has backbone"):
         MemoryBank.create(tmp_path / "b", {"a": 8}, C, backbone={"depths": [2, 2]},
                           exist_ok=True)
+
+
+def test_open_validates_when_given_the_training_videos(tmp_path):
+    bank = MemoryBank.create(tmp_path / "b", {"a": 10}, 4)
+    bank.mark_complete("a")
+    assert MemoryBank.open(tmp_path / "b", videos={"a": 10}, feature_dim=4, dtype="float16").num_rows("a") == 5
+    with pytest.raises(BankError, match=r"'a'.*10 frames.*12 frames"):
+        MemoryBank.open(tmp_path / "b", videos={"a": 12})
+    with pytest.raises(BankError, match="missing"):
+        MemoryBank.open(tmp_path / "b", videos={"a": 10, "z": 3})

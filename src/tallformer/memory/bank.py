@@ -270,8 +270,16 @@ class MemoryBank:
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], mode: Literal["r", "r+"] = "r",
-             max_open: int = 256) -> MemoryBank:
-        """Open an existing bank. ``mode="r"`` reads only; ``"r+"`` also writes rows and flags."""
+             max_open: int = 256, *, videos: Mapping[str, int] | None = None,
+             feature_dim: int | None = None, dtype: str | None = None,
+             fps: float | None = None) -> MemoryBank:
+        """Open an existing bank. ``mode="r"`` reads only; ``"r+"`` also writes rows and flags.
+
+        With ``videos`` (``{video_id: num_frames}`` of the training videos) the whole bank is
+        validated before it is returned (``validate``: every video present and complete,
+        rows matching the frame counts, and ``feature_dim``, ``dtype``, ``fps`` when given);
+        ``tallformer.memory.run_bank.open_training_bank`` does this from the annotation file
+        and the config."""
         root = Path(root)
         if mode not in ("r", "r+"):
             raise BankError(f"mode must be 'r' or 'r+', got {mode!r}")
@@ -283,7 +291,10 @@ class MemoryBank:
         except (OSError, json.JSONDecodeError) as e:
             raise BankError(f"{path}: cannot read bank meta ({e}); {REBUILD}") from None
         _check_meta(meta, path)
-        return cls(root, meta, mode, max_open=max_open)
+        bank = cls(root, meta, mode, max_open=max_open)
+        if videos is not None:
+            bank.validate(videos, feature_dim, dtype, fps=fps)
+        return bank
 
     # ------------------------------------------------------------------ properties
 

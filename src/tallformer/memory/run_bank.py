@@ -66,8 +66,8 @@ def open_training_bank(
             "memory.bank_dir is not set; build a bank with 'tallformer bank build --config ... "
             "--out DIR' and pass memory.bank_dir=DIR"
         )
-    source = MemoryBank.open(cfg.memory.bank_dir, mode="r")
-    source.validate(frame_counts, feature_dim=feature_dim, dtype=cfg.memory.dtype, fps=cfg.data.fps)
+    source = MemoryBank.open(cfg.memory.bank_dir, mode="r", videos=frame_counts,
+                             feature_dim=feature_dim, dtype=cfg.memory.dtype, fps=cfg.data.fps)
     if source.weights != cfg.model.backbone.weights:
         # cached features of another network would silently disagree with the fresh ones
         warnings.warn(
