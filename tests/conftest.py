@@ -17,6 +17,9 @@ import pytest
 
 GRID = 4  # blocks per side; GRID * GRID bits encode the frame index
 
+# The real annotation files beside the repository (../shared/reference/data).
+REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "data"
+
 
 def index_image(index: int, size: tuple[int, int]) -> np.ndarray:
     """The picture of frame `index`: uint8 [H, W, 3] RGB, bit b of the index as block b."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import REFERENCE_DATA
 from tallformer.cli import main
 from tallformer.data.annotations import (
     THUMOS14_CLASSES,
@@ -29,7 +30,7 @@ from tallformer.data.annotations import (
 )
 
 # The real annotation files live beside the repository (../shared/reference/data).
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "data"
+REF = REFERENCE_DATA
 THUMOS = REF / "thumos14"
 TH14_INFO = THUMOS / "TH14_video_info.json"
 ANET = REF / "activitynet"

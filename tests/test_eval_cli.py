@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REFERENCE_DATA
 from tallformer.cli import main
 from tallformer.evaluation import ANET_THRESHOLDS, THUMOS14_THRESHOLDS, evaluate
 
-ANET = Path(__file__).resolve().parents[2] / "shared" / "reference" / "data" / "activitynet"
+ANET = REFERENCE_DATA / "activitynet"
 KEYS = {"tiou_thresholds", "mAP", "average_mAP", "per_class_AP", "num_videos",
         "num_ground_truth", "num_predictions"}
 

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import REFERENCE_DATA
 from eval_oracle import oracle_evaluate
 from tallformer.evaluation import (
     ANET_THRESHOLDS,
@@ -34,7 +35,7 @@ from tallformer.evaluation import (
     segment_iou,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "data"
+DATA = REFERENCE_DATA
 ANET = DATA / "activitynet"
 THUMOS = DATA / "thumos14"
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from tallformer.ops.segments import decode, nms, segment_iof, segment_iou
+from tallformer.ops.segments import decode, filter_topk, nms, segment_iof, segment_iou
 
 __all__ = [
     "IGNORE",
@@ -224,7 +224,7 @@ class AnchorHead(nn.Module):
         """Anchors `[sum T_l * A, 2]` for feature levels of these lengths."""
         return make_anchors(lengths, self.anchor_strides, self.scales, device)
 
-    def _flat(self, outputs: HeadOutputs) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+    def _flat(self, outputs: HeadOutputs) -> tuple[Tensor, Tensor, Tensor]:
         cls, reg = outputs
         lengths = [c.shape[-1] for c in cls]
         if len(lengths) != len(self.anchor_strides):
@@ -232,7 +232,7 @@ class AnchorHead(nn.Module):
                              f"{len(self.anchor_strides)} anchor strides are configured")
         cls_flat = torch.cat([flatten_level(c, self.num_classes) for c in cls], dim=1)
         reg_flat = torch.cat([flatten_level(r, 2) for r in reg], dim=1)
-        return cls_flat, reg_flat, self.anchors(lengths, cls[0].device), lengths
+        return cls_flat, reg_flat, self.anchors(lengths, cls[0].device)
 
     def loss(self, outputs: HeadOutputs, gt_segments: list[Tensor], gt_labels: list[Tensor],
              gt_ignore: list[Tensor] | None = None) -> dict[str, Tensor]:
@@ -246,7 +246,7 @@ class AnchorHead(nn.Module):
             {"loss_cls", "loss_reg", "loss"}; each loss summed over anchors and divided by
             N = sum over windows of max(#positives, 1); loss = weighted sum of both.
         """
-        cls_flat, reg_flat, anchors, _ = self._flat(outputs)
+        cls_flat, reg_flat, anchors = self._flat(outputs)
         b = cls_flat.shape[0]
         if len(gt_segments) != b or len(gt_labels) != b:
             raise ValueError(f"loss: {b} windows but {len(gt_segments)} gt segment tensors and "
@@ -313,10 +313,10 @@ class AnchorHead(nn.Module):
                 if rows > self.nms_pre:
                     top = scores.max(dim=1).values.topk(self.nms_pre).indices
                     scores, deltas, anchors = scores[top], deltas[top], anchors[top]
-                row, col = torch.nonzero(scores > self.score_thr, as_tuple=True)
+                row, col, kept = filter_topk(scores, self.score_thr)
                 segs = decode(deltas[row], anchors[row], max_length=lengths_l[i]) + offs[i]
                 seg_parts.append(segs)
-                score_parts.append(scores[row, col])
+                score_parts.append(kept)
                 label_parts.append(col)
             results.append(Detections(torch.cat(seg_parts), torch.cat(score_parts),
                                       torch.cat(label_parts)))
