@@ -1,6 +1,7 @@
 """Memory-bank I/O of one training window, side by side with two references, in one run.
 
-One window = 480 frames = 240 bank rows of C = 1024 features (spec memory-data-training §0),
+One window = 480 frames = 240 bank rows of C = 1024 features (original: 480 frames,
+configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:7; C = 1024, tools/data/extract_features.py:87),
 in fp16 (our default) and fp32 (the original's dtype). Every measurement is the median over
 ``--reps`` repetitions; the methods are interleaved within each repetition (so machine noise
 hits them alike), and the window start cycles over ``--windows`` positions of a longer video.
@@ -16,9 +17,9 @@ Methods:
   exist (no allocation, no page faults: the strongest reference): ``np.copyto(buf,
   src[s:s+240])`` for reads, ``dst[s:s+240] = feats`` for writes. Our read also allocates
   its output array.
-- ``rowwise``: the original's reader (spec §2.3): open the file as a fresh memory map on every
-  call (shape known from meta, as the original), build the 240 row ids in Python, gather them
-  with fancy indexing and copy the result.
+- ``rowwise``: the original's reader (vedatad/partial_feedback/memory_bank.py:30-62): open
+  the file as a fresh memory map on every call (shape known from meta, as the original),
+  build the 240 row ids in Python, gather them with fancy indexing and copy the result.
 
 Ratios (higher is better for us; each is the other method's time / our time, i.e. our speed
 as a multiple of the other's):
@@ -53,7 +54,7 @@ from tallformer.memory.bank import MemoryBank
 
 def _rowwise_read(path: Path, offset: int, shape: tuple[int, int], dtype: np.dtype,
                   row_start: int, num_rows: int) -> np.ndarray:
-    """The original's way (spec memory-data-training §2.3): fresh memmap per call, row ids
+    """The original's way (vedatad/partial_feedback/memory_bank.py:30-62): fresh memmap per call, row ids
     built in Python, gathered by fancy indexing, zero-padded on the right, copied."""
     mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     ids = [row_start + j for j in range(num_rows)]

@@ -1,7 +1,8 @@
 """The paper's training step at full scale on a GPU: peak memory and step time, keep_ratio
 0.15 against 1.0.
 
-Setting (design.md §2; spec model-thumos14 §1-§3): ``configs/thumos14_swin_b.yaml``, i.e.
+Setting (the paper config, original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py):
+the shipped ``thumos14_swin_b`` config, i.e.
 Video Swin-B (C = 1024, frozen stages 2, activation checkpointing) with the paper's neck and
 head, 480-frame clips at 224x224, batch 4 (the paper's per-GPU batch), bf16 autocast
 (``train.amp``), SGD with the paper's parameter groups; the step is
@@ -15,7 +16,7 @@ our target is under 6 GB at keep_ratio 0.15.
   fresh model after ``reset_peak_memory_stats``.
 - Time: the median of ``--steps`` steps after ``--warmup`` steps (synchronised).
 
-Without CUDA, or with ``--smoke``, it runs the tiny ``configs/demo.yaml`` on the CPU
+Without CUDA, or with ``--smoke``, it runs the tiny shipped ``demo`` config on the CPU
 (128 frames at 56x56, batch 2) as a smoke test; memory is then the step's RSS increase (the
 peak during a step minus the RSS before it), not a GPU figure. Run::
 
@@ -37,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory_ratio import PeakRSS, make_bank, synthetic_batch  # noqa: E402
+from memory_ratio import PeakRSS, make_bank, synthetic_batch
 
-ROOT = Path(__file__).resolve().parents[1]
 RATIOS = (0.15, 1.0)
 
 
@@ -48,7 +48,9 @@ def run(cfg: Any, keep_ratio: float, batch_size: int, device: Any, warmup: int,
     """(peak memory in GB, median step time in s) of one setting."""
     import torch
 
-    from tallformer.engine.step import amp_dtype_for, make_optimizer, train_step
+    from tallformer.engine.device import amp_dtype_for
+    from tallformer.engine.optim import make_optimizer
+    from tallformer.engine.step import train_step
     from tallformer.models.detector import build_detector
 
     cuda = device.type == "cuda"
@@ -100,21 +102,21 @@ def main() -> int:
 
     import torch
 
-    from tallformer.config import load_config
+    from tallformer.config import load_config, shipped_config_path
 
     smoke = args.smoke or not torch.cuda.is_available()
     if smoke:
         torch.set_num_threads(1)
-        cfg_file, batch_size, device = "demo.yaml", args.batch or 2, torch.device("cpu")
+        cfg_name, batch_size, device = "demo", args.batch or 2, torch.device("cpu")
         what = "SMOKE TEST (no GPU figures): tiny config, 128 frames at 56x56, CPU, memory = step RSS increase"
     else:
-        cfg_file, batch_size, device = "thumos14_swin_b.yaml", args.batch or 4, torch.device("cuda")
+        cfg_name, batch_size, device = "thumos14_swin_b", args.batch or 4, torch.device("cuda")
         what = (f"{torch.cuda.get_device_name(0)}: Swin-B + paper neck/head, 480 frames at 224x224, "
                 f"bf16 autocast, checkpointing, memory = max_memory_allocated")
     print(f"{what}; batch {batch_size}; {args.warmup} warm-up + {args.steps} steps", flush=True)
     results = {}
     for ratio in RATIOS:
-        cfg = load_config(ROOT / "configs" / cfg_file, [f"memory.keep_ratio={ratio}"])
+        cfg = load_config(shipped_config_path(cfg_name), [f"memory.keep_ratio={ratio}"])
         results[ratio] = run(cfg, ratio, batch_size, device, args.warmup, args.steps)
         mem, step = results[ratio]
         print(f"keep_ratio={ratio:<5} memory {mem:7.3f} GB, step {step:7.3f} s", flush=True)

@@ -1,13 +1,14 @@
 """Training data loader throughput: keep_ratio 0.15 against 1.0, side by side in one run.
 
 The data workers decode and augment only the kept chunks' frames and read the dropped
-chunks' features from the memory bank (design.md §2, §7), so at the paper's keep_ratio 0.15
+chunks' features from the memory bank (the original decodes all 480 frames and reads the
+bank in the training process: vedatad/engines/train_engine.py:66-108), so at the paper's keep_ratio 0.15
 (2 of 15 chunks) a sample should cost a fraction of a full 480-frame clip (1.0: every frame
 decoded, no bank read). Setting:
 
 - Data: the synthetic dataset (``generate_synthetic_dataset``: real H.264 mp4 files at
   64x64 and 15 fps, 30-60 s, keyframe every 32 frames) written to a temp dir.
-- Loader: ``tallformer.engine.step.make_train_loader`` on ``configs/demo.yaml`` with 480-frame
+- Loader: ``tallformer.engine.loader.make_train_loader`` on the shipped ``demo`` config with 480-frame
   windows (15 chunks of 32), crop 56, augmentation on, batch 1, ``--workers`` workers
   (default 0: the per-sample cost without process noise); keep_ratio 0.15 reads a real
   fp16 bank with C = 1024 (Swin-B's width) built with random rows.
@@ -29,8 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 RATIOS = (0.15, 1.0)
 FEATURE_DIM = 1024
 
@@ -46,11 +47,11 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from tallformer.config import load_config
+    from tallformer.config import load_config, shipped_config_path
     from tallformer.data.annotations import load_annotations
     from tallformer.data.synthetic import generate_synthetic_dataset
-    from tallformer.data.video import open_source, resolve_video
-    from tallformer.engine.step import make_train_loader
+    from tallformer.engine.loader import make_train_loader
+    from tallformer.engine.run_bank import training_frame_counts
     from tallformer.memory.bank import MemoryBank
 
     torch.set_num_threads(1)
@@ -60,10 +61,15 @@ def main() -> int:
                                               val_fraction=1 / (args.videos + 1), progress=False)
         ann = load_annotations(ann_path)
         videos = root / "data" / "videos"
-        frames = {}
-        for v in ann.subset("training"):
-            with open_source(resolve_video(videos, v.video_id), 15.0, (64, 64)) as src:
-                frames[v.video_id] = len(src)
+
+        def config(ratio: float) -> Any:
+            return load_config(shipped_config_path("demo"), [
+                f"data.annotations={ann_path}", f"data.videos={videos}",
+                f"data.num_frames={args.frames}", "data.batch_size=1",
+                f"data.num_workers={args.workers}", f"memory.keep_ratio={ratio}",
+            ])
+
+        frames = training_frame_counts(config(1.0), ann)  # 15 fps, 64x64
         bank = MemoryBank.create(root / "bank", frames, FEATURE_DIM)
         rng = np.random.default_rng(0)
         for video, n in frames.items():
@@ -72,12 +78,7 @@ def main() -> int:
         bank.flush()
         loaders = {}
         for ratio in RATIOS:
-            cfg = load_config(ROOT / "configs" / "demo.yaml", [
-                f"data.annotations={ann_path}", f"data.videos={videos}",
-                f"data.num_frames={args.frames}", "data.batch_size=1",
-                f"data.num_workers={args.workers}", f"memory.keep_ratio={ratio}",
-            ])
-            loaders[ratio] = make_train_loader(cfg, ann, bank)
+            loaders[ratio] = make_train_loader(config(ratio), ann, bank)
         print(f"{len(frames)} synthetic videos ({min(frames.values())}-{max(frames.values())} "
               f"frames, 64x64, 15 fps), {args.frames}-frame windows, crop 56, batch 1, "
               f"{args.workers} workers, bank C={FEATURE_DIM} fp16; {args.reps} epochs each",

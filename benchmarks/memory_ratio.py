@@ -1,12 +1,13 @@
 """Training-step memory and time of the memory bank: keep_ratio 0.15 against 1.0, side by side.
 
-The paper's claim (design.md §1): only ``keep_ratio`` of a clip's chunks go through the
+The paper's claim: only ``keep_ratio`` of a clip's chunks go through the
 backbone with gradients, so a step costs a fraction of full end-to-end training. Here the
 same model and the same clip are trained one step at a time with ``keep_ratio`` 0.15 (2 of
-15 chunks; spec memory-data-training §2.5) and 1.0 (all 15 chunks, no bank read), each in
+15 chunks, as the original: vedatad/partial_feedback/indice_selection.py:68-72) and 1.0
+(all 15 chunks, no bank read), each in
 its own process, on the CPU:
 
-- Model: ``configs/thumos14_swin_t.yaml``, i.e. Swin-T (C = 768) with the paper's frozen
+- Model: the shipped ``thumos14_swin_t`` config, i.e. Swin-T (C = 768) with the paper's frozen
   stages (2) and activation checkpointing, and the paper's full neck and head on top (SRM
   768 -> 512, TCM 3 layers, TDM 4 stages, FPN 256, anchor head 20 classes), at a 96x96 crop
   (``--crop``) instead of 224 to fit a CPU.
@@ -61,7 +62,8 @@ def synthetic_batch(cfg: Any, keep_ratio: float, batch_size: int, feature_dim: i
     kept chunks of each sample drawn with ``select_chunks``; cached features random."""
     import torch
 
-    from tallformer.memory.selection import sample_generator, select_chunks
+    from tallformer.memory.selection import select_chunks
+    from tallformer.ops.seeding import sample_generator
 
     chunk = cfg.model.backbone.chunk_size
     n = cfg.data.num_frames // chunk
@@ -158,13 +160,14 @@ def run_setting(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
-    from tallformer.config import load_config
-    from tallformer.engine.step import make_optimizer, train_step
+    from tallformer.config import load_config, shipped_config_path
+    from tallformer.engine.optim import make_optimizer
+    from tallformer.engine.step import train_step
     from tallformer.memory.selection import num_kept
     from tallformer.models.detector import build_detector
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(ROOT / "configs" / "thumos14_swin_t.yaml", [
+    cfg = load_config(shipped_config_path("thumos14_swin_t"), [
         f"data.crop_size={args.crop}", f"data.frame_size=[{args.crop}, {args.crop}]",
         f"data.num_frames={args.frames}", f"memory.keep_ratio={args.run}",
     ])

@@ -1,4 +1,5 @@
-"""Tests for tallformer.data.annotations and `tallformer prepare thumos14|anet`."""
+"""Tests for tallformer.data.annotations, tallformer.data.importers and `tallformer prepare
+thumos14|anet`."""
 
 from __future__ import annotations
 
@@ -13,23 +14,26 @@ from typing import Any
 
 import pytest
 
-from conftest import REFERENCE_DATA
+from helpers import REFERENCE_DATA
 from tallformer.cli import main
 from tallformer.data.annotations import (
-    THUMOS14_CLASSES,
-    THUMOS14_MISLABELLED,
     AnnotationError,
     AnnotationSet,
     AnnotationWarning,
     Instance,
     VideoAnnotation,
-    import_activitynet,
-    import_thumos14,
     load_annotations,
     save_annotations,
 )
+from tallformer.data.importers import (
+    THUMOS14_CLASSES,
+    THUMOS14_MISLABELLED,
+    import_activitynet,
+    import_thumos14,
+)
+from tallformer.errors import TallformerError, TallformerWarning
 
-# The real annotation files live beside the repository (../shared/reference/data).
+# The real annotation files (THUMOS14, ActivityNet) beside the repository (helpers.REFERENCE_DATA).
 REF = REFERENCE_DATA
 THUMOS = REF / "thumos14"
 TH14_INFO = THUMOS / "TH14_video_info.json"
@@ -67,7 +71,8 @@ def test_thumos14_real_files_counts_and_clipping() -> None:
     # ONE warning counts the clipped instances: 26 in 3 test videos (+4 in 2 val videos).
     assert len(caught) == 1
     msg = str(caught[0].message)
-    assert "test: 26 in 3 video(s)" in msg and "validation: 4 in 2 video(s)" in msg
+    assert "test: 26 in 3 video(s)" in msg
+    assert "validation: 4 in 2 video(s)" in msg
     for vid in ("video_test_0000270", "video_test_0000814", "video_test_0001081"):
         assert vid in msg
     info = json.loads(TH14_INFO.read_text())
@@ -228,8 +233,13 @@ def test_thumos14_durations_from_videos(tmp_path: Path) -> None:
         assert aset.videos[vid].duration == pytest.approx(seconds, abs=0.15)
     assert aset.videos["vb"].annotations[0].segment[1] == aset.videos["vb"].duration
     root = _thumos_dir(tmp_path / "m", {"Diving_val.txt": "va 0.5 1.0\nvc 1 2\n"})
-    with pytest.raises(AnnotationError, match=r"cannot read the duration of 1 annotated video\(s\): vc"):
+    with pytest.raises(AnnotationError, match=r"cannot read the duration of 1 annotated video\(s\): vc") as err:
         import_thumos14(root, videos_dir=videos)
+    # the hint names the option this importer's user has, not the config key data.videos
+    assert "--videos" in str(err.value)
+    assert "data.videos" not in str(err.value)
+    with pytest.raises(AnnotationError, match=r"videos folder not found: .*nowhere \(--videos\)"):
+        import_thumos14(root, videos_dir=tmp_path / "nowhere")
 
 
 # ----------------------------------------------------------------------------- load / save
@@ -360,7 +370,7 @@ def test_load_bad_files(tmp_path: Path, text: str, match: str) -> None:
 
 
 def test_load_missing_file_and_subset_errors(tmp_path: Path) -> None:
-    with pytest.raises(AnnotationError, match="annotation file not found: .*nope.json"):
+    with pytest.raises(AnnotationError, match=r"annotation file not found: .*nope\.json"):
         load_annotations(tmp_path / "nope.json")
     aset = load_annotations(_write(tmp_path, _db(v1=_good_video())))
     assert [v.video_id for v in aset.subset("validation")] == ["v1"]
@@ -394,7 +404,8 @@ def test_activitynet_real_bsn_files() -> None:
     # BSN prefixes every id with "v_"; stored ids are the official 11-character ones
     # (two real YouTube ids themselves start with "v_").
     assert all(len(vid) == 11 for vid in aset.videos)
-    assert "v_UmAH95xls" in aset.videos and "QOlSCBRmfWY" in aset.videos
+    assert "v_UmAH95xls" in aset.videos
+    assert "QOlSCBRmfWY" in aset.videos
     assert all(not v.annotations for v in aset.subset("testing"))
     assert all(v.annotations for v in aset.subset("validation"))
     for v in aset.videos.values():
@@ -436,7 +447,9 @@ def test_activitynet_official_format_and_videos_report(tmp_path: Path) -> None:
     assert aset.videos["aaaaaaaaaaa"].duration == 30.5
     class_warning = [m for m in messages if "1 classes" in m]
     disk_warning = [m for m in messages if "missing" in m]
-    assert len(class_warning) == 1 and len(disk_warning) == 1 and len(messages) == 2
+    assert len(class_warning) == 1
+    assert len(disk_warning) == 1
+    assert len(messages) == 2
     assert "1 annotated video(s) are missing (training: 1 of 3" in disk_warning[0]
     assert "ccccccccccc" in disk_warning[0]
     assert "1 video(s) on disk are not in the annotations (e.g. eeeeeeeeeee.webm)" in disk_warning[0]
@@ -463,7 +476,7 @@ def test_activitynet_bad_inputs(tmp_path: Path) -> None:
            "v_bbbbbbbbbbb": {"duration_second": 12.0,
                              "annotations": [{"segment": [1, 2], "label": "Run"}]}}
     bsn_path = _write(tmp_path, bsn, "bsn.json")
-    with pytest.raises(AnnotationError, match="carry no subsets; pass .*--video-info"):
+    with pytest.raises(AnnotationError, match=r"carry no subsets; pass .*--video-info"):
         import_activitynet(bsn_path)
     csv_path = tmp_path / "info.csv"
 
@@ -492,6 +505,46 @@ def test_activitynet_bad_inputs(tmp_path: Path) -> None:
         import_activitynet(bsn_path, video_info_csv=csv_path, videos_dir=tmp_path / "none")
 
 
+def test_empty_files_are_errors(tmp_path: Path) -> None:
+    # `{}` is no annotation file at all (not "BSN annotations without subsets")
+    with pytest.raises(AnnotationError, match=r"gt\.json: not an annotation file: an empty JSON"):
+        import_activitynet(_write(tmp_path, {}))
+    with pytest.raises(AnnotationError, match=r"not an ActivityNet-format .*found: an empty object"):
+        load_annotations(_write(tmp_path, {}))
+    # an official-format file without videos: nothing to write
+    with pytest.raises(AnnotationError, match="'database' object holds no videos"):
+        import_activitynet(_write(tmp_path, _official({})))
+    # THUMOS14 txt files without one class instance (only Ambiguous lines, or empty)
+    root = _thumos_dir(tmp_path, {"Ambiguous_val.txt": "v1 1 2\n", "Diving_val.txt": "\n"})
+    with pytest.raises(AnnotationError, match="hold no instance of any class"):
+        import_thumos14(root)
+
+
+def test_errors_and_warnings_are_tallformer_ones() -> None:
+    assert issubclass(AnnotationError, TallformerError)
+    assert issubclass(AnnotationError, ValueError)  # kept for callers that catch ValueError
+    assert issubclass(AnnotationWarning, TallformerWarning)
+    assert issubclass(AnnotationWarning, UserWarning)
+
+
+def test_save_writes_indented_ascii_json(tmp_path: Path) -> None:
+    aset = AnnotationSet(
+        {"v1": VideoAnnotation("v1", "validation", 4.5, [Instance((1.0, 2.0), "Sauté")],
+                               [(3, 4)], fps=15.0)},
+        ["Sauté"], "memory",
+    )
+    path = tmp_path / "gt.json"
+    save_annotations(aset, path)
+    assert path.read_bytes() == (
+        b'{\n "version": "tallformer annotations 1",\n "database": {\n  "v1": {\n'
+        b'   "subset": "validation",\n   "duration": 4.5,\n   "fps": 15.0,\n'
+        b'   "annotations": [\n    {\n     "segment": [\n      1.0,\n      2.0\n     ],\n'
+        b'     "label": "Saut\\u00e9"\n    }\n   ],\n   "ambiguous": [\n    [\n     3.0,\n'
+        b'     4.0\n    ]\n   ]\n  }\n }\n}\n'
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.json"]  # no temp file left
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -513,8 +566,10 @@ def test_cli_prepare_thumos14(tmp_path: Path) -> None:
                                    "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert "validation: 200 videos, 3007 instances" in proc.stdout
-    assert "test: 210 videos" in proc.stdout and "20 classes" in proc.stdout
-    assert proc.stderr.count("warning:") == 1 and "clipped" in proc.stderr
+    assert "test: 210 videos" in proc.stdout
+    assert "20 classes" in proc.stdout
+    assert proc.stderr.count("warning:") == 1
+    assert "clipped" in proc.stderr
     database = json.loads(out.read_text())["database"]
     assert len(database) == 410
     assert sum(len(v["annotations"]) for v in database.values() if v["subset"] == "validation") == 3007
@@ -527,7 +582,8 @@ def test_cli_prepare_anet(tmp_path: Path) -> None:
                                    str(ANET / "anet_anno_action.json"), "--video-info",
                                    str(ANET / "video_info_new.csv"), "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
-    assert "validation: 4728 videos" in proc.stdout and "200 classes" in proc.stdout
+    assert "validation: 4728 videos" in proc.stdout
+    assert "200 classes" in proc.stdout
     loaded = json.loads(out.read_text())["database"]
     assert sum(v["subset"] == "validation" for v in loaded.values()) == 4728
 
@@ -537,11 +593,16 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = tmp_path / "out.json"
     assert main(["prepare", "thumos14", "--annotations", str(root), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "tallformer prepare thumos14: error:" in err and "Diving_val.txt, line 2" in err
+    assert err.startswith("error: ")
+    assert "Diving_val.txt, line 2" in err
     assert not out.exists()
     assert main(["prepare", "anet", "--annotations", str(tmp_path / "x.json"),
                  "--out", str(out)]) == 2
     assert "ActivityNet annotation file not found" in capsys.readouterr().err
+    empty = _write(tmp_path, _official({}), "empty.json")
+    assert main(["prepare", "anet", "--annotations", str(empty), "--out", str(out)]) == 2
+    assert "holds no videos" in capsys.readouterr().err
+    assert not out.exists()
     with pytest.raises(SystemExit):  # --videos and --video-info exclude each other
         main(["prepare", "thumos14", "--annotations", str(root), "--videos", "a",
               "--video-info", "b", "--out", str(out)])

@@ -1,5 +1,6 @@
-"""Video Swin backbone: presets, parameter counts (spec model-thumos14 §17), stochastic depth,
-chunk-wise run (§4 "5-D input path"), frozen stages (§4, §18.13), checkpointing."""
+"""Video Swin backbone: presets, parameter counts (those of the original classes), stochastic
+depth (original: vedatad/models/backbones/vswin.py:659-661), chunk-wise run (chunk_model.py:88-124),
+frozen stages (vswin.py:695-707), checkpointing (vswin.py:679)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
-from tallformer.config import BackboneConfig
-from tallformer.models import build_backbone, build_backbone_from_config
+from tallformer.config import BackboneConfig, ConfigError
+from tallformer.errors import TallformerError
+from tallformer.models import ModelError, build_backbone, build_backbone_from_config
 from tallformer.models.backbone import PRESETS, VideoSwinBackbone
 
 torch.set_num_threads(1)
@@ -49,13 +51,15 @@ def _torchvision_twin(model: VideoSwinBackbone) -> SwinTransformer3d:
 # --------------------------------------------------------------------------- sizes
 
 
-def test_swin_b_parameter_counts_equal_spec_17() -> None:
+def test_swin_b_parameter_counts_equal_the_original() -> None:
     with torch.device("meta"):
         m = build_backbone("swin_b")
-    assert m.num_features == 1024 and m.temporal_stride == 2 and m.chunk_size == 32
+    assert m.num_features == 1024
+    assert m.temporal_stride == 2
+    assert m.chunk_size == 32
     assert _count(m) == 87_638_984
     assert _count(m, trainable=True) == 84_930_976
-    # frozen parts one by one (spec §17 formula column)
+    # frozen parts one by one: patch_embed, stage 1, merge 1, stage 2, merge 2
     assert _count(m.patch_embed) == 12_672
     assert [_count(m.features[i]) for i in range(4)] == [416_824, 132_096, 1_620_080, 526_336]
     assert all(not p.requires_grad for i in range(4) for p in m.features[i].parameters())
@@ -63,7 +67,7 @@ def test_swin_b_parameter_counts_equal_spec_17() -> None:
     assert _count(m.norm) == 2_048
 
 
-def test_swin_t_parameter_counts_equal_spec_17() -> None:
+def test_swin_t_parameter_counts_equal_the_original() -> None:
     with torch.device("meta"):
         m = build_backbone("swin_t")
     assert m.num_features == 768
@@ -71,13 +75,14 @@ def test_swin_t_parameter_counts_equal_spec_17() -> None:
     assert _count(m, trainable=False) == 1_539_486
 
 
-def test_tiny_is_small() -> None:
+def test_tiny_parameter_counts() -> None:
     m = build_backbone("tiny")
-    assert 100_000 <= _count(m) <= 3_000_000
+    assert _count(m) == 1_307_322
+    assert _count(m, trainable=True) == 1_205_928
     assert m.num_features == 192
 
 
-@pytest.mark.parametrize("arch,rate", [("swin_b", 0.2), ("swin_t", 0.1)])
+@pytest.mark.parametrize(("arch", "rate"), [("swin_b", 0.2), ("swin_t", 0.1)])
 def test_stochastic_depth_is_linear_over_blocks(arch: str, rate: float) -> None:
     with torch.device("meta"):
         m = build_backbone(arch)
@@ -85,7 +90,7 @@ def test_stochastic_depth_is_linear_over_blocks(arch: str, rate: float) -> None:
     assert len(probs) == sum(PRESETS[arch].depths)
     expected = torch.linspace(0, rate, len(probs)).tolist()
     assert probs == pytest.approx(expected, abs=1e-7)
-    if arch == "swin_b":  # spec §4: stage 3 blocks 0.0348..0.1826, stage 4 0.1913 and 0.2
+    if arch == "swin_b":  # vswin.py:659-661: stage 3 blocks 0.0348..0.1826, stage 4 0.1913 and 0.2
         assert probs[4] == pytest.approx(0.0348, abs=1e-4)
         assert probs[21] == pytest.approx(0.1826, abs=1e-4)
         assert probs[22:] == pytest.approx([0.1913, 0.2], abs=1e-4)
@@ -98,7 +103,8 @@ def test_overrides_and_dict_arch() -> None:
         assert _count(m, trainable=True) == _count(m)
         d = build_backbone({"embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2],
                             "window_size": [2, 2, 2], "patch_size": [2, 2, 2], "frozen_stages": 0})
-    assert d.num_features == 32 and d.temporal_stride == 2
+    assert d.num_features == 32
+    assert d.temporal_stride == 2
     assert _count(d, trainable=False) == _count(d.patch_embed)
 
 
@@ -166,17 +172,20 @@ def test_bad_inputs_are_named() -> None:
         m(torch.zeros(3, 16, 64, 64))
     with pytest.raises(ValueError, match="forward_chunks"):
         m.forward_chunks(torch.zeros(1, 1, 16, 64, 64))
-    with pytest.raises(ValueError, match="unknown backbone arch 'swin_x'"):
+    # settings the network cannot be built from: ModelError (a TallformerError, one line)
+    with pytest.raises(ModelError, match="unknown backbone arch 'swin_x'"):
         build_backbone("swin_x")
-    with pytest.raises(ValueError, match="missing key"):
+    with pytest.raises(ModelError, match="missing key"):
         build_backbone({"embed_dim": 8, "depths": [1]})
-    with pytest.raises(ValueError, match=r"num_heads\[1\] = 3"):
+    with pytest.raises(ModelError, match=r"num_heads\[1\] = 3"):
         build_backbone({"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 3],
                         "window_size": [2, 2, 2], "patch_size": [2, 4, 4]})
-    with pytest.raises(ValueError, match="chunk_size 15"):
+    with pytest.raises(ModelError, match="chunk_size 15"):
         build_backbone("tiny", chunk_size=15)
-    with pytest.raises(ValueError, match="frozen_stages"):
+    with pytest.raises(ModelError, match="frozen_stages"):
         build_backbone("tiny", frozen_stages=5)
+    assert issubclass(ModelError, TallformerError)
+    assert issubclass(ModelError, ValueError)
 
 
 # --------------------------------------------------------------------------- training
@@ -192,13 +201,15 @@ def test_frozen_stages_get_no_gradient_and_stay_in_eval() -> None:
     for f in frozen:
         assert all(p.grad is None and not p.requires_grad for p in f.parameters())
     trainable = [p for f in [*m.features[4:], m.norm] for p in f.parameters()]
-    assert trainable and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    assert trainable
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
     m.eval()
     m.train(True)
-    assert not m.features[3].training and m.features[4].training
+    assert not m.features[3].training
+    assert m.features[4].training
 
 
-@pytest.mark.parametrize("k,n_frozen_features", [(-1, 0), (0, 0), (1, 2), (4, 7)])
+@pytest.mark.parametrize(("k", "n_frozen_features"), [(-1, 0), (0, 0), (1, 2), (4, 7)])
 def test_frozen_stage_counts(k: int, n_frozen_features: int) -> None:
     m = build_backbone("tiny", frozen_stages=k)
     frozen = {id(p) for p in m.parameters() if not p.requires_grad}
@@ -233,7 +244,8 @@ def test_checkpointing_gives_the_same_outputs_and_gradients() -> None:
     (y0, g0, s0), (y1, g1, s1) = results
     assert s1 < s0 / 2  # checkpointed blocks keep only their inputs for backward
     torch.testing.assert_close(y0, y1, atol=1e-6, rtol=0)
-    assert g0.keys() == g1.keys() and len(g0) > 0
+    assert g0.keys() == g1.keys()
+    assert len(g0) > 0
     for n in g0:
         torch.testing.assert_close(g0[n], g1[n], atol=1e-5, rtol=1e-4, msg=n)
 
@@ -241,16 +253,19 @@ def test_checkpointing_gives_the_same_outputs_and_gradients() -> None:
 def test_build_from_config() -> None:
     cfg = BackboneConfig(arch="tiny", drop_path_rate=0.0, frozen_stages=1, use_checkpoint=False, chunk_size=16)
     m = build_backbone_from_config(cfg)
-    assert m.chunk_size == 16 and m.frozen_stages == 1 and not m.use_checkpoint
+    assert m.chunk_size == 16
+    assert m.frozen_stages == 1
+    assert not m.use_checkpoint
     assert m.arch.window_size == PRESETS["tiny"].window_size
     assert m.features[6][1].stochastic_depth.p == 0.0
     cfg = BackboneConfig(arch="tiny", embed_dim=16, num_heads=[1, 1, 2, 4], window_size=[4, 4, 4])
     m = build_backbone_from_config(cfg)
-    assert m.num_features == 128 and m.arch.window_size == (4, 4, 4)
-    with pytest.raises(ValueError, match=r"model.backbone.embed_dim"):
+    assert m.num_features == 128
+    assert m.arch.window_size == (4, 4, 4)
+    with pytest.raises(ConfigError, match=r"model.backbone.embed_dim"):
         build_backbone_from_config(BackboneConfig(arch="custom"))
     cfg = BackboneConfig(arch="custom", embed_dim=8, depths=[1, 1], num_heads=[1, 2],
                          window_size=[2, 2, 2], patch_size=[2, 4, 4], frozen_stages=0)
     assert build_backbone_from_config(cfg).num_features == 16
-    with pytest.raises(ValueError, match=r"^model.backbone: .*num_heads"):
+    with pytest.raises(ConfigError, match=r"^model.backbone: .*num_heads"):
         build_backbone_from_config(BackboneConfig(arch="tiny", num_heads=[1, 2, 4]))

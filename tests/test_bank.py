@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tallformer.memory.bank import BankError, MemoryBank, chunk_runs
+from tallformer.memory.bank import BankError, MemoryBank
+from tallformer.ops.chunks import chunk_runs
 
 C = 16
 
@@ -21,9 +22,10 @@ def _features(rows: int, seed: int = 0, c: int = C) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((rows, c)).astype(np.float32)
 
 
-@pytest.fixture()
+@pytest.fixture
 def bank(tmp_path: Path) -> MemoryBank:
-    # 481 frames -> 241 rows (ceil, spec memory-data-training §2.2); 40 frames -> 20 rows
+    # 481 frames -> 241 rows (ceil, as the original: tools/data/extract_features.py:146-179);
+    # 40 frames -> 20 rows
     return MemoryBank.create(tmp_path / "bank", {"long": 481, "short": 40}, C,
                              dtype="float32", backbone={"arch": "tiny"}, weights="w.pth")
 
@@ -31,14 +33,17 @@ def bank(tmp_path: Path) -> MemoryBank:
 def test_create_layout_and_meta(tmp_path: Path) -> None:
     b = MemoryBank.create(tmp_path / "b", {"vid": 481, "v/odd name": 3}, C)
     meta = json.loads((tmp_path / "b" / "meta.json").read_text())
-    assert meta["feature_dim"] == C and meta["dtype"] == "float16"
+    assert meta["feature_dim"] == C
+    assert meta["dtype"] == "float16"
     assert (meta["frames_per_row"], meta["chunk_size"], meta["rows_per_chunk"]) == (2, 32, 16)
     assert meta["fps"] == 15.0
-    assert meta["videos"]["vid"]["num_rows"] == 241 and meta["videos"]["vid"]["num_frames"] == 481
+    assert meta["videos"]["vid"]["num_rows"] == 241
+    assert meta["videos"]["vid"]["num_frames"] == 481
     assert meta["videos"]["v/odd name"]["num_rows"] == 2
     for vid in ("vid", "v/odd name"):
         arr = np.load(b.path(vid), mmap_mode="r")  # plain .npy, readable without us
-        assert arr.dtype == np.float16 and arr.shape == (b.num_rows(vid), C)
+        assert arr.dtype == np.float16
+        assert arr.shape == (b.num_rows(vid), C)
         assert not arr.any()
         assert b.path(vid).parent == tmp_path / "b" / "features"
         assert not b.is_complete(vid)
@@ -148,7 +153,7 @@ def test_read_only_and_bad_input(bank: MemoryBank) -> None:
         bank.read("nope", 0, 2)
     with pytest.raises(BankError, match=r"\[n, 16\]"):
         bank.write("long", 0, np.zeros((4, 8), np.float32))
-    with pytest.raises(BankError, match="meta.json not found"):
+    with pytest.raises(BankError, match=r"meta\.json not found"):
         MemoryBank.open(bank.root / "features")
 
 
@@ -223,27 +228,37 @@ def test_complete_flags_and_resume(tmp_path: Path) -> None:
     b.mark_complete("a")
     b.write("b", 0, np.ones((10, C), np.float32))  # interrupted half-way: never marked
     again = MemoryBank.open(root, "r+")
-    assert again.is_complete("a") and not again.is_complete("b")
+    assert again.is_complete("a")
+    assert not again.is_complete("b")
     # resume: same settings, a new video and a changed frame count
-    with pytest.raises(BankError, match="feature_dim=16 but 8"):
+    with pytest.raises(BankError, match=r"feature_dim: 16 -> 8; bank -> asked for\)"):
         MemoryBank.create(root, {"a": 64}, 8, dtype="float32", exist_ok=True)
+    # a video whose frame count changed is another video: refused, named, unless overwrite
+    with pytest.raises(BankError, match=r"1 video\(s\) .* b \(64 -> 66 frames\); .*overwrite"):
+        MemoryBank.create(root, {"a": 64, "b": 66, "c": 5}, C, dtype="float32", exist_ok=True)
+    assert MemoryBank.open(root).videos == ["a", "b"]  # the refused call changed nothing
     resumed = MemoryBank.create(root, {"a": 64, "b": 66, "c": 5}, C, dtype="float32",
-                                exist_ok=True)
-    assert resumed.is_complete("a") and not resumed.is_complete("b")
+                                exist_ok=True, overwrite=True)
+    assert resumed.is_complete("a")
+    assert not resumed.is_complete("b")
     assert np.all(resumed.read("a", 0, 32) == 1)  # finished rows kept
-    assert resumed.num_rows("b") == 33 and not resumed.read("b", 0, 33).any()  # recreated
+    assert resumed.num_rows("b") == 33
+    assert not resumed.read("b", 0, 33).any()
     assert resumed.num_rows("c") == 3
     # a damaged file (e.g. truncated by a crash) is recreated on resume, even if marked done
     np.save(resumed.path("a"), np.zeros((3, C), np.float32))
     resumed = MemoryBank.create(root, {"a": 64}, C, dtype="float32", exist_ok=True)
-    assert not resumed.is_complete("a") and resumed.read("a", 0, 32).shape == (32, C)
+    assert not resumed.is_complete("a")
+    assert resumed.read("a", 0, 32).shape == (32, C)
     resumed.mark_complete("a")
     # two processes marking their own videos keep each other's flags
     other = MemoryBank.open(root, "r+")
     resumed.mark_complete("b")
     other.mark_complete("c")
     final = MemoryBank.open(root)
-    assert final.is_complete("a") and final.is_complete("b") and final.is_complete("c")
+    assert final.is_complete("a")
+    assert final.is_complete("b")
+    assert final.is_complete("c")
 
 
 def test_fingerprint_and_copy(tmp_path: Path) -> None:
@@ -253,7 +268,8 @@ def test_fingerprint_and_copy(tmp_path: Path) -> None:
     src.write("a", 0, x)
     src.mark_complete("a")
     fp = src.fingerprint()
-    assert fp == MemoryBank.open(src.root).fingerprint() and len(fp) == 64
+    assert fp == MemoryBank.open(src.root).fingerprint()
+    assert len(fp) == 64
     src.write("a", 0, x + 1)  # row contents are not part of the fingerprint
     assert src.fingerprint() == fp
     src.mark_complete("b")
@@ -263,7 +279,9 @@ def test_fingerprint_and_copy(tmp_path: Path) -> None:
 
     run = tmp_path / "run" / "bank"
     dst = src.copy_to(run, progress=False)
-    assert dst.root == run and dst.mode == "r+" and dst.fingerprint() == fp
+    assert dst.root == run
+    assert dst.mode == "r+"
+    assert dst.fingerprint() == fp
     np.testing.assert_array_equal(dst.read("a", 0, 20), x + 1)  # unflushed writes copied
     assert [p.name for p in run.parent.iterdir()] == ["bank"]  # no temp folder left behind
     dst.write("a", 0, x * 0)  # training edits the copy, never the source
@@ -279,7 +297,8 @@ def test_fingerprint_and_copy(tmp_path: Path) -> None:
         src.copy_to(src.root)
     # a shard for one node: only its videos, its own fingerprint
     shard = src.copy_to(tmp_path / "shard", videos=["a"], mode="r", progress=False)
-    assert shard.videos == ["a"] and shard.fingerprint() != fp
+    assert shard.videos == ["a"]
+    assert shard.fingerprint() != fp
     assert sorted(p.name for p in (tmp_path / "shard" / "features").iterdir()) == ["a.npy"]
     np.testing.assert_array_equal(shard.read("a", 0, 20), x + 1)
     assert src.copy_to(tmp_path / "shard", videos=["a"], progress=False).fingerprint() == \
@@ -332,8 +351,9 @@ def test_resume_with_a_backbone_config_holding_tuples(tmp_path: Path) -> None:
     b = MemoryBank.create(tmp_path / "b", {"a": 8}, C, backbone=arch)
     assert b.backbone == MemoryBank.open(tmp_path / "b").backbone  # lists, as on disk
     again = MemoryBank.create(tmp_path / "b", {"a": 8, "x": 4}, C, backbone=arch, exist_ok=True)
-    assert again.backbone["depths"] == [2, 2, 6, 2] and again.videos == ["a", "x"]
-    with pytest.raises(BankError, match="existing bank has backbone"):
+    assert again.backbone["depths"] == [2, 2, 6, 2]
+    assert again.videos == ["a", "x"]
+    with pytest.raises(BankError, match=r"backbone\.depths: \[2, 2, 6, 2\] -> \[2, 2\]"):
         MemoryBank.create(tmp_path / "b", {"a": 8}, C, backbone={"depths": [2, 2]},
                           exist_ok=True)
 
@@ -346,3 +366,95 @@ def test_open_validates_when_given_the_training_videos(tmp_path):
         MemoryBank.open(tmp_path / "b", videos={"a": 12})
     with pytest.raises(BankError, match="missing"):
         MemoryBank.open(tmp_path / "b", videos={"a": 10, "z": 3})
+
+
+def test_meta_file_format(tmp_path: Path) -> None:
+    """meta.json: indent 1, sorted keys, ASCII escapes, a trailing newline (unchanged bytes)."""
+    b = MemoryBank.create(tmp_path / "b", {"vidé": 3}, C, weights="w.pth")
+    text = (b.root / "meta.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
+    assert "vid\\u00e9" in text
+    assert sorted(p.name for p in b.root.iterdir()) == ["features", "meta.json"]  # no temp file
+
+
+def test_settings_mismatch_names_only_the_keys_that_differ(tmp_path: Path) -> None:
+    backbone = {"arch": "tiny", "drop_path_rate": 0.1, "weights": "pretrained/x.pth"}
+    MemoryBank.create(tmp_path / "b", {"a": 8}, C, backbone=backbone, weights="pretrained/x.pth")
+    with pytest.raises(BankError) as e:
+        MemoryBank.create(tmp_path / "b", {"a": 8}, C, dtype="float32", exist_ok=True,
+                          backbone=dict(backbone, drop_path_rate=0.2, depths=[2]),
+                          weights="pretrained/x.pth")
+    message = str(e.value)
+    assert ("(dtype: 'float16' -> 'float32'; backbone.drop_path_rate: 0.1 -> 0.2; "
+            "backbone.depths: (unset) -> [2]; bank -> asked for)") in message
+    assert "arch" not in message  # keys that agree are not printed
+    assert "\n" not in message
+
+
+def test_weights_paths_are_compared_as_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rel = "./pretrained/x.pth"
+    absolute = str(tmp_path / "pretrained" / "x.pth")
+    MemoryBank.create("b", {"a": 8}, C, backbone={"weights": rel}, weights=rel)
+    again = MemoryBank.create("b", {"a": 8, "z": 2}, C, backbone={"weights": absolute},
+                              weights=absolute, exist_ok=True)
+    assert again.videos == ["a", "z"]
+    assert again.weights == rel  # recorded as first given: the meta is not rewritten
+    with pytest.raises(BankError, match=r"weights: './pretrained/x.pth' -> 'other.pth'"):
+        MemoryBank.create("b", {"a": 8}, C, backbone={"weights": rel}, weights="other.pth",
+                          exist_ok=True)
+
+
+def test_videos_from_other_source_files_are_refused(tmp_path: Path) -> None:
+    """Another dataset's videos with the same ids (other files) are not mixed into a bank."""
+    root = tmp_path / "b"
+    src = {"a": {"name": "a.mp4", "bytes": 100}, "b": {"name": "b.mp4", "bytes": 200}}
+    bank = MemoryBank.create(root, {"a": 8, "b": 8}, C, dtype="float32", sources=src)
+    bank.write("a", 0, np.ones((4, C), np.float32))
+    bank.mark_complete("a")
+    bank.mark_complete("b")
+    assert MemoryBank.open(root).meta["videos"]["a"]["source"] == {"name": "a.mp4", "bytes": 100}
+    # the same files again (a resume): kept as they are
+    same = MemoryBank.create(root, {"a": 8, "b": 8}, C, dtype="float32", sources=src, exist_ok=True)
+    assert same.is_complete("a")
+    assert np.all(same.read("a", 0, 4) == 1)
+    other = {"a": {"name": "a.mp4", "bytes": 999}, "b": {"name": "b.mkv", "bytes": 200}}
+    with pytest.raises(BankError) as e:
+        MemoryBank.create(root, {"a": 8, "b": 8}, C, dtype="float32", sources=other, exist_ok=True)
+    assert str(e.value) == (
+        f"{root}: 2 video(s) in this bank were built from other files than the ones given now "
+        "(another dataset with the same ids, or changed videos): a (source.bytes: 100 -> 999), "
+        "b (source.name: 'b.mp4' -> 'b.mkv'); build into another folder, or rebuild these "
+        "videos with overwrite=True (`tallformer bank build --overwrite`)"
+    )
+    assert MemoryBank.open(root).is_complete("a")  # untouched
+    rebuilt = MemoryBank.create(root, {"a": 8, "b": 8}, C, dtype="float32", sources=other,
+                                exist_ok=True, overwrite=True)
+    assert not rebuilt.is_complete("a")
+    assert not rebuilt.is_complete("b")
+    assert not rebuilt.read("a", 0, 4).any()  # fresh zeros
+    assert rebuilt.meta["videos"]["b"]["source"] == {"name": "b.mkv", "bytes": 200}
+    assert rebuilt.path("a") == bank.path("a")  # same file name
+    # a bank entry without a recorded source is checked by its frame count only
+    plain = MemoryBank.create(tmp_path / "p", {"a": 8}, C)
+    plain.mark_complete("a")
+    kept = MemoryBank.create(tmp_path / "p", {"a": 8}, C, sources=other, exist_ok=True)
+    assert kept.is_complete("a")
+    assert "source" not in kept.meta["videos"]["a"]
+
+
+def test_summary(tmp_path: Path) -> None:
+    b = MemoryBank.create(tmp_path / "b", {"a": 40, "b": 9}, C, dtype="float32",
+                          backbone={"arch": "tiny"}, weights="w.pth")
+    b.mark_complete("a")
+    b.path("b").unlink()
+    info = b.summary()
+    files = b.path("a").stat().st_size + (tmp_path / "b" / "meta.json").stat().st_size
+    assert info == {
+        "path": str(tmp_path / "b"), "videos": 2, "complete": 1, "incomplete": ["b"],
+        "missing_files": ["b"], "rows": 25, "frames": 49, "feature_dim": C, "dtype": "float32",
+        "frames_per_row": 2, "chunk_size": 32, "fps": 15.0, "backbone": {"arch": "tiny"},
+        "weights": "w.pth", "feature_bytes": 25 * C * 4, "disk_bytes": files,
+        "fingerprint": b.fingerprint(),
+    }
+    assert json.loads(json.dumps(info)) == info

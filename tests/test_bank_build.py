@@ -1,7 +1,7 @@
-"""Building the memory bank (`tallformer.memory.build`) and `tallformer bank build|info`.
+"""Building the memory bank (`tallformer.engine.bank_build`) and `tallformer bank build|info`.
 
 Real tiny mp4 files (PyAV), a real weights file (torch.save), the "tiny" Video Swin of
-configs/demo.yaml (64x64 frames, 56 crop). Three training videos of 40, 71 and 64 frames
+the shipped demo config (64x64 frames, 56 crop). Three training videos of 40, 71 and 64 frames
 at 15 fps: 2, 3 (the last one partial, odd length) and 2 chunks of 32.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -16,17 +17,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_video
+from helpers import write_video
 from tallformer.cli import main
-from tallformer.config import Config, load_config
+from tallformer.config import Config, load_config, shipped_config_path
 from tallformer.data.transforms import test_transform
 from tallformer.data.video import open_source
+from tallformer.engine.bank_build import BuildError, build_bank
+from tallformer.engine.device import DeviceError, resolve_device
+from tallformer.errors import TallformerError, TallformerWarning
 from tallformer.memory.bank import MemoryBank
-from tallformer.memory.build import BuildError, build_bank
 from tallformer.models.backbone import VideoSwinBackbone, build_backbone_from_config
 from tallformer.models.weights import load_backbone_weights
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO = shipped_config_path("demo")
 FPS = 15
 TRAIN = {"vid_a": 40, "vid_b": 71, "vid_c": 64}
 CHUNKS = {v: math.ceil(n / 32) for v, n in TRAIN.items()}
@@ -74,8 +77,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
     torch.save(backbone.state_dict(), d.weights)
     d.bank_dir = d.root / "bank"
     report = build_bank(d.cfg, d.bank_dir, weights=d.weights, batch_chunks=4, progress=False)
-    assert report.ok and report.built == list(TRAIN) and report.skipped == []
-    assert report.chunks == sum(CHUNKS.values()) and report.frames == sum(TRAIN.values())
+    assert report.ok
+    assert report.built == list(TRAIN)
+    assert report.skipped == []
+    assert report.chunks == sum(CHUNKS.values())
+    assert report.frames == sum(TRAIN.values())
     return d
 
 
@@ -110,9 +116,12 @@ def test_rows_per_video_and_meta(data: Data) -> None:
         assert bank.num_rows(vid) == math.ceil(n / 2)
         assert bank.is_complete(vid)
         assert np.load(bank.path(vid), mmap_mode="r").shape == (math.ceil(n / 2), 192)
-    assert bank.dtype == "float16" and bank.feature_dim == 192 and bank.fps == FPS
+    assert bank.dtype == "float16"
+    assert bank.feature_dim == 192
+    assert bank.fps == FPS
     assert bank.weights == str(data.weights)
-    assert bank.backbone["arch"] == "tiny" and bank.backbone["weights"] == str(data.weights)
+    assert bank.backbone["arch"] == "tiny"
+    assert bank.backbone["weights"] == str(data.weights)
     bank.validate(TRAIN, feature_dim=192, dtype="float16", fps=FPS)
 
 
@@ -165,8 +174,10 @@ def test_resume_recomputes_only_the_unfinished_video(data: Data, tmp_path: Path)
     counter = ChunkCounter(backbone)
     report = build_bank(data.cfg, bank_dir, weights=data.weights, batch_chunks=1,
                         backbone=backbone, progress=False)
-    assert report.built == ["vid_b"] and report.skipped == ["vid_a", "vid_c"]
-    assert counter.calls == CHUNKS["vid_b"] and counter.chunks == CHUNKS["vid_b"]
+    assert report.built == ["vid_b"]
+    assert report.skipped == ["vid_a", "vid_c"]
+    assert counter.calls == CHUNKS["vid_b"]
+    assert counter.chunks == CHUNKS["vid_b"]
     ref, got = MemoryBank.open(data.bank_dir), MemoryBank.open(bank_dir)
     assert got.is_complete("vid_b")
     np.testing.assert_allclose(got.read("vid_b", 0, 36, dtype="float32"),
@@ -185,12 +196,14 @@ def test_interrupted_build_resumes(data: Data, tmp_path: Path) -> None:
     counter.handle.remove()
     half = MemoryBank.open(bank_dir)
     assert half.is_complete("vid_a")
-    assert not half.is_complete("vid_b") and not half.is_complete("vid_c")
+    assert not half.is_complete("vid_b")
+    assert not half.is_complete("vid_c")
     assert np.abs(half.read("vid_b", 0, 16, dtype="float32")).max() > 0  # chunk 0 written
     counter = ChunkCounter(backbone)
     report = build_bank(data.cfg, bank_dir, weights=data.weights, batch_chunks=1,
                         backbone=backbone, progress=False)
-    assert report.skipped == ["vid_a"] and report.built == ["vid_b", "vid_c"]
+    assert report.skipped == ["vid_a"]
+    assert report.built == ["vid_b", "vid_c"]
     assert counter.chunks == CHUNKS["vid_b"] + CHUNKS["vid_c"]
     ref, got = MemoryBank.open(data.bank_dir), MemoryBank.open(bank_dir)
     for vid in TRAIN:
@@ -216,7 +229,8 @@ def test_failed_videos_are_reported_and_the_rest_built(data: Data, tmp_path: Pat
     ann = _annotations(tmp_path / "ann.json", ["vid_missing", "vid_a", "vid_bad"])
     cfg = _config(ann, videos)
     report = build_bank(cfg, tmp_path / "lib", weights=data.weights, progress=False)
-    assert report.built == ["vid_a"] and not report.ok
+    assert report.built == ["vid_a"]
+    assert not report.ok
     assert set(report.failed) == {"vid_missing", "vid_bad"}
     assert "vid_missing" in report.failed["vid_missing"]  # names the id and what was tried
     assert "vid_bad.mp4" in report.failed["vid_bad"]  # names the file
@@ -227,8 +241,11 @@ def test_failed_videos_are_reported_and_the_rest_built(data: Data, tmp_path: Pat
                  f"data.annotations={ann}", f"data.videos={videos}"])
     out, err = capsys.readouterr()
     assert code == 1
-    assert "1 built" in out and "2 failed" in out
-    assert "vid_missing" in err and "vid_bad" in err and "vid_a:" not in err
+    assert "1 built" in out
+    assert "2 failed" in out
+    assert "vid_missing" in err
+    assert "vid_bad" in err
+    assert "vid_a:" not in err
     assert MemoryBank.open(tmp_path / "cli").is_complete("vid_a")
 
 
@@ -236,7 +253,7 @@ def test_video_failing_mid_way_is_not_marked_complete(data: Data, tmp_path: Path
     """A frame folder (original layout) whose 41st image is corrupt fails in its 2nd chunk,
     while its 1st chunk waits in the batch: that chunk is dropped, the video stays
     unfinished, and the next video (in the same batch) is built."""
-    from conftest import index_image
+    from helpers import index_image
     from tallformer.data.video import save_image
 
     videos = tmp_path / "videos"
@@ -251,10 +268,13 @@ def test_video_failing_mid_way_is_not_marked_complete(data: Data, tmp_path: Path
     counter = ChunkCounter(backbone)
     report = build_bank(cfg, tmp_path / "bank", weights=data.weights, batch_chunks=8,
                         backbone=backbone, progress=False)
-    assert list(report.failed) == ["vid_frames"] and "00041.png" in report.failed["vid_frames"]
-    assert report.built == ["vid_a"] and report.chunks == counter.chunks == CHUNKS["vid_a"]
+    assert list(report.failed) == ["vid_frames"]
+    assert "00041.png" in report.failed["vid_frames"]
+    assert report.built == ["vid_a"]
+    assert report.chunks == counter.chunks == CHUNKS["vid_a"]
     bank = MemoryBank.open(tmp_path / "bank")
-    assert bank.num_frames("vid_frames") == 70 and not bank.is_complete("vid_frames")
+    assert bank.num_frames("vid_frames") == 70
+    assert not bank.is_complete("vid_frames")
     assert np.abs(bank.read("vid_frames", 0, 35, dtype="float32")).max() == 0
     assert bank.is_complete("vid_a")
 
@@ -265,13 +285,21 @@ def test_settings_mismatch_and_bad_inputs(data: Data, tmp_path: Path,
     shutil.copytree(data.bank_dir, bank_dir)
     other = load_config(DEMO, [f"data.annotations={data.ann}", f"data.videos={data.videos}",
                                "memory.dtype=float32"])
-    code = main(["bank", "build", "--config", str(DEMO), "--out", str(bank_dir), "--quiet",
+    code = main(["bank", "build", "--config", "demo", "--out", str(bank_dir), "--quiet",
                  "--weights", str(data.weights), f"data.annotations={data.ann}",
-                 f"data.videos={data.videos}", "memory.dtype=float32"])
-    assert code == 2 and "dtype" in capsys.readouterr().err
-    with pytest.raises(BuildError, match="data.videos"):
+                 f"data.videos={data.videos}", "memory.dtype=float32",
+                 "model.backbone.drop_path_rate=0.2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    # one line naming only the settings that differ, old -> new
+    assert err == (
+        f"error: {bank_dir / 'meta.json'}: the existing bank was built with other settings "
+        "(dtype: 'float16' -> 'float32'; backbone.drop_path_rate: 0.1 -> 0.2; bank -> asked "
+        "for); build into another folder, or delete this one to rebuild it\n"
+    )
+    with pytest.raises(BuildError, match=r"data\.videos"):
         build_bank(load_config(DEMO, [f"data.annotations={data.ann}"]), tmp_path / "x")
-    with pytest.raises(BuildError, match="data.annotations"):
+    with pytest.raises(BuildError, match=r"data\.annotations"):
         build_bank(load_config(DEMO, [f"data.videos={data.videos}"]), tmp_path / "x")
     with pytest.raises(BuildError, match="nope"):
         build_bank(other, tmp_path / "x", videos=["nope"], weights=data.weights)
@@ -284,9 +312,12 @@ def test_bank_info(data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["bank", "info", str(data.bank_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     bank = MemoryBank.open(data.bank_dir)
-    assert info["videos"] == 3 and info["complete"] == 3 and info["incomplete"] == []
+    assert info["videos"] == 3
+    assert info["complete"] == 3
+    assert info["incomplete"] == []
     assert info["rows"] == sum(math.ceil(n / 2) for n in TRAIN.values())
-    assert info["feature_dim"] == 192 and info["dtype"] == "float16"
+    assert info["feature_dim"] == 192
+    assert info["dtype"] == "float16"
     assert info["fingerprint"] == bank.fingerprint()
     assert info["weights"] == str(data.weights)
     files = sum(p.stat().st_size for p in (data.bank_dir / "features").iterdir())
@@ -297,11 +328,15 @@ def test_bank_info(data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str
     MemoryBank.open(half, "r+").mark_complete("vid_c", False)
     assert main(["bank", "info", str(half)]) == 0
     out = capsys.readouterr().out
-    assert "3 (2 complete)" in out and "incomplete    vid_c" in out
-    assert "dim 192, float16" in out and bank.fingerprint() not in out  # flags changed
+    assert "3 (2 complete)" in out
+    assert "incomplete    vid_c" in out
+    assert "dim 192, float16" in out
+    assert bank.fingerprint() not in out
 
     assert main(["bank", "info", str(tmp_path / "nothing")]) == 2
-    assert "meta.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: no memory bank at ")
+    assert "meta.json not found" in err
 
 
 @pytest.mark.parametrize("action", ["build", "info"])
@@ -310,7 +345,8 @@ def test_help_has_examples(action: str, capsys: pytest.CaptureFixture[str]) -> N
         main(["bank", action, "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "examples:" in out and f"tallformer bank {action}" in out
+    assert "examples:" in out
+    assert f"tallformer bank {action}" in out
 
 
 class FailingBackbone:
@@ -347,7 +383,8 @@ def test_backbone_failure_on_a_batch_fails_every_video_in_it(data: Data, tmp_pat
                         backbone=backbone, progress=False)
     bank = MemoryBank.open(tmp_path / "bank")
     lost = ["vid_a", "vid_c"] if batch_chunks == 3 else ["vid_a", "vid_b", "vid_c"]
-    assert sorted(report.failed) == lost and not report.ok
+    assert sorted(report.failed) == lost
+    assert not report.ok
     assert all("simulated backbone failure" in report.failed[v] for v in lost)
     assert report.built == [v for v in ("vid_b",) if v not in lost]
     assert set(report.built) | set(report.failed) == {"vid_a", "vid_c", "vid_b"}
@@ -356,7 +393,8 @@ def test_backbone_failure_on_a_batch_fails_every_video_in_it(data: Data, tmp_pat
     # a re-run builds the failed videos and skips the finished one
     again = build_bank(cfg, tmp_path / "bank", weights=data.weights, batch_chunks=batch_chunks,
                        backbone=_backbone(data), progress=False)
-    assert again.ok and sorted(again.built) == lost
+    assert again.ok
+    assert sorted(again.built) == lost
 
 
 def test_a_video_with_its_own_fps_is_decoded_at_that_rate(data: Data, tmp_path: Path) -> None:
@@ -372,4 +410,126 @@ def test_a_video_with_its_own_fps_is_decoded_at_that_rate(data: Data, tmp_path: 
     frames = len(open_source(data.videos / "vid_b.mp4", 7.5, (64, 64)))
     assert frames == 36  # 71 frames at 15 fps -> 36 at 7.5
     bank = MemoryBank.open(tmp_path / "bank")
-    assert bank.num_frames("vid_b") == frames and bank.num_rows("vid_b") == math.ceil(frames / 2)
+    assert bank.num_frames("vid_b") == frames
+    assert bank.num_rows("vid_b") == math.ceil(frames / 2)
+
+
+def test_sources_are_recorded_and_another_dataset_is_refused(data: Data, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Another dataset whose videos share ids with the bank's is refused (naming the videos
+    that differ), not mixed in; --overwrite rebuilds those videos."""
+    bank = MemoryBank.open(data.bank_dir)
+    size = (data.videos / "vid_a.mp4").stat().st_size
+    assert bank.meta["videos"]["vid_a"]["source"] == {"name": "vid_a.mp4", "bytes": size}
+    bank_dir = tmp_path / "bank"
+    shutil.copytree(data.bank_dir, bank_dir)
+    other = tmp_path / "other_videos"  # the same ids, other content (vid_b: other length)
+    other.mkdir()
+    write_video(other / "vid_a.mp4", 40, fps=FPS, size=(64, 64), gop=8)
+    write_video(other / "vid_b.mp4", 60, fps=FPS)
+    shutil.copy(data.videos / "vid_c.mp4", other / "vid_c.mp4")
+    args = ["bank", "build", "--config", "demo", "--out", str(bank_dir), "--quiet",
+            "--weights", str(data.weights), f"data.annotations={data.ann}", f"data.videos={other}"]
+    before = (bank_dir / "meta.json").read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bank_dir}: 2 video(s) in this bank were built from other files")
+    assert "vid_a (source.bytes: " in err
+    assert "vid_b (71 -> 60 frames, source.bytes: " in err
+    assert "vid_c" not in err
+    assert "--overwrite" in err
+    assert (bank_dir / "meta.json").read_bytes() == before  # nothing changed
+    assert main([*args, "--overwrite"]) == 0
+    assert "2 built, 1 skipped" in capsys.readouterr().out
+    rebuilt = MemoryBank.open(bank_dir)
+    assert rebuilt.num_frames("vid_b") == 60
+    assert rebuilt.meta["videos"]["vid_a"]["source"]["bytes"] == (other / "vid_a.mp4").stat().st_size
+    assert all(rebuilt.is_complete(v) for v in TRAIN)
+
+
+def test_weights_path_spelled_another_way_resumes(data: Data, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`./x.pth` and its absolute path are the same weights file: the bank is resumed."""
+    bank_dir = tmp_path / "bank"
+    shutil.copytree(data.bank_dir, bank_dir)
+    monkeypatch.chdir(data.weights.parent)
+    report = build_bank(data.cfg, bank_dir, weights=f"./{data.weights.name}", progress=False)
+    assert report.skipped == list(TRAIN)
+    assert MemoryBank.open(bank_dir).weights == str(data.weights)  # meta not rewritten
+
+
+def test_missing_videos_folder_is_one_error_and_leaves_no_bank(data: Data, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bank"
+    code = main(["bank", "build", "--config", "demo", "--out", str(out), "--quiet",
+                 f"data.annotations={data.ann}", f"data.videos={tmp_path / 'nope'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: data.videos: folder {tmp_path / 'nope'} does not exist; give the "
+                   "folder of videos (or frame folders) as data.videos=DIR (nothing was built)\n")
+    assert not out.exists()
+    # a folder that holds none of the videos: one error too, and no bank that would lock
+    # the settings of the next (fixed) run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = _config(data.ann, empty)
+    with pytest.raises(BuildError, match=r"none of the 3 training videos could be read \(the first, vid_a: "):
+        build_bank(cfg, out, weights=data.weights, progress=False)
+    assert not out.exists()
+    assert build_bank(data.cfg, out, weights=data.weights, progress=False, videos=["vid_a"]).ok
+
+
+# config keys that `bank build` reads (the others have no effect on a bank)
+BUILD_KEYS = ("data.annotations", "data.videos", "data.train_subset", "data.fps",
+              "data.frame_size", "data.crop_size", "data.mean", "data.std", "memory.dtype",
+              "model.backbone.", "seed")
+
+
+def test_build_help_overrides_are_keys_it_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bank", "build", "--help"])
+    out = capsys.readouterr().out
+    keys = re.findall(r"\b([a-z_]+(?:\.[a-z_]+)+)=", out)
+    assert {"data.annotations", "data.videos", "memory.dtype"} <= set(keys)
+    for key in keys:
+        assert key.startswith(BUILD_KEYS), key
+    assert "--config thumos14_swin_b " in out  # a shipped config by name
+    assert "--overwrite" in out
+
+
+def test_device_errors_name_the_option() -> None:
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(DeviceError, match=r"^--device: 'gpu' is not a device \(use auto, cpu"):
+        resolve_device("gpu", what="--device")
+    with pytest.raises(DeviceError, match=r"^train\.device: 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match=r"CUDA is not available; use --device cpu$"):
+            resolve_device("cuda", what="--device")
+        with pytest.raises(DeviceError, match=r"use train\.device=cpu$"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(DeviceError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_no_weights_is_a_warning_and_seeded(data: Data, tmp_path: Path) -> None:
+    """Without weights the bank holds a random backbone's features, seeded by cfg.seed (so
+    a resumed build runs the same network): said once, as a TallformerWarning."""
+    with pytest.warns(TallformerWarning, match=r"randomly initialised backbone \(seed 10\)"):
+        first = build_bank(data.cfg, tmp_path / "a", videos=["vid_a"], progress=False)
+    with pytest.warns(TallformerWarning):
+        build_bank(data.cfg, tmp_path / "b", videos=["vid_a"], progress=False)
+    assert first.ok
+    a, b = MemoryBank.open(tmp_path / "a"), MemoryBank.open(tmp_path / "b")
+    assert a.weights is None
+    assert np.array_equal(a.read("vid_a", 0, 20), b.read("vid_a", 0, 20))
+
+
+def test_an_empty_training_subset_is_an_error(data: Data, tmp_path: Path) -> None:
+    cfg = load_config(DEMO, [f"data.annotations={data.ann}", f"data.videos={data.videos}",
+                             "data.train_subset=validation"])
+    with pytest.raises(TallformerError, match="validation"):  # from the annotations
+        build_bank(cfg, tmp_path / "bank", weights=data.weights, progress=False)
+    assert not (tmp_path / "bank").exists()

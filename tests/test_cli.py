@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -29,7 +30,8 @@ def test_help_lists_every_subcommand_with_a_description():
 
 def test_version_and_module_entry_point():
     res = run("--version")
-    assert res.returncode == 0 and res.stdout.strip() == f"tallformer {__version__}"
+    assert res.returncode == 0
+    assert res.stdout.strip() == f"tallformer {__version__}"
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -56,3 +58,62 @@ def test_start_up_does_not_import_torch():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_library_error_is_one_line_and_exit_2(tmp_path):
+    res = run("eval", "--gt", str(tmp_path / "missing.json"), "--pred", str(tmp_path / "p.json"))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert "missing.json" in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_a_config_error_is_one_line_and_exit_2():
+    res = run("model-info", "--config", "demo", "keep_ratio=0.3")
+    assert res.returncode == 2
+    assert res.stderr.strip() == res.stderr.strip().splitlines()[0]
+    assert res.stderr.startswith("error: command line: unknown key 'keep_ratio'. Did you mean 'memory.keep_ratio'?")
+
+
+def test_warnings_are_one_line_without_source_location(tmp_path):
+    import json
+
+    gt = {"database": {"a": {"subset": "test", "annotations": [{"segment": [0, 5], "label": "x"}]}}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps({"results": {}}))
+    res = run("eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"))
+    assert res.returncode == 0, res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if ln]
+    assert warned, "no warning for an empty results file"
+    assert all(ln.startswith("warning: ") for ln in warned), res.stderr
+    assert "no predictions to score" in res.stderr
+    assert "UserWarning" not in res.stderr
+    assert ".py:" not in res.stderr
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    import tallformer.commands.evaluate as ev
+
+    def boom(args):
+        raise ZeroDivisionError("a real bug")
+
+    monkeypatch.setattr(ev, "run", boom)
+    with pytest.raises(ZeroDivisionError):
+        main(["eval", "--gt", "a", "--pred", "b"])
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`tallformer ... | head -1`: the reader leaves early; no traceback, no BrokenPipeError."""
+    code = ("import tallformer.cli as c, tallformer.commands.evaluate as ev\n"
+            "def many(args):\n"
+            "    for _ in range(200000):\n"
+            "        print('x' * 100)\n"
+            "    return 0\n"
+            "ev.run = many\n"
+            "raise SystemExit(c.main(['eval', '--gt', 'a', '--pred', 'b']))\n")
+    res = subprocess.run(["bash", "-c", f"{sys.executable} -c \"$CODE\" | head -1"], env={**os.environ, "CODE": code},
+                         capture_output=True, text=True, timeout=120)
+    assert res.stdout == "x" * 100 + "\n"
+    assert res.stderr == ""

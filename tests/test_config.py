@@ -25,10 +25,14 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_the_paper_config():
     cfg = load_config()
-    assert cfg.data.num_frames == 480 and cfg.data.fps == 15.0
-    assert cfg.memory.keep_ratio == 0.15 and cfg.memory.dtype == "float16"
-    assert cfg.model.backbone.arch == "swin_b" and cfg.model.backbone.frozen_stages is None  # preset: 2
-    assert cfg.test.nms_method == "nmw" and cfg.test.max_per_video == 1200
+    assert cfg.data.num_frames == 480
+    assert cfg.data.fps == 15.0
+    assert cfg.memory.keep_ratio == 0.15
+    assert cfg.memory.dtype == "float16"
+    assert cfg.model.backbone.arch == "swin_b"
+    assert cfg.model.backbone.frozen_stages is None
+    assert cfg.test.nms_method == "nmw"
+    assert cfg.test.max_per_video == 1200
     assert cfg.seed == 10
 
 
@@ -39,14 +43,16 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.memory.keep_ratio == 0.25
     assert cfg.train.max_epochs == 3
     assert cfg.train.weight_decay == 1e-4  # YAML 1.1 reads "1e-4" as a string; accepted as float
-    assert cfg.data.frame_size == [128, 96] and cfg.data.crop_size == 96
+    assert cfg.data.frame_size == [128, 96]
+    assert cfg.data.crop_size == 96
     assert cfg.model.backbone.weights == "/x/y.pth"
     assert cfg.train.grad_clip is None
 
 
 def test_int_given_for_float_and_integral_float_for_int():
     cfg = load_config(None, ["train.lr=1", "data.num_frames=480.0"])
-    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
+    assert isinstance(cfg.train.lr, float)
+    assert cfg.train.lr == 1.0
     assert isinstance(cfg.data.num_frames, int)
 
 
@@ -64,7 +70,9 @@ def test_unknown_key_in_file_suggests(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(p)
     msg = str(exc.value)
-    assert str(p) in msg and "memory.keep_ration" in msg and "Did you mean 'memory.keep_ratio'" in msg
+    assert str(p) in msg
+    assert "memory.keep_ration" in msg
+    assert "Did you mean 'memory.keep_ratio'" in msg
 
 
 def test_unknown_section_and_override_key():
@@ -72,9 +80,9 @@ def test_unknown_section_and_override_key():
         load_config(None, ["memroy.keep_ratio=0.2"])
     with pytest.raises(ConfigError, match=r"unknown key 'train.max_epoch'.*'train.max_epochs'"):
         load_config(None, ["train.max_epoch=2"])
-    with pytest.raises(ConfigError, match="is a value, not a section"):
+    with pytest.raises(ConfigError, match=r"is a value, not a section"):
         load_config(None, ["seed.x=1"])
-    with pytest.raises(ConfigError, match="is a section"):
+    with pytest.raises(ConfigError, match=r"is a section"):
         load_config(None, ["memory=3"])
 
 
@@ -83,7 +91,7 @@ def test_wrong_types_name_key_and_expected(tmp_path):
         load_config(None, ["train.max_epochs=many"])
     with pytest.raises(ConfigError, match=r"'memory.frozen'.*true/false"):
         load_config(None, ["memory.frozen=3"])
-    with pytest.raises(ConfigError, match=r"'data.frame_size'.*a list of an integer"):
+    with pytest.raises(ConfigError, match=r"'data.frame_size'.*a list of two integers, e.g. \[256, 256\]"):
         load_config(None, ["data.frame_size=256"])
     p = write(tmp_path, "data:\n  fps: fast\n")
     with pytest.raises(ConfigError, match=rf"{p}.*'data.fps'"):
@@ -111,24 +119,24 @@ def test_ranges():
 
 
 def test_cross_field_rules():
-    with pytest.raises(ConfigError, match="must be a multiple of 'model.backbone.chunk_size'"):
+    with pytest.raises(ConfigError, match=r"must be a multiple of 'model.backbone.chunk_size'"):
         load_config(None, ["data.num_frames=100"])
-    with pytest.raises(ConfigError, match="'data.crop_size'"):
+    with pytest.raises(ConfigError, match=r"'data.crop_size'"):
         load_config(None, ["data.crop_size=300"])
-    with pytest.raises(ConfigError, match="neg_iou_thr"):
+    with pytest.raises(ConfigError, match=r"neg_iou_thr"):
         load_config(None, ["model.head.neg_iou_thr=0.7"])
 
 
 def test_malformed_inputs(tmp_path):
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match=r"config file not found"):
         load_config(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
         load_config(write(tmp_path, "data: [unclosed\n"))
-    with pytest.raises(ConfigError, match="top level must be a mapping"):
+    with pytest.raises(ConfigError, match=r"top level must be a mapping"):
         load_config(write(tmp_path, "- a\n- b\n"))
-    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+    with pytest.raises(ConfigError, match=r"must look like key.sub=value"):
         load_config(None, ["memory.keep_ratio"])
-    with pytest.raises(ConfigError, match="has no key"):
+    with pytest.raises(ConfigError, match=r"has no key"):
         load_config(None, ["=3"])
     assert load_config(write(tmp_path, "")) == Config()
 
@@ -136,7 +144,8 @@ def test_malformed_inputs(tmp_path):
 def test_apply_overrides_does_not_mutate():
     raw = {"memory": {"keep_ratio": 0.2}}
     out = apply_overrides(raw, ["memory.keep_ratio=0.4"])
-    assert raw["memory"]["keep_ratio"] == 0.2 and out["memory"]["keep_ratio"] == 0.4
+    assert raw["memory"]["keep_ratio"] == 0.2
+    assert out["memory"]["keep_ratio"] == 0.4
 
 
 def test_shipped_configs_load():
@@ -145,3 +154,37 @@ def test_shipped_configs_load():
     for f in files:
         cfg = load_config(f)
         assert isinstance(cfg, Config)
+
+
+def test_key_without_its_section_suggests_the_dotted_key():
+    with pytest.raises(ConfigError, match=r"unknown key 'keep_ratio'\. Did you mean 'memory\.keep_ratio'\?"):
+        load_config(None, ["keep_ratio=0.3"])
+
+
+def test_shipped_configs_found_by_name_and_listed():
+    from tallformer.config import shipped_config_path, shipped_configs
+
+    names = shipped_configs()
+    assert {"demo", "thumos14_swin_b", "thumos14_swin_t"} <= set(names)
+    assert load_config("demo") == load_config(shipped_config_path("demo"))
+    assert load_config("demo.yaml") == load_config("demo")
+    with pytest.raises(ConfigError, match=r"nope: config file not found; .*shipped config name \(demo"):
+        load_config("nope")
+
+
+def test_config_given_a_folder_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file"):
+        load_config(tmp_path)
+
+
+def test_a_file_in_the_working_folder_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo.yaml").write_text("seed: 3\n")
+    assert load_config("demo.yaml").seed == 3
+    assert load_config("demo").seed == 10  # a bare name is the shipped config
+
+
+def test_config_errors_are_tallformer_errors():
+    from tallformer.errors import TallformerError
+
+    assert issubclass(ConfigError, TallformerError)

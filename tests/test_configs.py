@@ -1,4 +1,4 @@
-"""The shipped configs (configs/*.yaml) and `tallformer model-info`."""
+"""The shipped configs (tallformer/configs/*.yaml, found by name) and `tallformer model-info`."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
+import tallformer.config
+
 from tallformer.cli import main
 from tallformer.config import Config, config_to_dict, load_config
 from tallformer.models.backbone import PRESETS
 from tallformer.models.detector import build_detector
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(tallformer.config.__file__).resolve().parent / "configs"
 
 
 def test_swin_b_config_is_the_paper_config() -> None:
     """Every number written out in thumos14_swin_b.yaml equals the schema's paper defaults."""
-    cfg = config_to_dict(load_config(CONFIGS / "thumos14_swin_b.yaml"))
+    cfg = config_to_dict(load_config("thumos14_swin_b"))
     default = config_to_dict(Config())
     cfg.pop("run_dir")
     default.pop("run_dir")
@@ -31,32 +33,39 @@ def test_swin_b_config_is_the_paper_config() -> None:
     for key in ("embed_dim", "depths", "num_heads", "window_size", "patch_size"):
         cfg["model"]["backbone"][key] = getattr(preset, key)  # not written in the file
     assert cfg == default
-    assert cfg["model"]["backbone"]["drop_path_rate"] == 0.2  # spec §4
+    assert cfg["model"]["backbone"]["drop_path_rate"] == 0.2  # original: CFG:84-101
     assert cfg["model"]["backbone"]["use_checkpoint"] is True
+    assert cfg["model"]["sync_bn"] is True  # SyncBN in FPN and head (original: CFG:139,151)
     text = (CONFIGS / "thumos14_swin_b.yaml").read_text()
-    assert "§" in text  # numbers are cited to the spec
+    assert "original:" in text  # numbers are cited to the original's files
+    for unreadable in ("§", "spec", "design.md"):
+        assert unreadable not in text
 
 
 def test_swin_t_config_differs_only_in_the_backbone() -> None:
-    b = config_to_dict(load_config(CONFIGS / "thumos14_swin_b.yaml"))
-    t = config_to_dict(load_config(CONFIGS / "thumos14_swin_t.yaml"))
+    b = config_to_dict(load_config("thumos14_swin_b"))
+    t = config_to_dict(load_config("thumos14_swin_t"))
     diff = {(k, kk) for k in b if isinstance(b[k], dict)
             for kk in b[k] if b[k][kk] != t[k][kk]}
     assert diff == {("model", "backbone")}
     assert t["model"]["backbone"]["arch"] == "swin_t"
-    assert t["model"]["backbone"]["drop_path_rate"] == 0.1  # spec §4
+    assert t["model"]["backbone"]["drop_path_rate"] == 0.1  # Swin-T's own rate
 
 
 def test_demo_config_is_tiny_and_runs() -> None:
-    cfg = load_config(CONFIGS / "demo.yaml")
-    assert cfg.model.backbone.arch == "tiny" and cfg.train.amp == "none"
-    assert cfg.data.frame_size == [64, 64] and cfg.data.crop_size == 56
-    assert cfg.data.num_frames == 128 and cfg.model.head.num_classes == 4
-    assert cfg.data.annotations is None and cfg.data.videos is None
+    cfg = load_config("demo")
+    assert cfg.model.backbone.arch == "tiny"
+    assert cfg.train.amp == "none"
+    assert cfg.data.frame_size == [64, 64]
+    assert cfg.data.crop_size == 56
+    assert cfg.data.num_frames == 128
+    assert cfg.model.head.num_classes == 4
+    assert cfg.data.annotations is None
+    assert cfg.data.videos is None
     torch.manual_seed(0)
     model = build_detector(cfg).eval()
     n = sum(p.numel() for p in model.parameters())
-    assert 300_000 < n < 5_000_000
+    assert n == 1_753_744
     with torch.no_grad():
         cls, reg = model.forward_infer(torch.randn(1, 3, 128, 56, 56))
     assert [tuple(c.shape) for c in cls] == [(1, 20, n) for n in (16, 8, 4, 2)]
@@ -69,8 +78,8 @@ def _model_info(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
 
 
 def test_model_info_json_swin_b(capsys: pytest.CaptureFixture[str]) -> None:
-    info = _model_info(capsys, "--config", str(CONFIGS / "thumos14_swin_b.yaml"))
-    assert info == {  # spec model-thumos14 §17
+    info = _model_info(capsys, "--config", "thumos14_swin_b")
+    assert info == {  # the original's modules instantiated with the paper config
         "parts": {
             "backbone": {"total": 87_638_984, "trainable": 84_930_976},
             "srm": {"total": 2_360_320, "trainable": 2_360_320},
@@ -85,20 +94,20 @@ def test_model_info_json_swin_b(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_model_info_swin_t_overrides_and_table(capsys: pytest.CaptureFixture[str]) -> None:
-    info = _model_info(capsys, "--config", str(CONFIGS / "thumos14_swin_t.yaml"))
-    assert info["total"] == 57_296_292  # spec §17
+    info = _model_info(capsys, "--config", "thumos14_swin_t")
+    assert info["total"] == 57_296_292  
     assert info["parts"]["backbone"]["total"] == 27_850_470
     assert info["parts"]["srm"]["total"] == 1_967_104
     # overrides change the counts: nothing frozen -> everything trainable
-    info = _model_info(capsys, "--config", str(CONFIGS / "thumos14_swin_t.yaml"),
+    info = _model_info(capsys, "--config", "thumos14_swin_t",
                        "model.backbone.frozen_stages=-1")
     assert info["trainable"] == info["total"] == 57_296_292
-    assert main(["model-info", "--config", str(CONFIGS / "demo.yaml")]) == 0
+    assert main(["model-info", "--config", "demo"]) == 0
     out = capsys.readouterr().out
     for name in ("backbone", "srm", "tcm", "tdm", "fpn", "head", "all"):
         assert name in out
     # a config the model cannot be built from fails with a message naming the key
-    assert main(["model-info", "--config", str(CONFIGS / "demo.yaml"),
+    assert main(["model-info", "--config", "demo",
                  "model.head.anchor_strides=[8]"]) == 2
     assert "anchor_strides" in capsys.readouterr().err
 
@@ -107,3 +116,53 @@ def test_model_info_module_does_not_import_torch() -> None:
     code = ("import sys, tallformer.commands.model_info; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_every_shipped_config_loads_to_its_file_values() -> None:
+    """Each shipped YAML loads, and every value written in it is the loaded value."""
+    import yaml
+
+    from tallformer.config import shipped_configs
+
+    names = shipped_configs()
+    assert {"demo", "thumos14_swin_b", "thumos14_swin_t"} <= set(names)
+    for name in names:
+        written = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+        loaded = config_to_dict(load_config(name))
+        for section, values in written.items():
+            if not isinstance(values, dict):
+                assert loaded[section] == values, (name, section)
+                continue
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    for sub, v in value.items():
+                        assert loaded[section][key][sub] == v, (name, section, key, sub)
+                else:
+                    assert loaded[section][key] == value, (name, section, key)
+
+
+def test_the_wheel_ships_the_configs_and_runs_from_them(tmp_path: Path) -> None:
+    """`pip install tallformer` from a wheel is enough for `model-info --config thumos14_swin_b`."""
+    import os
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(root)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("tallformer-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for cfg in ("demo", "thumos14_swin_b", "thumos14_swin_t"):
+        assert f"tallformer/configs/{cfg}.yaml" in names
+    site = tmp_path / "site"
+    inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
+                          capture_output=True, text=True, timeout=300)
+    assert inst.returncode == 0, inst.stderr[-2000:]
+    code = ("import sys, tallformer; from tallformer.cli import main; print(tallformer.__file__); "
+            "sys.exit(main(['model-info', '--config', 'thumos14_swin_b', '--json']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    first, rest = res.stdout.split("\n", 1)
+    assert first.startswith(str(site))  # the installed wheel, not the source tree
+    assert json.loads(rest)["total"] == 117_478_022

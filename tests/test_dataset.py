@@ -12,10 +12,19 @@ from torch.utils.data import DataLoader
 
 import tallformer.data.dataset as D
 from tallformer.config import DataConfig
-from tallformer.data.annotations import AnnotationSet, Instance, VideoAnnotation
+from tallformer.data.annotations import (
+    AnnotationSet,
+    Instance,
+    VideoAnnotation,
+    subset_frames,
+    video_fps,
+)
+from tallformer.data.sampler import VideoExclusiveSampler
 from tallformer.data.transforms import test_transform
-from tallformer.data.video import open_source
-from tallformer.data.windows import crop_segments
+from tallformer.data.video import VideoError, open_source
+from tallformer.data.windows import crop_segments, sample_train_window
+from tallformer.errors import TallformerError
+from tallformer.ops.seeding import sample_generators
 
 FPS = 15
 CHUNK = 16
@@ -47,7 +56,7 @@ def _annotations() -> AnnotationSet:
 
 @pytest.fixture(scope="module")
 def videos_dir(tmp_path_factory) -> Path:
-    from conftest import write_video
+    from helpers import write_video
 
     folder = tmp_path_factory.mktemp("videos")
     for vid, n in LENGTHS.items():
@@ -87,24 +96,36 @@ class _RecordingSources:
 
 def test_train_sample_shapes_and_padding(videos_dir):
     ds = _train(videos_dir)
-    assert len(ds) == 3 and ds.num_chunks == 4
+    assert len(ds) == 3
+    assert ds.num_chunks == 4
     for index, vid in enumerate(["vid_a", "vid_b", "vid_c"]):
         s = ds[index]
         n = LENGTHS[vid]
-        assert s["video_id"] == vid and s["video_frames"] == n and s["fps"] == FPS
-        assert s["chunks"].shape == (4, 3, CHUNK, 56, 56) and s["chunks"].dtype == torch.float32
-        assert s["keep"].tolist() == [0, 1, 2, 3] and s["keep"].dtype == torch.int64
+        assert s["video_id"] == vid
+        assert s["video_frames"] == n
+        assert s["fps"] == FPS
+        assert s["chunks"].shape == (4, 3, CHUNK, 56, 56)
+        assert s["chunks"].dtype == torch.float32
+        assert s["keep"].tolist() == [0, 1, 2, 3]
+        assert s["keep"].dtype == torch.int64
         assert s["cached"].shape == (0, 0, CHUNK // 2)
         assert s["num_frames"] == min(64, n)
-        assert s["offset"] % 2 == 0 and 0 <= s["offset"] <= n - s["num_frames"]
+        assert s["offset"] % 2 == 0
+        assert 0 <= s["offset"] <= n - s["num_frames"]
         g = s["segments"]
-        assert g.dtype == torch.float32 and g.ndim == 2 and g.shape[1] == 2
-        assert s["labels"].dtype == torch.int64 and s["labels"].shape == (g.shape[0],)
-        assert s["ignore"].dtype == torch.float32 and s["ignore"].shape[1] == 2
-        assert torch.all(g >= 0) and torch.all(g <= s["num_frames"])
+        assert g.dtype == torch.float32
+        assert g.ndim == 2
+        assert g.shape[1] == 2
+        assert s["labels"].dtype == torch.int64
+        assert s["labels"].shape == (g.shape[0],)
+        assert s["ignore"].dtype == torch.float32
+        assert s["ignore"].shape[1] == 2
+        assert torch.all(g >= 0)
+        assert torch.all(g <= s["num_frames"])
     short = ds[1]  # 40 frames: chunk 2 holds frames 32..39 then padding, chunk 3 is padding
     assert short["offset"] == 0
-    assert torch.all(short["chunks"][2][:, 8:] == 0) and torch.any(short["chunks"][2][:, :8] != 0)
+    assert torch.all(short["chunks"][2][:, 8:] == 0)
+    assert torch.any(short["chunks"][2][:, :8] != 0)
     assert torch.all(short["chunks"][3] == 0)
     assert torch.all(short["chunks"][:2].abs().sum(dim=(0, 1, 3, 4)) > 0)  # no empty real frame
 
@@ -124,8 +145,9 @@ def test_train_segments_follow_the_window(videos_dir):
 
 
 def test_ignore_regions_are_clipped_to_the_video_like_instances(videos_dir):
-    # spec memory-data-training §3 (training clips every segment to the video and drops the
-    # empty ones) and §4 step 4 (ignore regions follow the same keep rule as instances).
+    # Training clips every segment to the video and drops the empty ones (original:
+    # vedatad/datasets/thumos14.py:72-76); ignore regions follow the same keep rule as
+    # instances (original: vedatad/datasets/pipelines/transforms.py:418-429).
     # vid_b has 40 frames: the window is [0, 40); [30, 60] lies 10/30 inside unclipped
     # (dropped), but clipped to the video it is [30, 40], wholly inside (kept).
     ann = _annotations()
@@ -134,7 +156,8 @@ def test_ignore_regions_are_clipped_to_the_video_like_instances(videos_dir):
     with pytest.warns(UserWarning, match="labels outside the class list"):
         ds = D.TrainDataset(ann, videos_dir, _cfg(), CLASSES, chunk_size=CHUNK)
     s = ds[1]
-    assert s["video_id"] == "vid_b" and (s["offset"], s["num_frames"]) == (0, 40)
+    assert s["video_id"] == "vid_b"
+    assert (s["offset"], s["num_frames"]) == (0, 40)
     np.testing.assert_allclose(s["segments"].numpy(), [[7.5, 30.0], [30.0, 40.0]], atol=1e-4)
     np.testing.assert_allclose(s["ignore"].numpy(), [[30.0, 40.0]], atol=1e-4)
 
@@ -175,7 +198,8 @@ def test_chunk_selector_decodes_only_kept_chunks(videos_dir, monkeypatch):
     off = s["offset"]
     # one read per contiguous run of kept chunks: [0] and [2, 3]; chunk 1 is never decoded
     assert rec.reads == [("vid_a", off, off + 16), ("vid_a", off + 32, off + 64)]
-    assert s["chunks"].shape == (3, 3, CHUNK, 56, 56) and s["keep"].tolist() == [0, 2, 3]
+    assert s["chunks"].shape == (3, 3, CHUNK, 56, 56)
+    assert s["keep"].tolist() == [0, 2, 3]
     # the source decoded far fewer frames than the whole video (keyframe every 16 frames)
     assert rec.sources[0].decoded_frames <= 48 + 2 * 16 < LENGTHS["vid_a"]
     # the kept chunks are exactly those of a full decode with the same seeds (same window,
@@ -193,7 +217,8 @@ def test_chunk_past_the_video_end_is_not_decoded(videos_dir, monkeypatch):
     ds = _train(videos_dir, chunk_selector=lambda *a: [1, 3])
     s = ds[1]  # vid_b, 40 frames: chunk 3 (frames 48..63) lies past the end
     assert rec.reads == [("vid_b", 16, 32)]
-    assert torch.all(s["chunks"][1] == 0) and torch.any(s["chunks"][0] != 0)
+    assert torch.all(s["chunks"][1] == 0)
+    assert torch.any(s["chunks"][0] != 0)
 
 
 def test_bad_chunk_selector_is_reported(videos_dir):
@@ -221,7 +246,8 @@ def test_feature_reader_gives_the_dropped_chunks_rows(videos_dir):
     s = ds[2]
     off = s["offset"]
     assert seen == [("vid_c", off // 2, [0, 2, 3], 8)]
-    assert s["cached"].shape == (3, c, 8) and s["cached"].dtype == torch.float32
+    assert s["cached"].shape == (3, c, 8)
+    assert s["cached"].dtype == torch.float32
     torch.testing.assert_close(s["cached"][1], torch.from_numpy(banks["vid_c"][off // 2 + 16:][:8].T))
 
     bad = _train(videos_dir, chunk_selector=lambda *a: [1], feature_reader=lambda *a: np.zeros((2, 3)))
@@ -230,7 +256,8 @@ def test_feature_reader_gives_the_dropped_chunks_rows(videos_dir):
 
 
 def test_odd_start_stride_with_a_bank_is_warned(videos_dir):
-    # design.md §8: bank row = offset // 2 is exact only for even starts (spec §8 item 5)
+    # bank row = offset // 2 is exact only for even starts (original:
+    # vedatad/engines/train_engine.py:90 takes tshift // 2 for any start)
     def reader(video_id, row_start, chunk_ids, rows_per_chunk):
         return np.zeros((len(chunk_ids), 2, rows_per_chunk), np.float32)
 
@@ -299,7 +326,9 @@ def test_missing_and_broken_videos_are_named(videos_dir, tmp_path):
 def test_config_mismatches_are_errors(videos_dir):
     with pytest.raises(D.DatasetError, match="multiple of the chunk size"):
         D.TrainDataset(_annotations(), videos_dir, _cfg(num_frames=60), CLASSES, chunk_size=CHUNK)
-    with pytest.raises(D.DatasetError, match="no video with an instance"), pytest.warns(UserWarning):
+    with pytest.raises(D.DatasetError, match="no video with an instance"), \
+            pytest.warns(UserWarning, match="no instance of a known class"), \
+            pytest.warns(UserWarning, match="labels outside the class list"):
         D.TrainDataset(_annotations(), videos_dir, _cfg(), ["Dance"], chunk_size=CHUNK)
 
 
@@ -315,7 +344,8 @@ def test_test_dataset_windows_and_clips(videos_dir):
         ("vid_c", 0, 64), ("vid_c", 48, 52),
     ]
     item = ds[2]
-    assert item["clip"].shape == (3, 64, 56, 56) and item["clip"].dtype == torch.float32
+    assert item["clip"].shape == (3, 64, 56, 56)
+    assert item["clip"].dtype == torch.float32
     assert (item["video_id"], item["offset"], item["length"], item["video_frames"]) == ("vid_a", 96, 54, 150)
     assert item["fps"] == FPS
     assert torch.all(item["clip"][:, 54:] == 0)
@@ -326,10 +356,88 @@ def test_test_dataset_windows_and_clips(videos_dir):
 
     batch = D.collate_test([ds[0], ds[3]])
     assert batch["clip"].shape == (2, 3, 64, 56, 56)
-    assert batch["video_id"] == ["vid_a", "vid_b"] and batch["offset"] == [0, 0]
-    assert batch["length"] == [64, 40] and batch["video_frames"] == [150, 40]
+    assert batch["video_id"] == ["vid_a", "vid_b"]
+    assert batch["offset"] == [0, 0]
+    assert batch["length"] == [64, 40]
+    assert batch["video_frames"] == [150, 40]
 
 
 def test_test_dataset_default_subset(videos_dir):
     ds = D.TestDataset(_annotations(), videos_dir, _cfg(), CLASSES)
-    assert ds.subset == "test" and [w[0] for w in ds.windows] == ["vid_t", "vid_t"]
+    assert ds.subset == "test"
+    assert [w[0] for w in ds.windows] == ["vid_t", "vid_t"]
+
+
+# ------------------------------------------------------------------------ padded repeats
+
+
+def test_samples_are_drawn_with_the_shared_seeding(videos_dir):
+    ds = _train(videos_dir, seed=4, rank=1)
+    ds.set_epoch(2)
+    for index, vid in enumerate(["vid_a", "vid_b", "vid_c"]):
+        np_rng, _ = sample_generators(4, 1, 2, index)
+        start = sample_train_window(LENGTHS[vid], 64, 2, np_rng)
+        assert ds[index]["offset"] == start
+
+
+def test_a_padded_repeat_draws_its_own_window_chunks_and_augmentation(videos_dir):
+    calls = []
+
+    def selector(seed, rank, epoch, index, num_chunks):
+        calls.append(index)
+        return [index % num_chunks]
+
+    ds = _train(videos_dir, chunk_selector=selector, seed=2)
+    first, repeat = ds[0], ds[0 + len(ds)]  # item 0 and its first padded repeat
+    assert calls == [0, 3]
+    assert repeat["video_id"] == first["video_id"] == "vid_a"
+    assert repeat["keep"].tolist() == [3]
+    assert first["keep"].tolist() == [0]
+    offsets = {ds[k * len(ds)]["offset"] for k in range(6)}
+    assert len(offsets) > 1  # other windows
+    again = ds[0 + len(ds)]
+    assert again["offset"] == repeat["offset"]  # still a pure function of the index
+    torch.testing.assert_close(again["chunks"], repeat["chunks"], rtol=0, atol=0)
+    full = _train(videos_dir, seed=2)
+    a, b = full[0], full[3]
+    assert a["offset"] != b["offset"] or not torch.equal(a["chunks"], b["chunks"])
+    with pytest.raises(IndexError):
+        ds[-1]
+
+
+def test_the_sampler_s_padding_is_drawn_anew_through_the_loader(videos_dir):
+    # 3 videos, batches of 2: step 2 holds vid at index 2 and a padded repeat of a step-1 item
+    ds = _train(videos_dir, seed=1)
+    sampler = VideoExclusiveSampler([v.video_id for v in ds.videos], 2, seed=0, shuffle=False)
+    assert list(sampler) == [[0, 1], [2, 3]]  # 3 = item 0 again, as its first repeat
+    batches = list(DataLoader(ds, batch_sampler=sampler, collate_fn=D.collate_train))
+    assert batches[1]["video_id"] == ["vid_c", "vid_a"]
+    assert batches[0]["video_id"][0] == "vid_a"
+    first, repeat = batches[0], batches[1]
+    assert (first["offset"][0], repeat["offset"][1]) == (ds[0]["offset"], ds[3]["offset"])
+    assert first["offset"][0] != repeat["offset"][1] or not torch.equal(
+        first["chunks"][:4], repeat["chunks"][4:])
+
+
+# ------------------------------------------------------------------------ frames and errors
+
+
+def test_subset_frames_and_video_fps(videos_dir):
+    ann = _annotations()
+    assert subset_frames(ann, "validation", videos_dir, 15.0) == LENGTHS
+    cfg = _cfg()
+    assert video_fps(ann.videos["vid_a"], cfg) == 15.0
+    ann.videos["vid_a"].fps = 7.5  # a preparation step's own rate wins over data.fps
+    assert video_fps(ann.videos["vid_a"], cfg) == 7.5
+    assert video_fps(ann.videos["vid_b"], 10) == 10.0
+    counts = subset_frames(ann, "validation", videos_dir, cfg)
+    assert counts == {"vid_a": 75, "vid_b": 40, "vid_c": 100}
+    assert counts["vid_a"] == len(open_source(videos_dir / "vid_a.mp4", 7.5, (64, 64)))
+    with pytest.raises(VideoError, match="Check --videos"):
+        subset_frames(ann, "test", videos_dir.parent, 15.0, setting="--videos")
+
+
+def test_dataset_errors_are_tallformer_errors(videos_dir, tmp_path):
+    assert issubclass(D.DatasetError, TallformerError)
+    with pytest.raises(D.DatasetError, match=r"videos folder .*nowhere does not exist; check data\.videos"):
+        _train(tmp_path / "nowhere")

@@ -26,9 +26,9 @@ EPOCHS = 2
 
 
 def _config(ann: str | Path, videos: str | Path):
-    from tallformer.config import load_config
+    from tallformer.config import load_config, shipped_config_path
 
-    return load_config(ROOT / "configs" / "demo.yaml", [
+    return load_config(shipped_config_path("demo"), [
         f"data.annotations={ann}", f"data.videos={videos}", "data.num_workers=0",
         "data.batch_size=1", "model.backbone.drop_path_rate=0", "train.backbone_lr_mult=0",
         f"memory.keep_ratio={KEEP_RATIO}",
@@ -48,8 +48,11 @@ def _worker(ann: str, videos: str, bank_dir: str, log_dir: str, epochs: int) -> 
     import torch
     import torch.distributed as dist
 
+    from helpers import train_epochs
     from tallformer.data.annotations import load_annotations
-    from tallformer.engine.step import make_optimizer, make_train_loader, train_epochs, wrap_ddp
+    from tallformer.engine.distributed import wrap_ddp
+    from tallformer.engine.loader import make_train_loader
+    from tallformer.engine.optim import make_optimizer
     from tallformer.memory.bank import MemoryBank
     from tallformer.models.detector import build_detector
 
@@ -86,8 +89,10 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
 
     from tallformer.data.annotations import load_annotations
     from tallformer.data.synthetic import generate_synthetic_dataset
-    from tallformer.data.video import open_source, resolve_video
-    from tallformer.engine.step import make_optimizer, make_train_loader, train_step
+    from tallformer.engine.loader import make_train_loader
+    from tallformer.engine.optim import make_optimizer
+    from tallformer.engine.run_bank import training_frame_counts
+    from tallformer.engine.step import train_step
     from tallformer.memory.bank import MemoryBank
     from tallformer.models.detector import build_detector
 
@@ -95,10 +100,7 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
                                           max_length=14, val_fraction=0.2, progress=False)
     videos = tmp_path / "data" / "videos"
     ann = load_annotations(ann_path)
-    frames = {}
-    for v in ann.subset("training"):
-        with open_source(resolve_video(videos, v.video_id), 15.0, (64, 64)) as src:
-            frames[v.video_id] = len(src)
+    frames = training_frame_counts(_config(ann_path, videos), ann)
     assert len(frames) == 5
     initial = MemoryBank.create(tmp_path / "initial", frames, 192)
     rng = np.random.default_rng(0)
@@ -121,9 +123,10 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     per_rank = [json.loads((logs / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 3 * EPOCHS  # 5 videos, 2 per step
-    for a, b in zip(*per_rank):  # never one video on both ranks at one step
+    for a, b in zip(*per_rank, strict=True):  # never one video on both ranks at one step
         assert not set(a["video_id"]) & set(b["video_id"]), (a, b)
-        assert np.isfinite(a["loss"]) and np.isfinite(b["loss"])
+        assert np.isfinite(a["loss"])
+        assert np.isfinite(b["loss"])
 
     # single-process replay of the same samples and chunk draws, step by step
     threads = torch.get_num_threads()
@@ -138,7 +141,7 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
         for epoch in range(EPOCHS):
             for loader in loaders:
                 loader.set_epoch(epoch)
-            for step, batches in enumerate(zip(*loaders)):
+            for step, batches in enumerate(zip(*loaders, strict=True)):
                 for r, batch in enumerate(batches):
                     stats = train_step(model, batch, optimizer, ref_bank, device="cpu")
                     _record(replay[r], r)(epoch, step, batch, stats)
@@ -149,18 +152,27 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
         strip = [{k: v for k, v in e.items() if k != "loss"} for e in per_rank[r]]
         assert strip == [{k: v for k, v in e.items() if k != "loss"} for e in replay[r]]
 
+    # the rows the ranks' steps wrote: each kept chunk's 16 rows inside its video
+    rpc = initial.rows_per_chunk
+    written: dict[str, set[int]] = {video: set() for video in frames}
+    for entry in per_rank[0] + per_rank[1]:
+        for video, offset, keep in zip(entry["video_id"], entry["offset"], entry["keep"], strict=True):
+            for c in keep:
+                first = offset // 2 + rpc * c
+                written[video].update(r for r in range(first, first + rpc) if r < initial.num_rows(video))
+    assert sum(map(len, written.values())) > 0
+
     ddp_bank = MemoryBank.open(tmp_path / "ddp")
-    changed = 0
     for video in frames:
         got = np.load(ddp_bank.path(video))
         want = np.load(ref_bank.path(video))
         start = np.load(initial.path(video))
-        changed += int((got != start).any(axis=1).sum())
         assert np.array_equal(got, want), (
             f"{video}: {(got != want).any(axis=1).sum()} rows differ between the DDP run and "
             "the single-process replay"
         )
-    assert changed > 0, "the DDP run wrote nothing to the bank"
+        changed = set(np.flatnonzero((got != start).any(axis=1)).tolist())
+        assert changed == written[video], f"{video}: rows changed other than the kept chunks'"
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

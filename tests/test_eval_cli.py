@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REFERENCE_DATA
+from helpers import REFERENCE_DATA
 from tallformer.cli import main
 from tallformer.evaluation import ANET_THRESHOLDS, THUMOS14_THRESHOLDS, evaluate
 
@@ -50,12 +50,15 @@ def test_table_and_json_output_match_the_api(files: tuple[Path, Path], tmp_path:
     assert set(metrics) == KEYS
     assert metrics == evaluate(gt, pred, THUMOS14_THRESHOLDS)
     assert metrics["tiou_thresholds"] == list(THUMOS14_THRESHOLDS)
-    assert metrics["num_videos"] == 2 and metrics["num_ground_truth"] == 3
+    assert metrics["num_videos"] == 2
+    assert metrics["num_ground_truth"] == 3
     assert metrics["num_predictions"] == 4
     text = capsys.readouterr().out
-    assert "0.30" in text and "0.70" in text and "avg" in text
+    assert "0.30" in text
+    assert "0.70" in text
+    assert "avg" in text
     assert f"{100 * metrics['average_mAP']:.2f}" in text
-    for t, m in zip(metrics["tiou_thresholds"], metrics["mAP"]):
+    for t, m in zip(metrics["tiou_thresholds"], metrics["mAP"], strict=True):
         assert f"{t:>6.2f}  {100 * m:>8.2f}" in text
 
 
@@ -67,7 +70,8 @@ def test_threshold_choices(files: tuple[Path, Path], tmp_path: Path) -> None:
     assert main(["eval", "--gt", str(gt), "--pred", str(pred), "--tiou", "0.1", "0.9",
                  "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
-    assert metrics["tiou_thresholds"] == [0.1, 0.9] and len(metrics["mAP"]) == 2
+    assert metrics["tiou_thresholds"] == [0.1, 0.9]
+    assert len(metrics["mAP"]) == 2
     with pytest.raises(SystemExit):  # argparse: --dataset and --tiou are exclusive
         main(["eval", "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5", "--dataset", "anet"])
 
@@ -95,7 +99,8 @@ def test_bad_input_exits_2_naming_file_and_entry(files: tuple[Path, Path], tmp_p
     path.write_text(pred if isinstance(pred, str) else json.dumps(pred))
     assert main(["eval", "--gt", str(gt), "--pred", str(path)]) == 2
     err = capsys.readouterr().err
-    assert str(path) in err and message in err
+    assert str(path) in err
+    assert message in err
 
 
 def test_ignore_unknown_labels_drops_with_warning(files: tuple[Path, Path], tmp_path: Path,
@@ -108,7 +113,8 @@ def test_ignore_unknown_labels_drops_with_warning(files: tuple[Path, Path], tmp_
                  "--tiou", "0.5", "--out", str(out)]) == 0
     assert "warning" in capsys.readouterr().err
     m = json.loads(out.read_text())
-    assert m["num_predictions"] == 1 and m["per_class_AP"] == {"Jump": [0.5], "Run": [0.0]}
+    assert m["num_predictions"] == 1
+    assert m["per_class_AP"] == {"Jump": [0.5], "Run": [0.0]}
 
 
 def test_subset_errors_and_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +125,9 @@ def test_subset_errors_and_choice(tmp_path: Path, capsys: pytest.CaptureFixture[
                                                             "score": 0.5}]}})
     assert main(["eval", "--gt", str(gt), "--pred", str(pred)]) == 2
     err = capsys.readouterr().err
-    assert "'training'" in err and "'validation'" in err and "--subset" in err
+    assert "'training'" in err
+    assert "'validation'" in err
+    assert "--subset" in err
     out = tmp_path / "m.json"
     assert main(["eval", "--gt", str(gt), "--pred", str(pred), "--subset", "validation",
                  "--out", str(out)]) == 0
@@ -134,7 +142,8 @@ def test_v_prefix_warning_on_synthetic_ids(tmp_path: Path, capsys: pytest.Captur
         str(i): [{"segment": [0, 1], "label": "x", "score": 0.5}] for i in range(5)}})
     assert main(["eval", "--gt", str(gt), "--pred", str(pred)]) == 0
     err = capsys.readouterr().err
-    assert "5 of 5 predicted videos" in err and "'v_' prefix" in err
+    assert "5 of 5 predicted videos" in err
+    assert "'v_' prefix" in err
 
 
 def test_real_activitynet_cli_warns_about_prefix(tmp_path: Path) -> None:
@@ -157,9 +166,11 @@ def test_real_activitynet_cli_warns_about_prefix(tmp_path: Path) -> None:
          "--subset", "validation", "--dataset", "anet", "--out", str(out)],
         capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "'v_' prefix" in proc.stderr and "4926 of 4926 predicted videos" in proc.stderr
+    assert "'v_' prefix" in proc.stderr
+    assert "4926 of 4926 predicted videos" in proc.stderr
     metrics = json.loads(out.read_text())
-    assert metrics["num_videos"] == 4728 and metrics["average_mAP"] == 0.0
+    assert metrics["num_videos"] == 4728
+    assert metrics["average_mAP"] == 0.0
 
 
 def test_eval_does_not_import_torch() -> None:

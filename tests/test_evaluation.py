@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REFERENCE_DATA
 from eval_oracle import oracle_evaluate
+from helpers import REFERENCE_DATA
 from tallformer.evaluation import (
     ANET_THRESHOLDS,
     THUMOS14_THRESHOLDS,
@@ -32,7 +32,7 @@ from tallformer.evaluation import (
     EvaluationWarning,
     evaluate,
     interpolated_average_precision,
-    segment_iou,
+    paired_segment_iou,
 )
 
 DATA = REFERENCE_DATA
@@ -82,7 +82,9 @@ def test_single_class_hand_computed_ap() -> None:
     # thr 0.5: AP = 0.5 * 1 + 0.5 * 2/3; thr 0.6: third is FP -> AP = 0.5
     assert r["mAP"] == pytest.approx([0.5 + 1 / 3, 0.5], abs=1e-12)
     assert r["average_mAP"] == pytest.approx((0.5 + 1 / 3 + 0.5) / 2, abs=1e-12)
-    assert r["num_videos"] == 1 and r["num_ground_truth"] == 2 and r["num_predictions"] == 3
+    assert r["num_videos"] == 1
+    assert r["num_ground_truth"] == 2
+    assert r["num_predictions"] == 3
     assert set(r) == {"tiou_thresholds", "mAP", "average_mAP", "per_class_AP", "num_videos",
                       "num_ground_truth", "num_predictions"}
 
@@ -98,7 +100,7 @@ def test_class_without_predictions_scores_zero_and_counts_in_the_mean() -> None:
 def test_prediction_on_absent_video_is_false_positive_and_warns() -> None:
     gt = make_gt({"a": [(0, 10, "x")]})
     pred = make_pred({"zz": [(0, 10, "x", 0.9)], "a": [(0, 10, "x", 0.8)]})
-    with pytest.warns(EvaluationWarning, match="1 of 2 predicted videos.*'zz'"):
+    with pytest.warns(EvaluationWarning, match=r"1 of 2 predicted videos.*'zz'"):
         r = evaluate(gt, pred, [0.5])
     assert r["mAP"] == pytest.approx([0.5])  # P@R=1 is 1/2
 
@@ -176,7 +178,7 @@ def test_interpolated_ap_and_segment_iou_units() -> None:
     prec = np.array([[1.0, 0.5, 2 / 3]])
     rec = np.array([[0.5, 0.5, 1.0]])
     assert interpolated_average_precision(prec, rec)[0] == pytest.approx(0.5 + 0.5 * 2 / 3)
-    iou = segment_iou(np.array([[0.0, 10.0], [0.0, 0.0], [0.0, 2.0]]),
+    iou = paired_segment_iou(np.array([[0.0, 10.0], [0.0, 0.0], [0.0, 2.0]]),
                       np.array([[5.0, 15.0], [3.0, 3.0], [4.0, 6.0]]))
     assert iou[0] == pytest.approx(5 / 15)
     assert math.isnan(iou[1])
@@ -207,25 +209,26 @@ def test_bad_prediction_entries_name_file_video_and_entry(pred_entry: dict, mess
                                                   pred_entry]}}))
     with pytest.raises(EvaluationError, match=message) as info:
         evaluate(gt, path, [0.5])
-    assert str(path) in str(info.value) and "video 'a', prediction 1" in str(info.value)
+    assert str(path) in str(info.value)
+    assert "video 'a', prediction 1" in str(info.value)
 
 
 def test_bad_ground_truth_and_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(EvaluationError, match="not a valid JSON file"):
+    with pytest.raises(EvaluationError, match=r"not a valid JSON file"):
         evaluate(bad, make_pred({}), [0.5])
-    with pytest.raises(EvaluationError, match="does not exist"):
+    with pytest.raises(EvaluationError, match=r"does not exist"):
         evaluate(tmp_path / "missing.json", make_pred({}), [0.5])
-    with pytest.raises(EvaluationError, match="missing key 'database'"):
+    with pytest.raises(EvaluationError, match=r"missing key 'database'"):
         evaluate({"results": {}}, make_pred({}), [0.5])
-    with pytest.raises(EvaluationError, match="missing key 'results'"):
+    with pytest.raises(EvaluationError, match=r"missing key 'results'"):
         evaluate(make_gt({"a": [(0, 1, "x")]}), {"database": {}}, [0.5])
-    with pytest.raises(EvaluationError, match="video 'a': missing key 'subset'"):
+    with pytest.raises(EvaluationError, match=r"video 'a': missing key 'subset'"):
         evaluate({"database": {"a": {"annotations": []}}}, make_pred({}), [0.5])
-    with pytest.raises(EvaluationError, match="video 'a', annotation 0: segment start 3.0 > end 1.0"):
+    with pytest.raises(EvaluationError, match=r"video 'a', annotation 0: segment start 3.0 > end 1.0"):
         evaluate(make_gt({"a": [(3, 1, "x")]}), make_pred({}), [0.5])
-    with pytest.raises(EvaluationError, match="no annotated instance"):
+    with pytest.raises(EvaluationError, match=r"no annotated instance"):
         evaluate(make_gt({"a": []}), make_pred({}), [0.5])
     with pytest.raises(EvaluationError, match="outside \\[0, 1\\]"):
         evaluate(make_gt({"a": [(0, 1, "x")]}), make_pred({}), [1.5])
@@ -234,18 +237,19 @@ def test_bad_ground_truth_and_files(tmp_path: Path) -> None:
 def test_subset_choice() -> None:
     gt = make_gt({"a": [(0, 10, "x")]})
     gt["database"]["b"] = {"subset": "training", "annotations": [{"segment": [0, 5], "label": "y"}]}
-    with pytest.raises(EvaluationError, match="several subsets.*'validation' \\(1 videos\\), "
-                                              "'training' \\(1 videos\\).*--subset"):
+    with pytest.raises(EvaluationError, match=r"several subsets.*'validation' \(1 videos\), "
+                                              r"'training' \(1 videos\).*--subset"):
         evaluate(gt, make_pred({}), [0.5])
-    with pytest.raises(EvaluationError, match="no video has subset 'test'"):
+    with pytest.raises(EvaluationError, match=r"no video has subset 'test'"):
         evaluate(gt, make_pred({}), [0.5], subset="test")
     # a label of another subset only: error with a hint, or dropped with a warning
     pred = make_pred({"a": [(0, 10, "x", 0.9), (0, 5, "y", 0.8)]})
-    with pytest.raises(EvaluationError, match="class of another subset"):
+    with pytest.raises(EvaluationError, match=r"class of another subset"):
         evaluate(gt, pred, [0.5], subset="validation")
     with pytest.warns(EvaluationWarning, match="dropped 1 predictions.*'y' \\(1\\)"):
         r = evaluate(gt, pred, [0.5], subset="validation", ignore_unknown_labels=True)
-    assert r["mAP"] == [1.0] and r["num_predictions"] == 1
+    assert r["mAP"] == [1.0]
+    assert r["num_predictions"] == 1
 
 
 # ----------------------------------------------------------------------------- hypothesis
@@ -309,7 +313,7 @@ def large_problem(draw: st.DrawFn) -> tuple[dict, dict]:
         e = s + rng.integers(0, 8, n) / 2
         db[f"v{v}"] = {"subset": "validation", "annotations": [
             {"segment": [float(a), float(b)], "label": str(rng.integers(0, 2))}
-            for a, b in zip(s, e)]}
+            for a, b in zip(s, e, strict=True)]}
     classes = sorted({a["label"] for v in db.values() for a in v["annotations"]})
     results = {}
     for v in ["v0", "v1", "v2", "x"]:
@@ -318,7 +322,7 @@ def large_problem(draw: st.DrawFn) -> tuple[dict, dict]:
         e = s + rng.integers(0, 8, n) / 2
         sc = rng.integers(0, 4, n) / 4
         results[v] = [{"segment": [float(a), float(b)], "label": str(rng.choice(classes)),
-                       "score": float(c)} for a, b, c in zip(s, e, sc)]
+                       "score": float(c)} for a, b, c in zip(s, e, sc, strict=True)]
     return {"database": db}, {"results": results}
 
 
@@ -371,7 +375,7 @@ def test_appending_lower_scored_false_positive_never_raises_ap(
         after = evaluate(gt, bigger, thresholds, subset="validation")
     for k in before["per_class_AP"]:
         assert np.all(np.asarray(after["per_class_AP"][k]) <= np.asarray(before["per_class_AP"][k]))
-    assert all(a <= b for a, b in zip(after["mAP"], before["mAP"]))
+    assert all(a <= b for a, b in zip(after["mAP"], before["mAP"], strict=True))
 
 
 @settings(max_examples=100, deadline=None)
@@ -430,8 +434,10 @@ def test_sample_submission_scores_exactly_one() -> None:
     assert len(segs) - len({(v, tuple(a["segment"]), a["label"]) for v, e in gt["database"].items()
                             for a in e["annotations"]}) == 19
     r = evaluate(gt, pred, ANET_THRESHOLDS)
-    assert r["mAP"] == [1.0] * 10 and r["average_mAP"] == 1.0
-    assert r["num_videos"] == 4926 and r["num_predictions"] == len(segs)
+    assert r["mAP"] == [1.0] * 10
+    assert r["average_mAP"] == 1.0
+    assert r["num_videos"] == 4926
+    assert r["num_predictions"] == len(segs)
 
 
 def _anet_ground_truth(prefix_strip: bool) -> dict:
@@ -448,7 +454,7 @@ def _anet_ground_truth(prefix_strip: bool) -> dict:
 def test_real_activitynet_ground_truth_with_v_prefix_warns() -> None:
     gt = _anet_ground_truth(prefix_strip=False)
     pred_path = _require(ANET / "sample_detection_prediction.json")
-    with pytest.warns(EvaluationWarning, match="'v_' prefix"):
+    with pytest.warns(EvaluationWarning, match=r"'v_' prefix"):
         r = evaluate(gt, pred_path, ANET_THRESHOLDS, subset="validation")
     assert r["num_videos"] == 4728
     assert r["mAP"] == [0.0] * 10  # every prediction is on an absent video
@@ -464,7 +470,7 @@ def test_real_activitynet_matches_oracle() -> None:
             d["score"] = float(rng.integers(0, 50)) / 50
             d["segment"] = [d["segment"][0] + float(rng.normal(0, 2)), d["segment"][1]]
             d["segment"][0] = min(d["segment"])
-    with pytest.warns(EvaluationWarning, match="not in subset 'validation'"):
+    with pytest.warns(EvaluationWarning, match=r"not in subset 'validation'"):
         r = evaluate(gt, pred, ANET_THRESHOLDS, subset="validation")
     assert_same(r, oracle_evaluate(gt, pred, list(ANET_THRESHOLDS), "validation"))
     assert 0.3 < r["average_mAP"] < 1.0
@@ -480,7 +486,8 @@ def test_real_thumos14_ground_truth_loads_and_evaluates() -> None:
                    for i, a in enumerate(e["annotations"])] for v, e in test_videos.items()}
     pred = {"results": results}
     r = evaluate(path, pred, THUMOS14_THRESHOLDS, subset="test")
-    assert r["num_videos"] == 210 and len(r["per_class_AP"]) == 20
+    assert r["num_videos"] == 210
+    assert len(r["per_class_AP"]) == 20
     assert_same(r, oracle_evaluate(gt, pred, list(THUMOS14_THRESHOLDS), "test"))
     assert r["mAP"][0] > r["mAP"][-1] > 0  # shifted segments pass loose thresholds more often
 

@@ -1,4 +1,5 @@
-"""SRM / TCM / TDM / FPN: shapes, the arithmetic of spec model-thumos14 §5-§8, init, SyncBN."""
+"""SRM / TCM / TDM / FPN: shapes, the arithmetic of the original (vedatad/models/necks/srm_vswin.py,
+tdm.py, fpn.py; vedatad/models/modules/swin_1d.py), init, SyncBN."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _seed() -> None:
 
 
 def test_paper_neck_shapes_and_parameter_counts() -> None:
-    """[B, 1024, 240] -> SRM [B, 512, 60] -> TDM 60/30/15/8/4 -> FPN 256 ch (spec §2, §17)."""
+    """[B, 1024, 240] -> SRM [B, 512, 60] -> TDM 60/30/15/8/4 -> FPN 256 ch, the original's counts."""
     neck = Neck().eval()
     counts = {name: sum(p.numel() for p in getattr(neck, name).parameters())
               for name in ("srm", "tcm", "tdm", "fpn")}
@@ -54,13 +55,13 @@ def test_srm_is_two_strided_convs_with_relu() -> None:
                         srm.conv2.weight, srm.conv2.bias, stride=2, padding=1)
     torch.testing.assert_close(srm(x), expected)
     assert srm(x).shape[-1] == srm_output_length(23) == 6
-    # a 5-D map is averaged over space first (spec §5)
+    # a 5-D map is averaged over space first (srm_vswin.py:12-76)
     x5 = torch.randn(2, 8, 12, 3, 3)
     torch.testing.assert_close(srm(x5), srm(x5.mean(dim=(3, 4))))
 
 
 def test_relative_position_attention_matches_the_formula() -> None:
-    """logit(h,i,j) = q_i.k_j / sqrt(d) + P[i - j + L - 1, h] (spec §6), for T < L too."""
+    """logit(h,i,j) = q_i.k_j / sqrt(d) + P[i - j + L - 1, h] (swin_1d.py:40-141), for T < L too."""
     dim, heads, max_len, t = 16, 4, 7, 5
     attn = RelPosAttention(dim, heads, max_len)
     assert attn.relative_position_bias_table.shape == (2 * max_len - 1, heads)
@@ -84,11 +85,11 @@ def test_relative_position_attention_matches_the_formula() -> None:
         attn(torch.randn(1, max_len + 1, dim))
 
 
-def test_tcm_layers_are_independent_and_init_per_spec() -> None:
+def test_tcm_layers_are_independent_and_init_as_the_original() -> None:
     tcm = TCM(64, num_layers=3, num_heads=4, max_len=60, drop_path=0.1)
     tables = [layer.attn.relative_position_bias_table for layer in tcm.layers]
     assert tables[0].shape == (119, 4)
-    assert not torch.equal(tables[0], tables[1])  # design.md §8: not deep copies
+    assert not torch.equal(tables[0], tables[1])  # ours: not deep copies (swin_1d.py:224-226 copies)
     assert all(t.abs().max() <= 2.0 for t in tables)  # trunc-normal cut at +-2
     assert 0.01 < torch.cat(tables).std().item() < 0.03  # std 0.02
     assert all(layer.drop_path.p == 0.1 for layer in tcm.layers)  # constant, not a ramp
@@ -131,7 +132,7 @@ def test_tdm_stage_pads_odd_lengths_at_the_end_and_concatenates_pairs() -> None:
 
 @pytest.mark.parametrize("kernel", [7, 5])
 def test_tdm_stage_attention_is_local(kernel: int) -> None:
-    """Output token i depends only on reduced tokens within kernel // 2 (spec §7)."""
+    """Output token i depends only on reduced tokens within kernel // 2 (tdm.py:228-247)."""
     half = kernel // 2
     stage = TDMStage(8, num_heads=2, kernel_size=kernel).eval()
     x = torch.randn(1, 32, 8)  # 16 reduced tokens
@@ -143,14 +144,16 @@ def test_tdm_stage_attention_is_local(kernel: int) -> None:
         expected = torch.tensor([abs(i - j) <= half for i in range(16)])
         assert torch.equal(changed, expected)
     mask = stage.band_mask(6, torch.device("cpu"))
-    assert mask[0, half].item() is False and mask[0, half + 1].item() is True
+    assert mask[0, half].item() is False
+    assert mask[0, half + 1].item() is True
 
 
 def test_fpn_top_down_nearest_and_init() -> None:
     fpn = FPN(16, 8, num_levels=5)
     for seq in (*fpn.lateral, *fpn.output):
         conv, bn = seq
-        assert conv.bias is None and isinstance(bn, nn.BatchNorm1d)
+        assert conv.bias is None
+        assert isinstance(bn, nn.BatchNorm1d)
         fan_in, fan_out = conv.weight.shape[1] * conv.weight.shape[2], conv.weight.shape[0] * conv.weight.shape[2]
         assert conv.weight.abs().max() <= math.sqrt(6 / (fan_in + fan_out))  # Xavier uniform
     fpn.eval()
@@ -162,10 +165,10 @@ def test_fpn_top_down_nearest_and_init() -> None:
     feats2[0] += 1.0
     outs2 = fpn(feats2)
     assert not torch.allclose(outs2[0], outs[0])
-    for a, b in zip(outs[1:], outs2[1:]):
+    for a, b in zip(outs[1:], outs2[1:], strict=True):
         torch.testing.assert_close(a, b)
     # level 2 (15 steps) gets level 3 (8 steps) by nearest: src = floor(i * 8 / 15)
-    lat = [seq(f) for seq, f in zip(fpn.lateral, feats)]
+    lat = [seq(f) for seq, f in zip(fpn.lateral, feats, strict=True)]
     l4 = lat[4]
     l3 = lat[3] + l4[..., [i * 4 // 8 for i in range(8)]]
     l2 = lat[2] + l3[..., [i * 8 // 15 for i in range(15)]]

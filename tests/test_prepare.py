@@ -6,6 +6,7 @@ grid, so every decoded frame says which source frame it is.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,18 +14,19 @@ import av
 import numpy as np
 import pytest
 
-from conftest import frame_index, index_image
+from helpers import frame_index, index_image
+from tallformer.atomic import partial_path
 from tallformer.cli import main
 from tallformer.data.prepare import (
+    META_FILE,
     PrepareError,
-    atomic_output,
     parse_size,
-    partial_path,
     prepare_frames,
     prepare_videos,
     write_video,
 )
 from tallformer.data.video import iter_frames, open_source, probe_video
+from tallformer.errors import TallformerError
 
 SIZE = (64, 64)
 
@@ -77,22 +79,12 @@ def test_write_video_rejects_bad_input(tmp_path: Path) -> None:
         write_video(tmp_path / "x.mp4", [], 15, SIZE)
 
 
-def test_atomic_output_keeps_nothing_on_failure(tmp_path: Path) -> None:
-    target = tmp_path / "v.mp4"
-    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("killed")
-    assert not target.exists() and not partial_path(target).exists()
-    with atomic_output(tmp_path / "d", directory=True) as tmp:
-        (tmp / "00001.png").write_bytes(b"x")
-        assert not (tmp_path / "d").exists()
-    assert (tmp_path / "d" / "00001.png").is_file()
-
-
 def test_prepare_videos_fixed_fps(sources: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = prepare_videos(sources, out, SIZE, fps=15, gop=8, workers=2, progress=False)
-    assert result.ok and sorted(result.done) == ["a", "b"] and result.skipped == []
+    assert result.ok
+    assert sorted(result.done) == ["a", "b"]
+    assert result.skipped == []
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "meta.json"]
     for name in ("a", "b"):
         expected = _source_indices(sources / f"{name}.mp4", 15)
@@ -104,9 +96,13 @@ def test_prepare_videos_fixed_fps(sources: Path, tmp_path: Path) -> None:
         assert (info.height, info.width) == SIZE
         entry = result.meta["videos"][name]
         assert entry["num_frames"] == len(expected) == info.num_frames
-        assert entry["fps"] == 15.0 and entry["source"] == f"{name}.mp4"
+        assert entry["fps"] == 15.0
+        assert entry["source"] == f"{name}.mp4"
     assert len(_source_indices(sources / "a.mp4", 15)) == 30  # 2 s at 15 fps
-    assert result.meta["size"] == [64, 64] and result.meta["fps"] == 15
+    assert result.meta["size"] == [64, 64]
+    assert result.meta["fps"] == 15
+    # meta.json: the settings and entries, indent 1, sorted videos, a final newline
+    assert (out / META_FILE).read_text() == json.dumps(result.meta, indent=1) + "\n"
 
 
 def test_prepare_videos_fixed_frame_count(tmp_path: Path, make_video) -> None:
@@ -116,22 +112,25 @@ def test_prepare_videos_fixed_frame_count(tmp_path: Path, make_video) -> None:
                             progress=False)
     assert result.ok
     long_entry, short_entry = result.meta["videos"]["long"], result.meta["videos"]["short"]
-    # spec memory-data-training §1.4: fps = 30 * min(40 / 90, 1)
+    # fps = 30 * min(40 / 90, 1) (original: tools/data/anet/transform_videos.py:31-45)
     assert long_entry["fps"] == pytest.approx(30 * 40 / 90, rel=1e-4)
     assert 39 <= long_entry["num_frames"] <= 40
     indices, _, rate = _decode(tmp_path / "out" / "long.mp4")
     assert len(indices) == long_entry["num_frames"]
     assert rate == pytest.approx(40 / 3, rel=1e-4)
     assert indices == _source_indices(tmp_path / "raw" / "long.mp4", long_entry["fps"])[:40]
-    assert short_entry["fps"] == pytest.approx(30.0) and short_entry["num_frames"] == 20
+    assert short_entry["fps"] == pytest.approx(30.0)
+    assert short_entry["num_frames"] == 20
     assert _decode(tmp_path / "out" / "short.mp4")[0] == list(range(20))
-    assert result.meta["num_frames"] == 40 and result.meta["fps"] is None
+    assert result.meta["num_frames"] == 40
+    assert result.meta["fps"] is None
 
 
 def test_prepare_frames_layout(sources: Path, tmp_path: Path) -> None:
     out = tmp_path / "frames"
     result = prepare_frames(sources, out, 15, SIZE, progress=False)
-    assert result.ok and sorted(result.done) == ["a", "b"]
+    assert result.ok
+    assert sorted(result.done) == ["a", "b"]
     assert sorted(p.name for p in out.iterdir()) == ["a", "b", "meta.json"]
     for name in ("a", "b"):
         expected = _source_indices(sources / f"{name}.mp4", 15)
@@ -153,15 +152,20 @@ def test_resume_skips_finished_and_redoes_partial(sources: Path, tmp_path: Path)
     prepare_videos(sources, out, SIZE, fps=15, progress=False)
     stamp = (out / "b.mp4").stat().st_mtime_ns
     again = prepare_videos(sources, out, SIZE, fps=15, progress=False)
-    assert again.done == [] and sorted(again.skipped) == ["a", "b"] and again.ok
+    assert again.done == []
+    assert sorted(again.skipped) == ["a", "b"]
+    assert again.ok
     assert (out / "b.mp4").stat().st_mtime_ns == stamp
     assert again.meta["videos"]["a"]["num_frames"] == 30
-    # a run killed while writing a.mp4 leaves only the temporary file
+    # a run killed while writing a.mp4 (and its meta file) leaves only temporary files
     (out / "a.mp4").unlink()
     partial_path(out / "a.mp4").write_bytes(b"\x00" * 100)
+    (out / f".{META_FILE}.1234-abcdef12.tmp").write_text("{")
     third = prepare_videos(sources, out, SIZE, fps=15, progress=False)
-    assert third.done == ["a"] and third.skipped == ["b"]
+    assert third.done == ["a"]
+    assert third.skipped == ["b"]
     assert not partial_path(out / "a.mp4").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", META_FILE]
     assert _decode(out / "a.mp4")[0] == _source_indices(sources / "a.mp4", 15)
 
     frames = tmp_path / "frames"
@@ -169,7 +173,8 @@ def test_resume_skips_finished_and_redoes_partial(sources: Path, tmp_path: Path)
     os.rename(frames / "a", partial_path(frames / "a"))  # half-written: never renamed
     (partial_path(frames / "a") / "00002.jpg").unlink()
     redo = prepare_frames(sources, frames, 15, SIZE, progress=False)
-    assert redo.done == ["a"] and redo.skipped == ["b"]
+    assert redo.done == ["a"]
+    assert redo.skipped == ["b"]
     assert len(list((frames / "a").iterdir())) == 30
     assert not partial_path(frames / "a").exists()
 
@@ -182,7 +187,8 @@ def test_settings_change_in_same_folder_is_an_error(sources: Path, tmp_path: Pat
         prepare_videos(sources, out, (32, 32), fps=15, progress=False)
     rc = main(["prepare", "videos", "--videos", str(sources), "--out", str(out),
                "--size", "64x64", "--fps", "10"])
-    assert rc == 2 and "fps: 15" in capsys.readouterr().err
+    assert rc == 2
+    assert "fps: 15" in capsys.readouterr().err
 
 
 def test_corrupt_inputs_are_reported_and_the_others_done(tmp_path: Path, make_video,
@@ -201,21 +207,23 @@ def test_corrupt_inputs_are_reported_and_the_others_done(tmp_path: Path, make_vi
     assert rc == 1
     for bad in ("junk.mp4", "cut.mp4", "cut_fast.mp4"):
         assert bad in err
-        assert not (out / bad).exists() and not partial_path(out / bad).exists()
+        assert not (out / bad).exists()
+        assert not partial_path(out / bad).exists()
     assert "3 input(s) failed" in err
     assert _decode(out / "good.mp4")[0] == _source_indices(good, 15)
     assert sorted(p.name for p in out.iterdir()) == ["good.mp4", "meta.json"]
 
     rc = main(["prepare", "frames", "--videos", str(raw), "--out", str(tmp_path / "fr"),
                "--size", "64x64", "--fps", "15", "--format", "png"])
-    assert rc == 1 and "cut_fast.mp4" in capsys.readouterr().err
+    assert rc == 1
+    assert "cut_fast.mp4" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "fr").iterdir()) == ["good", "meta.json"]
 
 
 def test_size_and_argument_errors(tmp_path: Path) -> None:
     assert parse_size("320x180") == (180, 320)
     for bad in ("256", "axb", "0x10"):
-        with pytest.raises(PrepareError, match="WIDTHxHEIGHT|at least"):
+        with pytest.raises(PrepareError, match=r"WIDTHxHEIGHT|at least"):
             parse_size(bad)
     with pytest.raises(PrepareError, match="exactly one"):
         prepare_videos(tmp_path, tmp_path / "o", SIZE, fps=15, num_frames=768)
@@ -225,3 +233,4 @@ def test_size_and_argument_errors(tmp_path: Path) -> None:
         prepare_frames(tmp_path / "missing", tmp_path / "o", 15, SIZE)
     with pytest.raises(SystemExit):  # --fps or --num-frames is required
         main(["prepare", "videos", "--videos", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert issubclass(PrepareError, TallformerError)  # the CLI prints it as one line, exit 2

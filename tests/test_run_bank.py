@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tallformer.config import load_config
+from tallformer.engine.run_bank import RUN_BANK_RECORD, open_training_bank
+from tallformer.errors import TallformerWarning
 from tallformer.memory.bank import BankError, MemoryBank
-from tallformer.memory.run_bank import RUN_BANK_RECORD, open_training_bank
 
 FRAMES = {"a": 70, "b": 33}
 
@@ -33,16 +35,21 @@ def test_copy_is_made_once_recorded_and_reused(tmp_path):
     run = tmp_path / "run"
     bank = open_training_bank(cfg_for(tmp_path / "src"), run, FRAMES, feature_dim=8)
     assert bank.path("a").is_relative_to(run)
-    record = json.loads((run / RUN_BANK_RECORD).read_text())
-    assert record["fingerprint"] == MemoryBank.open(tmp_path / "src").fingerprint()
-    assert record["in_place"] is False
+    text = (run / RUN_BANK_RECORD).read_text()
+    record = json.loads(text)
+    assert text == json.dumps(record, indent=2)  # the record's bytes: indent 2, no newline
+    assert record == {"source": str((tmp_path / "src").resolve()),
+                      "fingerprint": MemoryBank.open(tmp_path / "src").fingerprint(),
+                      "in_place": False, "path": str((run / "bank").resolve())}
+    assert sorted(p.name for p in run.iterdir()) == ["bank", "bank.json"]  # no temp files
     bank.write("a", 0, np.zeros((2, 8), dtype=np.float16))
     bank.flush()
     # the user's bank is untouched
     assert float(MemoryBank.open(tmp_path / "src").read("a", 0, 1)[0, 0]) == 1.0
     # resuming reuses the copy, with the training writes it holds
     again = open_training_bank(cfg_for(tmp_path / "src"), run, FRAMES, feature_dim=8)
-    assert float(again.read("a", 0, 1)[0, 0]) == 0.0 and float(again.read("a", 2, 1)[0, 0]) == 1.0
+    assert float(again.read("a", 0, 1)[0, 0]) == 0.0
+    assert float(again.read("a", 2, 1)[0, 0]) == 1.0
 
 
 def test_in_place_trains_on_the_users_bank(tmp_path):
@@ -62,9 +69,9 @@ def test_mismatches_are_named(tmp_path):
         open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", {**FRAMES, "a": 71}, 8)
     with pytest.raises(BankError, match="feature dim is 8 but the model's backbone gives 16"):
         open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 16)
-    with pytest.raises(BankError, match="memory.dtype"):
+    with pytest.raises(BankError, match=r"memory\.dtype"):
         open_training_bank(cfg_for(tmp_path / "src", "memory.dtype=float32"), tmp_path / "run", FRAMES, 8)
-    with pytest.raises(BankError, match="memory.bank_dir is not set"):
+    with pytest.raises(BankError, match=r"memory\.bank_dir is not set"):
         open_training_bank(load_config(), tmp_path / "run", FRAMES, 8)
 
 
@@ -78,9 +85,23 @@ def test_resume_with_another_bank_is_refused(tmp_path):
 
 def test_bank_from_other_weights_is_warned(tmp_path):
     make_bank(tmp_path / "src", weights="pretrained/swin_b.pth")
-    with pytest.warns(UserWarning, match=r"built from backbone weights pretrained/swin_b.pth but model.backbone.weights is None"):
+    with pytest.warns(TallformerWarning, match=r"built from backbone weights pretrained/swin_b\.pth but model\.backbone\.weights is None"):
         open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         open_training_bank(cfg_for(tmp_path / "src", "model.backbone.weights=pretrained/swin_b.pth"),
                            tmp_path / "run2", FRAMES, 8)
+    # the same file spelled another way (relative / absolute) is the same weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        absolute = str(Path("pretrained/swin_b.pth").resolve())
+        open_training_bank(cfg_for(tmp_path / "src", f"model.backbone.weights={absolute}"),
+                           tmp_path / "run3", FRAMES, 8)
+
+
+def test_unreadable_run_record_is_named(tmp_path):
+    make_bank(tmp_path / "src")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / RUN_BANK_RECORD).write_text("{oops")
+    with pytest.raises(BankError, match=r"bank\.json: cannot read this run's bank record"):
+        open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 8)

@@ -22,19 +22,23 @@ def _ranks(videos, batch_size, world_size, seed=0, epoch=0, **kw):
 
 
 def _check_invariants(video_of, per_rank, batch_size, drop_last):
+    """Checks the yielded ids (a repeat is ``item + k * n``); returns the count per item."""
+    n = len(video_of)
     world = len(per_rank)
     steps = len(per_rank[0])
     assert all(len(b) == steps for b in per_rank), "every rank must run the same number of steps"
+    ids = [i for r in range(world) for batch in per_rank[r] for i in batch]
+    assert len(ids) == len(set(ids)), "every sample of an epoch has its own id"
     seen = Counter()
     for t in range(steps):
         sizes = {len(per_rank[r][t]) for r in range(world)}
         assert len(sizes) == 1, f"step {t}: ranks have different batch sizes {sizes}"
         assert 1 <= sizes.pop() <= batch_size
-        vids = [video_of[i] for r in range(world) for i in per_rank[r][t]]
+        vids = [video_of[i % n] for r in range(world) for i in per_rank[r][t]]
         assert len(vids) == len(set(vids)), f"step {t}: a video is on two slots: {vids}"
-        seen.update(i for r in range(world) for i in per_rank[r][t])
+        seen.update(i % n for r in range(world) for i in per_rank[r][t])
     if not drop_last:
-        missing = set(range(len(video_of))) - set(seen)
+        missing = set(range(n)) - set(seen)
         assert not missing, f"items never sampled: {missing}"
     return seen
 
@@ -79,7 +83,7 @@ def test_one_item_per_video(n: int, batch_size: int, world_size: int, seed: int,
 def test_repeated_videos(video_of: list[int], batch_size: int, world_size: int, seed: int):
     """Several items of one video (e.g. several windows) never share a step either."""
     if len(set(video_of)) < world_size:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="distinct videos"):
             VideoExclusiveSampler(video_of, batch_size, world_size=world_size)
         return
     per_rank = _ranks(video_of, batch_size, world_size, seed=seed)
@@ -88,12 +92,30 @@ def test_repeated_videos(video_of: list[int], batch_size: int, world_size: int, 
 
 def test_padding_does_not_duplicate_in_step():
     # 10 videos, 2 ranks x 4: the second step has 2 real items and 6 padding, all distinct
-    per_rank = _ranks(10, 4, 2, seed=3)
+    per_rank = _ranks(10, 4, 2, seed=3, distinct_repeats=False)
     assert len(per_rank[0]) == 2
     last = per_rank[0][1] + per_rank[1][1]
-    assert len(last) == 8 and len(set(last)) == 8
+    assert len(last) == 8
+    assert len(set(last)) == 8
     first = set(per_rank[0][0] + per_rank[1][0])
     assert len(first | set(last)) == 10
+
+
+def test_padded_repeats_get_their_own_ids():
+    # The 6 padding slots above repeat items of step 1: they come as item + 10 (a first
+    # repeat), so a dataset that seeds with the index draws them anew; the rest is unchanged.
+    plain = _ranks(10, 4, 2, seed=3, distinct_repeats=False)
+    ids = _ranks(10, 4, 2, seed=3)
+    first = plain[0][0] + plain[1][0]
+    assert ids[0][0] + ids[1][0] == first  # first occurrences: the item indices themselves
+    for r in range(2):
+        for i, item in zip(ids[r][1], plain[r][1], strict=True):
+            assert i == (item + 10 if item in first else item)
+    s = VideoExclusiveSampler(10, 4, rank=1, world_size=2, seed=3)
+    assert s.sample_ids() == list(s) == ids[1]
+    assert [[i % 10 for i in b] for b in s.sample_ids()] == [step[1] for step in s.plan()]
+    # no shuffle, 5 items, batch 4: [0, 1, 2, 3], then 4 padded with 0, 1, 2 -> 5, 6, 7
+    assert list(VideoExclusiveSampler(5, 4, shuffle=False)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 def test_too_few_videos_shrinks_the_last_step():
@@ -115,7 +137,8 @@ def test_deterministic_per_seed_and_epoch():
     c.set_epoch(4)
     assert list(a) != list(c), "another seed must reshuffle"
     a.set_epoch(5)
-    assert list(a) == list(b) and len(a) == len(b)
+    assert list(a) == list(b)
+    assert len(a) == len(b)
 
 
 def test_no_shuffle_keeps_order():
@@ -139,7 +162,8 @@ def test_works_as_dataloader_batch_sampler():
     from torch.utils.data import DataLoader
 
     data = list(range(7))
-    sampler = VideoExclusiveSampler(len(data), 2, rank=0, world_size=1, seed=1)
+    sampler = VideoExclusiveSampler(len(data), 2, rank=0, world_size=1, seed=1,
+                                    distinct_repeats=False)
     loader = DataLoader(data, batch_sampler=sampler, collate_fn=lambda b: torch.tensor(b))
     got = torch.cat(list(loader)).tolist()
     assert sorted(set(got)) == list(range(7))

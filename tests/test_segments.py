@@ -9,7 +9,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tallformer.ops.segments import decode, encode, filter_topk, nms, segment_iof, segment_iou
+from tallformer.ops.segments import (
+    decode,
+    encode,
+    filter_topk,
+    nms,
+    segment_iof,
+    segment_iou,
+)
 
 # ----------------------------------------------------------------- strategies
 
@@ -19,7 +26,7 @@ def segment_sets(draw, min_size: int = 0, max_size: int = 30, min_len: float = 0
     n = draw(st.integers(min_size, max_size))
     starts = draw(st.lists(st.floats(0, 100, allow_nan=False), min_size=n, max_size=n))
     lengths = draw(st.lists(st.floats(min_len, 40, allow_nan=False), min_size=n, max_size=n))
-    return torch.tensor([[s, s + w] for s, w in zip(starts, lengths)], dtype=torch.float64).reshape(-1, 2)
+    return torch.tensor([[s, s + w] for s, w in zip(starts, lengths, strict=True)], dtype=torch.float64).reshape(-1, 2)
 
 
 @st.composite
@@ -42,7 +49,8 @@ def _iou1(a, b) -> float:
 
 
 def reference_nms(seg, scores, labels, method, thr, sigma=0.5, min_score=0.0, max_num=None):
-    """The sequential global loop of spec model-thumos14 §12, one candidate at a time."""
+    """The sequential global loop of the original (vedatad/misc/segment/segment.py:268-359),
+    one candidate at a time."""
     items = [(float(scores[i]), i, tuple(map(float, seg[i])), int(labels[i])) for i in range(len(scores))]
     items.sort(key=lambda t: (-t[0], t[1]))
     out = []
@@ -63,8 +71,8 @@ def reference_nms(seg, scores, labels, method, thr, sigma=0.5, min_score=0.0, ma
             if method == "nmw":
                 w = [it[0] * u for it, u in group]
                 tot = sum(w)
-                s = sum(wi * it[2][0] for wi, (it, _) in zip(w, group)) / tot
-                e = sum(wi * it[2][1] for wi, (it, _) in zip(w, group)) / tot
+                s = sum(wi * it[2][0] for wi, (it, _) in zip(w, group, strict=True)) / tot
+                e = sum(wi * it[2][1] for wi, (it, _) in zip(w, group, strict=True)) / tot
                 out.append(((s, e), top[0], top[3]))
             else:
                 out.append((top[2], top[0], top[3]))
@@ -110,7 +118,9 @@ def test_empty_and_dtypes():
         assert segment_iou(b, a).shape == (1, 0)
         assert segment_iou(b, b).dtype == dtype
         out = nms(a, torch.zeros(0, dtype=dtype), torch.zeros(0, dtype=torch.long), "nmw")
-        assert out[0].shape == (0, 2) and out[1].shape == (0,) and out[0].dtype == dtype
+        assert out[0].shape == (0, 2)
+        assert out[1].shape == (0,)
+        assert out[0].dtype == dtype
 
 
 def test_bad_shape_is_an_error():
@@ -163,7 +173,8 @@ def test_decode_clamps_width_and_ends():
 def test_filter_topk():
     scores = torch.tensor([[0.1, 0.9], [0.005, 0.5], [0.7, 0.0]])
     rows, cols, vals = filter_topk(scores, 0.005, topk=3)
-    assert rows.tolist() == [0, 2, 1] and cols.tolist() == [1, 0, 1]
+    assert rows.tolist() == [0, 2, 1]
+    assert cols.tolist() == [1, 0, 1]
     assert torch.allclose(vals, torch.tensor([0.9, 0.7, 0.5]))
     rows, _, _ = filter_topk(scores, 0.0)
     assert len(rows) == 5  # 0.005 is > 0, the exact 0.0 is not
@@ -174,14 +185,16 @@ def test_filter_topk():
 
 def _as_list(out):
     seg, sc, lab = out
-    return [(tuple(s), float(v), int(c)) for s, v, c in zip(seg.tolist(), sc, lab)]
+    return [(tuple(s), float(v), int(c)) for s, v, c in zip(seg.tolist(), sc, lab, strict=True)]
 
 
 def _close(a, b):
     assert len(a) == len(b)
-    for (sa, va, ca), (sb, vb, cb) in zip(a, b):
-        assert ca == cb and abs(va - vb) < 1e-9
-        assert abs(sa[0] - sb[0]) < 1e-9 and abs(sa[1] - sb[1]) < 1e-9
+    for (sa, va, ca), (sb, vb, cb) in zip(a, b, strict=True):
+        assert ca == cb
+        assert abs(va - vb) < 1e-9
+        assert abs(sa[0] - sb[0]) < 1e-9
+        assert abs(sa[1] - sb[1]) < 1e-9
 
 
 @pytest.mark.parametrize("method", ["hard", "nmw"])
@@ -220,7 +233,7 @@ def test_hard_nms_properties(det, thr):
         iou.fill_diagonal_(0)
         assert bool((iou <= thr + 1e-12).all())
     # nothing new appears
-    orig = {(tuple(s), float(v), int(c)) for s, v, c in zip(seg.tolist(), sc, lab)}
+    orig = {(tuple(s), float(v), int(c)) for s, v, c in zip(seg.tolist(), sc, lab, strict=True)}
     assert set(_as_list((kseg, ksc, klab))) <= orig
 
 
@@ -230,7 +243,7 @@ def test_soft_nms_never_raises_a_score(det):
     seg, sc, lab = det
     for method in ("soft_linear", "soft_gaussian"):
         kseg, ksc, klab = nms(seg, sc, lab, method, 0.5)
-        for s, v, c in zip(kseg.tolist(), ksc.tolist(), klab.tolist()):
+        for s, v, c in zip(kseg.tolist(), ksc.tolist(), klab.tolist(), strict=True):
             same = [float(sc[i]) for i in range(len(sc)) if seg[i].tolist() == s and int(lab[i]) == c]
             assert v <= max(same) + 1e-12
 
@@ -240,9 +253,10 @@ def test_soft_nms_never_raises_a_score(det):
 def test_nmw_boundaries_inside_the_merged_hull(det):
     seg, sc, lab = det
     kseg, _, klab = nms(seg, sc, lab, "nmw", 0.5)
-    for s, c in zip(kseg.tolist(), klab.tolist()):
+    for s, c in zip(kseg.tolist(), klab.tolist(), strict=True):
         same = seg[lab == c]
-        assert s[0] >= float(same[:, 0].min()) - 1e-9 and s[1] <= float(same[:, 1].max()) + 1e-9
+        assert s[0] >= float(same[:, 0].min()) - 1e-9
+        assert s[1] <= float(same[:, 1].max()) + 1e-9
 
 
 def test_hand_cases_each_method():
@@ -274,4 +288,5 @@ def test_nmw_zero_length_top_counts_itself():
     seg = torch.tensor([[5.0, 5.0], [5.0, 5.0]])
     s, v, _ = nms(seg, torch.tensor([0.9, 0.8]), torch.tensor([0, 0]), "nmw", 0.5)
     # zero-length segments have IoU 0 with everything: both survive, unchanged
-    assert s.tolist() == [[5.0, 5.0], [5.0, 5.0]] and v.tolist() == pytest.approx([0.9, 0.8])
+    assert s.tolist() == [[5.0, 5.0], [5.0, 5.0]]
+    assert v.tolist() == pytest.approx([0.9, 0.8])

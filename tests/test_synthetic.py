@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pytest
 
 from tallformer.cli import main
 from tallformer.data.annotations import load_annotations
+from tallformer.data.prepare import PrepareError
 from tallformer.data.synthetic import (
     CLASS_COLOURS,
     CLASS_NAMES,
     MAX_INSTANCE_S,
     MIN_INSTANCE_S,
+    annotation_dict,
     generate_synthetic_dataset,
     plan_dataset,
     render_frames,
@@ -44,9 +47,15 @@ def test_same_seed_same_files_whatever_the_workers(tmp_path: Path, small_dataset
     assert again.read_bytes() == small_dataset.read_bytes()
     first = sorted((small_dataset.parent / "videos").glob("*.mp4"))
     second = sorted((again.parent / "videos").glob("*.mp4"))
-    assert [p.name for p in first] == [p.name for p in second] and len(first) == 4
-    for a, b in zip(first, second):
+    assert [p.name for p in first] == [p.name for p in second]
+    assert len(first) == 4
+    for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
+    # annotations.json: the plan's JSON, indent 1; no temporary file left anywhere
+    plan = plan_dataset(4, 3, **SMALL)
+    assert again.read_text() == json.dumps(annotation_dict(plan, 4), indent=1) + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.json", "videos"]
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [p.name for p in second]
     other = generate_synthetic_dataset(tmp_path / "other", 4, seed=4, progress=False, **SMALL)
     assert other.read_bytes() != small_dataset.read_bytes()
 
@@ -85,7 +94,7 @@ def test_plan_properties_over_seeds() -> None:
             assert 30 * 15 <= v.num_frames <= 60 * 15
             assert v.instances, "every video has an instance"
             events = sorted(v.events, key=lambda e: e.start)
-            for a, b in zip(events, events[1:]):
+            for a, b in itertools.pairwise(events):
                 assert a.stop < b.start, "events are separated by background"
             for e in events:
                 assert 0 <= e.start < e.stop <= v.num_frames
@@ -106,7 +115,8 @@ def test_render_is_independent_of_the_block_size() -> None:
     video = plan_dataset(1, 5, **SMALL)[0]
     a = np.stack(list(render_frames(video, block=32)))
     b = np.stack(list(render_frames(video, block=7)))
-    assert a.shape == (video.num_frames, 64, 64, 3) and a.dtype == np.uint8
+    assert a.shape == (video.num_frames, 64, 64, 3)
+    assert a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
 
 
@@ -139,11 +149,12 @@ def test_instances_are_visible_in_decoded_frames(small_dataset: Path) -> None:
 
 
 def test_bad_settings_raise_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="num_classes"):
+    # PrepareError: a TallformerError (the CLI prints it) and a ValueError
+    with pytest.raises(PrepareError, match="num_classes"):
         plan_dataset(2, 0, num_classes=9)
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(PrepareError, match="even"):
         plan_dataset(2, 0, size=(63, 64))
-    with pytest.raises(ValueError, match="min_length"):
+    with pytest.raises(PrepareError, match="min_length"):
         plan_dataset(2, 0, min_length=1.0, max_length=2.0)
     with pytest.raises(ValueError, match="num_videos"):
         plan_dataset(0, 0)
@@ -161,4 +172,4 @@ def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[st
     info = probe_video(out / "videos" / "synth_0000.mp4")
     assert (info.width, info.height) == (48, 32)
     assert main(["prepare", "synthetic", "--out", str(out), "--num-classes", "9"]) == 2
-    assert "num_classes" in capsys.readouterr().err
+    assert "\nerror: num_classes must be between 1 and 8" in capsys.readouterr().err

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import frame_index, index_image, write_video
+from helpers import frame_index, index_image, write_video
 from tallformer.data.video import (
+    VIDEO_EXTENSIONS,
     FrameFolderSource,
     FrameSource,
     VideoError,
@@ -94,7 +95,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # --------------------------------------------------------------------------- count, timing
 
 
-@pytest.mark.parametrize("name,src_fps,num_src", [("v30", 30, 301), ("v25_start", 25, 100)])
+@pytest.mark.parametrize(("name", "src_fps", "num_src"), [("v30", 30, 301), ("v25_start", 25, 100)])
 @pytest.mark.parametrize("fps", TARGET_FPS)
 def test_count_and_timing_follow_ffmpeg_rule(videos, name, src_fps, num_src, fps) -> None:
     with open_source(videos[name], fps, (64, 64)) as source:
@@ -102,7 +103,8 @@ def test_count_and_timing_follow_ffmpeg_rule(videos, name, src_fps, num_src, fps
         expected = expected_map(num_src, src_fps, fps)
         assert len(source) == len(expected)
         frames = source.read(0, len(source))
-    assert frames.shape == (len(expected), 64, 64, 3) and frames.dtype == np.uint8
+    assert frames.shape == (len(expected), 64, 64, 3)
+    assert frames.dtype == np.uint8
     assert [frame_index(f) for f in frames] == expected
 
 
@@ -266,7 +268,7 @@ def test_frame_folder_errors(tmp_path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "00001.png").write_bytes(b"not a png")
-    with pytest.raises(VideoError, match="00001.png"):
+    with pytest.raises(VideoError, match=r"00001\.png"):
         open_source(bad, 15, (64, 64)).read(0, 1)
 
 
@@ -328,10 +330,52 @@ def test_resolve_video(tmp_path) -> None:
     with pytest.raises(VideoError) as err:
         resolve_video(tmp_path, "v_missing")
     msg = str(err.value)
-    assert "'v_missing'" in msg and str(tmp_path) in msg
-    assert "v_missing{.mp4" in msg and "missing{.mp4" in msg and "frame folder" in msg
+    assert "'v_missing'" in msg
+    assert str(tmp_path) in msg
+    assert "v_missing{.mp4" in msg
+    assert "missing{.mp4" in msg
+    assert "frame folder" in msg
+    assert "Check data.videos" in msg  # the setting the folder came from (default)
     with pytest.raises(VideoError, match="does not exist"):
         resolve_video(tmp_path / "nope", "abc123")
+    with pytest.raises(VideoError, match=r"Check --videos and") as err:
+        resolve_video(tmp_path, "v_missing", setting="--videos")
+    assert "data.videos" not in str(err.value)
+    (tmp_path / "upper.MKV").write_bytes(b"x")
+    assert resolve_video(tmp_path, "upper") == tmp_path / "upper.MKV"
+
+
+# Every extension in VIDEO_EXTENSIONS, written by PyAV with a codec that container takes.
+_CONTAINERS = {
+    ".mp4": ("mp4", "libx264", 15), ".mkv": ("matroska", "libx264", 15),
+    ".webm": ("webm", "libvpx-vp9", 15), ".avi": ("avi", "mpeg4", 15),
+    ".mov": ("mov", "libx264", 15), ".m4v": ("ipod", "libx264", 15),
+    ".mpg": ("mpeg", "mpeg2video", 25), ".mpeg": ("mpeg", "mpeg1video", 25),
+    ".flv": ("flv", "flv", 15), ".wmv": ("asf", "wmv2", 15), ".3gp": ("3gp", "h263", 15),
+}
+
+
+def test_every_listed_extension_is_found_and_opened(tmp_path) -> None:
+    # one list for all: resolve_video, prepare's folder listing, the ActivityNet disk check
+    assert set(_CONTAINERS) == set(VIDEO_EXTENSIONS)
+    for ext, (fmt, codec, fps) in _CONTAINERS.items():
+        path = tmp_path / f"clip{ext[1:]}{ext}"
+        with av.open(str(path), "w", format=fmt) as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"  # h263's size
+            for i in range(12):
+                frame = av.VideoFrame.from_ndarray(index_image(i, (144, 176)), format="rgb24")
+                frame = frame.reformat(format="yuv420p")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        assert resolve_video(tmp_path, f"clip{ext[1:]}") == path
+        with open_source(path, fps, (144, 176)) as source:
+            assert len(source) == 12, ext
+            frames = source.read(0, 12)
+        assert [frame_index(f) for f in frames] == list(range(12)), ext
 
 
 def test_fork_after_reading_does_not_hang_and_child_reads(tmp_path):
@@ -358,5 +402,6 @@ def test_fork_after_reading_does_not_hang_and_child_reads(tmp_path):
     if alive:
         proc.kill()
     assert not alive, "forked reader hung"
-    assert proc.exitcode == 0 and q.get(timeout=5)
+    assert proc.exitcode == 0
+    assert q.get(timeout=5)
     assert src.read(0, 5).shape == (5, 64, 64, 3)

@@ -1,31 +1,42 @@
-"""Backbone weights: official Video Swin layout (spec model-thumos14 §4 key table), torchvision
-and tallformer formats, strict key checks, architecture inference, `tallformer convert-weights`."""
+"""Backbone weights: the official Video Swin layout (original: tools/convert_vswin_ckpt.py:20-27,
+vedatad/models/backbones/vswin.py), torchvision and tallformer formats, strict key checks,
+architecture inference, restricted loading (numpy scalars in `meta`), `convert_checkpoint` and
+`tallformer convert-weights`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
+from official_checkpoints import (
+    rename_pickle_globals,
+    save_official_format,
+    to_official_state_dict,
+)
 from tallformer.cli import main
+from tallformer.errors import TallformerError
 from tallformer.models import WeightsError, build_backbone, load_backbone_weights
 from tallformer.models.backbone import PRESETS, VideoSwinBackbone
 from tallformer.models.weights import (
+    arch_override,
+    convert_checkpoint,
     infer_arch,
-    save_official_format,
-    to_official_state_dict,
+    read_checkpoint,
 )
 
 torch.set_num_threads(1)
 
-# official per-block / per-merge parameter names (spec §4 table, left column)
+# official per-block / per-merge parameter names (original: vedatad/models/backbones/vswin.py)
 _BLOCK = [
     "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
     "attn.proj.bias", "attn.relative_position_bias_table", "attn.relative_position_index",
@@ -74,7 +85,7 @@ def _torchvision_features(model: VideoSwinBackbone, x: torch.Tensor) -> torch.Te
     ).eval()
     state = {**model.state_dict(), "head.weight": tv.head.weight, "head.bias": tv.head.bias}
     tv.load_state_dict(state, strict=True)
-    tv.avgpool = nn.AdaptiveAvgPool3d((None, 1, 1))  # pool space only (spec §4)
+    tv.avgpool = nn.AdaptiveAvgPool3d((None, 1, 1))  # pool space only (chunk_model.py:82-85)
     tv.head = nn.Identity()
     with torch.no_grad():
         y = tv(x)  # [B, C*T'] after flatten
@@ -214,16 +225,45 @@ def test_wrong_relative_position_index_is_an_error(tmp_path: Path) -> None:
         load_backbone_weights(build_backbone("tiny"), _official_file(tmp_path, edit))
 
 
-def test_other_architecture_is_refused_with_what_the_file_implies(tmp_path: Path) -> None:
+def test_other_architecture_is_one_line_with_the_override(tmp_path: Path) -> None:
     path = tmp_path / "tiny.pth"
     save_official_format(_random_tiny(seed=5), path)
     other = build_backbone({**PRESETS["tiny"].shape_dict(), "depths": [2, 2, 3, 2]})
-    with pytest.raises(WeightsError, match=r"missing keys \(\d+\): features\.4\.2\.norm1\.weight.*"
-                                           r"the file implies .*'depths': \[2, 2, 2, 2\]"):
+    with pytest.raises(WeightsError) as info:
         load_backbone_weights(other, path)
+    assert str(info.value) == (
+        f"{path}: the weights are tiny but the model is a custom Video Swin "
+        "(depths [2, 2, 2, 2] (model [2, 2, 3, 2])); set model.backbone.arch=tiny"
+    )
+    # a file of a custom shape: the override names every shape field
+    shape = {"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2],
+             "window_size": [4, 3, 3], "patch_size": [2, 4, 4]}
+    torch.save(build_backbone(shape).state_dict(), tmp_path / "custom.pth")
+    with pytest.raises(WeightsError) as info:
+        load_backbone_weights(build_backbone("tiny"), tmp_path / "custom.pth")
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{tmp_path / 'custom.pth'}: the weights are a custom Video Swin but the model is tiny (")
+    assert msg.endswith(
+        "; set model.backbone.arch=custom model.backbone.embed_dim=8 model.backbone.depths=[1,1] "
+        "model.backbone.num_heads=[1,2] model.backbone.window_size=[4,3,3] "
+        "model.backbone.patch_size=[2,4,4]"
+    )
+    assert arch_override(PRESETS["swin_b"].shape_dict()) == "model.backbone.arch=swin_b"
 
 
-@pytest.mark.parametrize("obj,match", [
+def test_swin_t_weights_into_a_swin_b_model_name_the_override(tmp_path: Path) -> None:
+    """The user's case: the paper config (Swin-B) given Swin-T weights (meta device: shapes only)."""
+    with torch.device("meta"):
+        swin_t, swin_b = build_backbone("swin_t"), build_backbone("swin_b")
+    state = {k: v for k, v in swin_t.state_dict().items() if not k.endswith("relative_position_index")}
+    torch.save({k: torch.zeros(v.shape) for k, v in state.items()}, tmp_path / "t.pth")
+    with pytest.raises(WeightsError, match=r"the weights are swin_t but the model is swin_b .*"
+                                           r"embed_dim 96 \(model 128\).*; set model.backbone.arch=swin_t$"):
+        load_backbone_weights(swin_b, tmp_path / "t.pth")
+
+
+@pytest.mark.parametrize(("obj", "match"), [
     ([1, 2], "expected a dict of tensors, got list"),
     ({"state_dict": {"backbone.norm.weight": torch.ones(1), "backbone.note": "x"}},
      "entries that are not tensors: backbone.note"),
@@ -236,12 +276,86 @@ def test_unreadable_content_is_named(tmp_path: Path, obj: object, match: str) ->
         load_backbone_weights(build_backbone("tiny"), path)
 
 
-def test_missing_and_non_torch_files(tmp_path: Path) -> None:
+def test_missing_and_non_checkpoint_files_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="weights file not found"):
         load_backbone_weights(build_backbone("tiny"), tmp_path / "nope.pth")
+    with pytest.raises(WeightsError, match=f"^{tmp_path}: is a folder, not a weights file$"):
+        read_checkpoint(tmp_path)
     (tmp_path / "text.pth").write_text("not a checkpoint")
-    with pytest.raises(WeightsError, match="weights_only=True"):
-        load_backbone_weights(build_backbone("tiny"), tmp_path / "text.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "config.json").write_text(json.dumps({"model": {}}))
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("a.txt", "hi")
+    for name, what in [("text.pth", "not a file written by torch.save"),
+                       ("empty.pth", "the file is empty"),
+                       ("config.json", "not a file written by torch.save"),
+                       ("other.zip", "not a file written by torch.save")]:
+        with pytest.raises(WeightsError) as info:
+            load_backbone_weights(build_backbone("tiny"), tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name}: not a PyTorch checkpoint ({what}); check the path"
+
+
+def test_weights_error_is_a_tallformer_error() -> None:
+    assert issubclass(WeightsError, TallformerError)
+    assert issubclass(WeightsError, ValueError)  # what callers caught before
+
+
+def _numpy_meta() -> dict[str, object]:
+    return {"epoch": np.int64(30), "best_score": np.float64(0.615), "lr": np.float32(1e-3),
+            "flag": np.bool_(True), "mmcv_version": "1.3.0"}
+
+
+@pytest.mark.parametrize("numpy_names", [2, 1])
+def test_numpy_scalars_in_meta_load_with_weights_only(tmp_path: Path, numpy_names: int) -> None:
+    """Older mmcv wrote numpy scalars into `meta`; numpy 1.x pickles name
+    `numpy.core.multiarray.scalar`, numpy 2.x `numpy._core.multiarray.scalar`."""
+    src = _random_tiny(seed=8)
+    path = tmp_path / "official.pth"
+    save_official_format(src, path, meta=_numpy_meta())
+    if numpy_names == 1:
+        rename_pickle_globals(path, {"numpy._core.multiarray scalar": "numpy.core.multiarray scalar"})
+        assert b"numpy.core.multiarray\nscalar" in _pickle_bytes(path)
+    with pytest.raises(Exception, match="numpy"):  # torch alone refuses the file
+        torch.load(path, weights_only=True)
+    raw = read_checkpoint(path)
+    assert raw["meta"] == _numpy_meta()
+    assert type(raw["meta"]["best_score"]) is np.float64
+    dst = build_backbone("tiny")
+    assert load_backbone_weights(dst, path) == "official"
+    _assert_same_state(src, dst)
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+
+
+class _Payload:
+    """Unpickling this would run `sys.exit`: weights_only must refuse it, not run it."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (sys.exit, (7,))
+
+
+@pytest.mark.parametrize(("meta", "name"), [
+    (argparse.Namespace(lr=0.01), "argparse.Namespace"),
+    (_Payload(), "sys.exit"),
+    (np.array([1.0, 2.0]), "numpy._core.multiarray._reconstruct"),
+])
+def test_other_objects_stay_refused_and_the_global_is_named(tmp_path: Path, meta: object,
+                                                            name: str) -> None:
+    path = tmp_path / "w.pth"
+    save_official_format(_random_tiny(seed=9), path, meta={"x": meta})
+    if name.startswith("numpy._core") and np.__version__.startswith("1."):
+        name = name.replace("numpy._core", "numpy.core")
+    with pytest.raises(WeightsError) as info:
+        load_backbone_weights(build_backbone("tiny"), path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path}: refused to load: the file holds a Python object {name}, ")
+    assert "weights_only=True" in msg
 
 
 # --------------------------------------------------------------------------- inference of arch
@@ -261,18 +375,25 @@ def test_infer_arch_uses_the_index_for_non_square_windows() -> None:
 # --------------------------------------------------------------------------- convert-weights
 
 
-def test_convert_weights_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_convert_checkpoint(tmp_path: Path) -> None:
     src = _random_tiny(seed=6)
     save_official_format(src, tmp_path / "official.pth")
     out = tmp_path / "conv" / "tiny.pth"
-    assert main(["convert-weights", "--src", str(tmp_path / "official.pth"), "--out", str(out)]) == 0
-    assert "wrote" in capsys.readouterr().out
+    info = convert_checkpoint(tmp_path / "official.pth", out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.pth", "tiny.pth.json"]  # no temp left
     plain = torch.load(out, weights_only=True)
     assert set(plain) == set(src.state_dict())
-    side = json.loads(Path(str(out) + ".json").read_text())
+    side_text = Path(str(out) + ".json").read_text()
+    assert side_text == json.dumps(info, indent=2) + "\n"
+    side = json.loads(side_text)
+    assert list(side) == ["arch", "preset", "num_features", "num_parameters", "source",
+                          "source_format", "config"]
     assert side["arch"] == PRESETS["tiny"].shape_dict()
-    assert side["preset"] == "tiny" and side["source_format"] == "official"
-    assert side["num_parameters"] == sum(p.numel() for p in src.parameters())
+    assert side["preset"] == "tiny"
+    assert side["num_features"] == 192
+    assert side["source"] == str(tmp_path / "official.pth")
+    assert side["source_format"] == "official"
+    assert side["num_parameters"] == sum(p.numel() for p in src.parameters()) == 1_307_322
     assert side["config"]["model"]["backbone"] == {"arch": "tiny", "weights": str(out)}
     dst = build_backbone(side["arch"])
     assert load_backbone_weights(dst, out) == "tallformer"
@@ -282,10 +403,30 @@ def test_convert_weights_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     custom = build_backbone({"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2],
                              "window_size": [4, 3, 3], "patch_size": [2, 4, 4]})
     torch.save(custom.state_dict(), tmp_path / "custom.pth")
-    assert main(["convert-weights", "--src", str(tmp_path / "custom.pth"), "--out", str(tmp_path / "c.pth")]) == 0
-    side = json.loads((tmp_path / "c.pth.json").read_text())
-    assert side["preset"] is None and side["config"]["model"]["backbone"]["arch"] == "custom"
-    assert side["config"]["model"]["backbone"]["window_size"] == [4, 3, 3]
+    side = convert_checkpoint(tmp_path / "custom.pth", tmp_path / "c.pth")
+    assert side["preset"] is None
+    assert side["config"]["model"]["backbone"] == {
+        "arch": "custom", "embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2],
+        "window_size": [4, 3, 3], "patch_size": [2, 4, 4], "weights": str(tmp_path / "c.pth")}
+    # an error writes nothing
+    (tmp_path / "bad.pth").write_text("x")
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint"):
+        convert_checkpoint(tmp_path / "bad.pth", tmp_path / "none" / "o.pth")
+    assert not (tmp_path / "none").exists()
+
+
+def test_convert_weights_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _random_tiny(seed=6)
+    save_official_format(src, tmp_path / "official.pth")
+    out = tmp_path / "conv" / "tiny.pth"
+    assert main(["convert-weights", "--src", str(tmp_path / "official.pth"), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == (
+        f"wrote {out} (official -> tallformer, 1,307,322 parameters, arch tiny) and {out}.json\n")
+    side = json.loads(Path(str(out) + ".json").read_text())
+    assert side["preset"] == "tiny"
+    dst = build_backbone(side["arch"])
+    assert load_backbone_weights(dst, out) == "tallformer"
+    _assert_same_state(src, dst)
 
 
 def test_convert_weights_refuses_the_wrong_arch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,7 +435,8 @@ def test_convert_weights_refuses_the_wrong_arch(tmp_path: Path, capsys: pytest.C
                str(tmp_path / "o.pth"), "--arch", "swin_t"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "not swin_t" in err and "embed_dim: file 24 vs swin_t 96" in err
+    assert "not swin_t" in err
+    assert "embed_dim: file 24 vs swin_t 96" in err
     assert not (tmp_path / "o.pth").exists()
     assert main(["convert-weights", "--src", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o.pth")]) == 2
     assert "weights file not found" in capsys.readouterr().err
@@ -309,4 +451,6 @@ def test_convert_weights_help_and_light_import() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert "examples:" in res.stdout and "--src" in res.stdout and "--arch" in res.stdout
+    assert "examples:" in res.stdout
+    assert "--src" in res.stdout
+    assert "--arch" in res.stdout

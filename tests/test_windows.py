@@ -67,14 +67,17 @@ segment_lists = st.lists(
 def test_kept_instances_follow_the_iof_rule(segs, start, length, th):
     labels = np.arange(len(segs), dtype=np.int64)
     out, out_labels, keep = W.crop_segments(segs, labels, start, length, th)
-    assert out.dtype == np.float32 and out.shape == (int(keep.sum()), 2)
+    assert out.dtype == np.float32
+    assert out.shape == (int(keep.sum()), 2)
     assert out_labels.tolist() == labels[keep].tolist()
-    for (s, e), kept in zip(segs, keep):
+    for (s, e), kept in zip(segs, keep, strict=True):
         inter = max(0.0, min(e, start + length) - max(s, start))
         iof = max(inter / (e - s) if e > s else 0.0, inter / length)
-        assert kept == (iof > th)  # strictly greater, spec memory-data-training §4 step 4
+        # strictly greater (original: vedatad/datasets/pipelines/transforms.py:382-388)
+        assert kept == (iof > th)
     # clipped into the window, in window frames, and mapping back gives the clipped video segment
-    assert np.all(out >= 0) and np.all(out <= length)
+    assert np.all(out >= 0)
+    assert np.all(out <= length)
     back = W.window_to_video_frames(out, start)
     clipped = np.clip(segs[keep], start, start + length)
     np.testing.assert_allclose(back, clipped, rtol=1e-6, atol=1e-3)
@@ -100,9 +103,12 @@ def test_crop_segments_examples():
 
 def test_crop_segments_without_labels_and_empty():
     out, labels, keep = W.crop_segments(np.zeros((0, 2)), None, 0, 480)
-    assert out.shape == (0, 2) and labels is None and keep.shape == (0,)
+    assert out.shape == (0, 2)
+    assert labels is None
+    assert keep.shape == (0,)
     out, labels, _ = W.crop_segments(np.array([[10.0, 20.0]]), None, 0, 480)
-    assert labels is None and out.tolist() == [[10.0, 20.0]]
+    assert labels is None
+    assert out.tolist() == [[10.0, 20.0]]
 
 
 def test_crop_segments_rejects_bad_shapes():
@@ -127,16 +133,17 @@ def test_test_windows_cover_every_frame(n, length, overlap):
         assert 1 <= size <= length
         assert start + size <= n
         if k < len(wins) - 1:
-            assert size == length and start + size < n
+            assert size == length
+            assert start + size < n
         covered[start : start + size] = True
     assert covered.all()
     assert wins[-1][0] + wins[-1][1] == n
     expected = 1 if n <= length else math.ceil((n - length) / stride) + 1
-    assert len(wins) == expected  # spec memory-data-training §5
+    assert len(wins) == expected  # original: vedatad/datasets/pipelines/test_time_aug.py:22-53
 
 
 def test_test_windows_thumos_numbers():
-    # spec §5: stride 360, the last window truncated, not moved back
+    # stride 360, the last window truncated, not moved back (original: test_time_aug.py:33)
     assert W.test_windows(1000, 480, 0.25) == [(0, 480), (360, 480), (720, 280)]
     assert W.test_windows(840, 480, 0.25) == [(0, 480), (360, 480)]
     assert W.test_windows(133, 480, 0.25) == [(0, 133)]

@@ -4,19 +4,28 @@ Every subcommand lives in `tallformer.commands.<name>` and provides
 `register(subparsers)`, which adds its parser and sets `func(args) -> int`. Those modules
 import their heavy dependencies (torch, PyAV) inside `func`, so `tallformer --help`,
 `tallformer eval` and the annotation preparation commands start without importing torch.
+
+Errors: a `TallformerError` (anything the library raises on purpose) is printed once here
+as `error: <message>` on stderr, exit status 2; any other exception is a bug and keeps its
+traceback. Warnings reach the user as one line `warning: <message>`. A closed pipe
+(`tallformer bank info DIR | head -1`) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from tallformer import __version__
-from tallformer.commands import bank, convert_weights, evaluate, model_info, prepare
-from tallformer.commands.common import CommandError
-from tallformer.config import ConfigError
+from tallformer.commands import bank, convert_weights, evaluate, model_info, prepare, train
+from tallformer.errors import TallformerError
 
-_COMMANDS = (prepare, bank, evaluate, model_info, convert_weights)
+_COMMANDS = (prepare, bank, train, evaluate, model_info, convert_weights)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,20 +44,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """`warnings.showwarning` for the CLI: one line, no source location."""
+    stream = file if file is not None else sys.stderr
+    with contextlib.suppress(OSError):
+        stream.write(f"warning: {message}\n")
+
+
+@contextlib.contextmanager
+def _cli_warnings() -> Iterator[None]:
+    saved = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away: silence the final flush and exit like a tool killed by SIGPIPE."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
+    args, extra = parser.parse_known_args(argv)
+    # dotted overrides may stand anywhere, also after an option (`--resume a.b=1`)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    func: Any = getattr(args, "func", None)
+    if func is None:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"tallformer {args.command}: config error: {exc}", file=sys.stderr)
+        with _cli_warnings():
+            code = int(func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except TallformerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    except CommandError as exc:
-        print(f"tallformer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,18 +1,19 @@
 """Typed run configuration: nested dataclasses, YAML files and dotted overrides.
 
 One schema for every command. A YAML file gives any subset of the keys; the rest keep the
-defaults below, which are the paper's THUMOS14 Swin-B configuration (numbers cited to
-`shared/reference/spec/`). Command-line overrides are dotted keys with YAML scalar or list
-values::
+defaults below, which are the paper's THUMOS14 Swin-B configuration (original:
+configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py). The configs shipped with the package
+(`tallformer/configs/*.yaml`) are found by name; any other argument is a file path.
+Command-line overrides are dotted keys with YAML scalar or list values::
 
-    cfg = load_config("configs/thumos14_swin_b.yaml", ["memory.keep_ratio=0.25", "train.max_epochs=3"])
+    cfg = load_config("thumos14_swin_b", ["memory.keep_ratio=0.25", "train.max_epochs=3"])
 
 Errors are `ConfigError`: an unknown key (with a "did you mean"), a wrong type or an
 out-of-range value names the key, where it came from (the file or "command line") and the
 allowed values. `save_config` writes the resolved config back as YAML; loading that file
 gives an equal object.
 
-This module imports neither torch nor numpy.
+This module imports neither torch nor numpy (only `tallformer.errors` of ours).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from tallformer.atomic import write_text
+from tallformer.errors import TallformerError
+
 __all__ = [
+    "AfsdConfig",
     "BackboneConfig",
     "Config",
     "ConfigError",
@@ -42,11 +47,16 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "resolve_config_path",
     "save_config",
+    "shipped_config_path",
+    "shipped_configs",
 ]
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
 
-class ConfigError(ValueError):
+
+class ConfigError(TallformerError, ValueError):
     """A config file or override that does not fit the schema. The message names the key."""
 
 
@@ -67,11 +77,12 @@ def _len(n: int) -> dict[str, Any]:
 class DataConfig:
     """Where the videos and annotations are, and how clips are cut from them.
 
-    Defaults: spec memory-data-training §0, §4, §5 (15 fps, 256x256 frames, 224 crop,
-    480-frame windows, test overlap 0.25, IoF 0.75) and design.md §8 (start stride 2).
+    Defaults: the paper config (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:7-10, 25-73: 15 fps, 256x256
+    frames, 224 crop, 480-frame windows, test overlap 0.25, IoF 0.75); the start stride 2
+    is ours (window starts on bank rows; docs/differences.md).
     """
 
-    annotations: str | None = None  # ActivityNet-format JSON (design.md §4)
+    annotations: str | None = None  # ActivityNet-format JSON (README: "Annotations")
     videos: str | None = None  # folder of video files, or of frame folders (original layout)
     train_subset: str = "validation"  # THUMOS14 trains on its validation videos
     test_subset: str = "test"
@@ -87,11 +98,15 @@ class DataConfig:
     augment: bool = True
     batch_size: int = field(default=4, metadata=_range(1))  # clips per GPU
     num_workers: int = field(default=4, metadata=_range(0))
+    # > 0 with data.annotations / data.videos null: train on that many videos of the built-in
+    # synthetic dataset, generated once into data/synthetic/ under the working folder
+    synthetic_videos: int = field(default=0, metadata=_range(0))
+    synthetic_seed: int = field(default=0, metadata=_range(0))
 
 
 @dataclass
 class BackboneConfig:
-    """Video Swin (spec model-thumos14 §4). `arch` picks a preset; fields that are set
+    """Video Swin (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:84-101). `arch` picks a preset; fields that are set
     (not null) override it; `arch: custom` needs the five shape fields."""
 
     arch: Literal["swin_t", "swin_s", "swin_b", "tiny", "custom"] = "swin_b"
@@ -100,7 +115,7 @@ class BackboneConfig:
     num_heads: list[int] | None = None
     window_size: list[int] | None = field(default=None, metadata=_len(3))
     patch_size: list[int] | None = field(default=None, metadata=_len(3))
-    # None = the preset's value (swin_b: 0.2, 2 frozen stages, checkpointing on; spec §4)
+    # None = the preset's value (swin_b: 0.2, 2 frozen stages, checkpointing on)
     drop_path_rate: float | None = field(default=None, metadata=_range(0, 1, hi_open=True))
     frozen_stages: int | None = field(default=None, metadata=_range(-1, 4))
     use_checkpoint: bool | None = None
@@ -110,7 +125,7 @@ class BackboneConfig:
 
 @dataclass
 class NeckConfig:
-    """SRM, TCM, TDM and FPN (spec model-thumos14 §5-§8)."""
+    """SRM, TCM, TDM and FPN (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:102-141)."""
 
     srm_channels: int = field(default=512, metadata=_range(1))
     tcm_layers: int = field(default=3, metadata=_range(0))
@@ -124,7 +139,7 @@ class NeckConfig:
 
 @dataclass
 class HeadConfig:
-    """Anchor head, anchors, assigner and losses (spec model-thumos14 §9-§11)."""
+    """Anchor head, anchors, assigner and losses (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:142-205)."""
 
     num_classes: int = field(default=20, metadata=_range(1))
     feat_channels: int = field(default=256, metadata=_range(1))
@@ -135,7 +150,7 @@ class HeadConfig:
     pos_iou_thr: float = field(default=0.6, metadata=_range(0, 1))
     neg_iou_thr: float = field(default=0.4, metadata=_range(0, 1))
     min_pos_iou: float = field(default=0.0, metadata=_range(0, 1))
-    ignore_iof_thr: float = -1.0  # < 0 disables ignore regions, as the paper config
+    ignore_iof_thr: float = -1.0  # <= 0 disables ignore regions (the paper config: -1)
     focal_gamma: float = field(default=2.0, metadata=_range(0))
     focal_alpha: float = field(default=0.25, metadata=_range(0, 1))
     cls_loss_weight: float = field(default=1.0, metadata=_range(0))
@@ -143,16 +158,52 @@ class HeadConfig:
 
 
 @dataclass
+class AfsdConfig:
+    """The ActivityNet detector (`model.kind: afsd`): the AFSD-style coarse + refine head and
+    the video-level action head (original: AFSD/anet_video_cls/BDNet.py,
+    multisegment_loss.py; configs/membank/1.0.0.py). The video-level classes are
+    `model.head.num_classes` actions + background; the neck's TDM is convolutional (one
+    stage per `model.neck.tdm_kernels` entry) and every norm is GroupNorm(`norm_groups`).
+    Defaults: the paper's ActivityNet-1.3 run (`--lw=1 --cw=1 --piou=0.6`, README.md:202)."""
+
+    proposal_channels: int = field(default=512, metadata=_range(1))  # BDNet.py:240-241
+    norm_groups: int = field(default=32, metadata=_range(1))
+    # matching ranges in frames per level: max(left, right) in (lower, upper]
+    # (original: AFSD/anet_video_cls/multisegment_loss.py:133)
+    level_ranges: list[list[float]] = field(default_factory=lambda: [
+        [0.0, 30.0], [15.0, 60.0], [30.0, 120.0], [60.0, 240.0], [96.0, 768.0], [256.0, 768.0]])
+    # exp(scale * z) capped at this many strides per side (BDNet.py:89-95); null: no cap
+    max_stride_distance: float | None = field(default=4.0, metadata=_range(0, None, lo_open=True))
+    refine_iou: float = field(default=0.6, metadata=_range(0, 1))  # --piou
+    loc_weight: float = field(default=1.0, metadata=_range(0))  # --lw
+    cls_weight: float = field(default=1.0, metadata=_range(0))  # --cw
+    action_weight: float = field(default=1.0, metadata=_range(0))  # configs/membank/1.0.0.py:8
+    action_dropout: float = field(default=0.5, metadata=_range(0, 1, hi_open=True))
+    # ours: the quality (IoU) target is detached; false = the original's live target
+    detach_quality_target: bool = True
+    classifier_top_k: int = field(default=2, metadata=_range(1))  # labels per proposal
+    # true = the original: background may be one of the builtin top-k and is labelled
+    # with the last class (test.py:210-241); ours: top-k over the actions only
+    builtin_includes_background: bool = False
+    # true = the original's soft-NMS, which never keeps the last open candidate
+    # (AFSD/common/segment_utils.py:128-157); ours keeps it
+    soft_nms_drop_last: bool = False
+
+
+@dataclass
 class ModelConfig:
+    # "thumos14": anchor head (the THUMOS14 paper config); "afsd": the ActivityNet detector
+    kind: Literal["thumos14", "afsd"] = "thumos14"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
-    sync_bn: bool = False  # SyncBatchNorm in FPN/head under DDP (design.md §8)
+    afsd: AfsdConfig = field(default_factory=AfsdConfig)
+    sync_bn: bool = True  # SyncBatchNorm in FPN/head under DDP (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:139,151)
 
 
 @dataclass
 class MemoryConfig:
-    """The long-term memory bank (spec memory-data-training §2; design.md §2, §8)."""
+    """The long-term memory bank (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:173-180; differences in docs/differences.md)."""
 
     bank_dir: str | None = None
     keep_ratio: float = field(default=0.15, metadata=_range(0, 1))
@@ -164,7 +215,7 @@ class MemoryConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimiser and schedule (spec model-thumos14 §14, memory-data-training §6)."""
+    """Optimiser and schedule (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:211-258)."""
 
     max_epochs: int = field(default=1000, metadata=_range(1))
     lr: float = field(default=0.01, metadata=_range(0, None, lo_open=True))
@@ -172,19 +223,26 @@ class TrainConfig:
     momentum: float = field(default=0.9, metadata=_range(0, 1))
     weight_decay: float = field(default=1e-4, metadata=_range(0))
     warmup_iters: int = field(default=500, metadata=_range(0))
+    # the warm-up counts samples: warmup_iters steps of warmup_batch clips (the paper's global
+    # batch, 4 GPUs x 4), the same on any number of GPUs; null = steps of this run's batch
+    warmup_batch: int | None = field(default=16, metadata=_range(1))
     warmup_ratio: float = field(default=0.1, metadata=_range(0, 1))
     cosine_period: int = field(default=100, metadata=_range(1))  # epochs per cosine cycle
     min_lr_ratio: float = field(default=0.01, metadata=_range(0, 1))
     amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast on GPU; ignored on CPU
     grad_clip: float | None = None
-    checkpoint_interval: int = field(default=100, metadata=_range(1))  # epochs
+    checkpoint_interval: int = field(default=100, metadata=_range(1))  # epochs; every one kept
+    checkpoint_steps: int = field(default=0, metadata=_range(0))  # optimizer steps; 0 = off
+    keep_checkpoints: int = field(default=3, metadata=_range(1))  # step checkpoints kept
+    max_steps: int | None = field(default=None, metadata=_range(1))  # stop after N steps in all
+    resume: Literal["auto", "never", "always"] = "auto"  # auto: when run_dir has a checkpoint
     log_interval: int = field(default=10, metadata=_range(1))  # steps
     device: str = "auto"
 
 
 @dataclass
 class TestConfig:
-    """Post-processing (spec model-thumos14 §12)."""
+    """Post-processing (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:225-235)."""
 
     score_thr: float = field(default=0.005, metadata=_range(0, 1))
     nms_pre: int = field(default=1000, metadata=_range(1))
@@ -193,6 +251,15 @@ class TestConfig:
     nms_sigma: float = field(default=0.5, metadata=_range(0, None, lo_open=True))
     max_per_video: int = field(default=1200, metadata=_range(1))
     batch_size: int = field(default=1, metadata=_range(1))
+    # test windows: "chunk_grid" (ours) starts every window on a multiple of
+    # model.backbone.chunk_size (stride int(num_frames * (1 - test_overlap)) rounded down to
+    # one: 352 for 480 frames), so a chunk shared by two windows goes through the backbone
+    # once per video; "original" is the original's stride (360), every window through the
+    # whole backbone (original: vedatad/datasets/pipelines/test_time_aug.py:22-53)
+    protocol: Literal["chunk_grid", "original"] = "chunk_grid"
+    interval: int = field(default=0, metadata=_range(0))  # test during training every N epochs; 0 = off
+    tiou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7],
+                                         metadata=_range(0, 1))  # THUMOS14 (original: tools/test.py:87-93)
 
 
 @dataclass
@@ -225,7 +292,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if origin is list:
         (arg,) = typing.get_args(tp)
-        return f"a list of {_describe(arg)}"
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        return f"a list of {plural.get(arg, _describe(arg))}"
     if tp is type(None):
         return "null"
     if _is_dataclass_type(tp):
@@ -237,6 +305,34 @@ def _describe(tp: Any) -> str:
 
 class _Mismatch(Exception):
     pass
+
+
+def _coerce_scalar(value: Any, tp: Any) -> Any:
+    """`_coerce` for bool, int, float and str."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if isinstance(value, bool):
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str and isinstance(value, str):
+        return value
+    raise _Mismatch
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -262,30 +358,7 @@ def _coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [_coerce(v, arg) for v in value]
         raise _Mismatch
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    raise _Mismatch
+    return _coerce_scalar(value, tp)
 
 
 def _check_range(key: str, value: Any, meta: dict[str, Any], source: str) -> None:
@@ -311,13 +384,42 @@ def _check_range(key: str, value: Any, meta: dict[str, Any], source: str) -> Non
                 )
 
 
+def _leaf_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema below `cls` (`data.fps`, `model.backbone.arch`, ...)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        if _is_dataclass_type(tp):
+            keys.extend(_leaf_keys(tp, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
 def _unknown_key(key: str, name: str, choices: list[str], source: str) -> ConfigError:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+    if close:
+        hint = f" Did you mean '{prefix}{close[0]}'?"
+    else:  # a key of another section, or given without its section (keep_ratio=0.3)
+        elsewhere = [k for k in _leaf_keys() if k.rsplit(".", 1)[-1] == name]
+        hint = f" Did you mean '{elsewhere[0]}'?" if elsewhere else ""
     return ConfigError(
         f"{source}: unknown key '{key}'.{hint} Known keys here: {', '.join(sorted(choices))}"
     )
+
+
+def _expected(tp: Any, f: dataclasses.Field[Any]) -> str:
+    """What a field takes, in words, with the default as an example for lists."""
+    text = _describe(tp)
+    if "length" in f.metadata:
+        words = {2: "two", 3: "three"}
+        text = text.replace("a list of", f"a list of {words.get(f.metadata['length'], f.metadata['length'])}", 1)
+    is_list = typing.get_origin(tp) is list or any(
+        typing.get_origin(a) is list for a in typing.get_args(tp))
+    if is_list and f.default_factory is not dataclasses.MISSING:
+        text += f", e.g. {f.default_factory()!r}"
+    return text
 
 
 def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
@@ -340,7 +442,7 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
             coerced = _coerce(value, tp)
         except _Mismatch:
             raise ConfigError(
-                f"{source}: '{key}' = {value!r} has the wrong type; expected {_describe(tp)}"
+                f"{source}: '{key}' = {value!r} has the wrong type; expected {_expected(tp, fields[name])}"
             ) from None
         _check_range(key, coerced, dict(fields[name].metadata), source)
         kwargs[name] = coerced
@@ -415,19 +517,54 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (`demo`, `thumos14_swin_b`, ...)."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+
+
+def shipped_config_path(name: str) -> Path:
+    """The file of the shipped config `name` (with or without `.yaml`)."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    path = SHIPPED_DIR / f"{stem}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no shipped config named '{name}'; shipped: {', '.join(shipped_configs())}")
+    return path
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """`--config` argument -> file: an existing file path, else a shipped config's name.
+
+    A path to an existing file wins over a shipped name (`demo.yaml` in the working
+    folder is that file); `configs/demo.yaml` (the layout of a source checkout before the
+    configs moved into the package) finds the shipped file when no such file exists.
+    """
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a config file; pass a YAML file or a shipped "
+                          f"config name ({', '.join(shipped_configs())})")
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if (SHIPPED_DIR / f"{stem}.yaml").is_file() and (len(p.parts) == 1 or p.parent.name == "configs"):
+        return SHIPPED_DIR / f"{stem}.yaml"
+    raise ConfigError(f"{p}: config file not found; pass an existing YAML file or a shipped config "
+                      f"name ({', '.join(shipped_configs())})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides."""
+    """Load a config (a YAML file or a shipped name; the defaults when `path` is None) and
+    apply dotted overrides."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        p = Path(path)
+        p = resolve_config_path(path)
         source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found (pass an existing YAML file to --config)")
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read the config file: {exc}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -442,9 +579,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML; `load_config(path)` returns an equal object."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def _check_consistency(cfg: Config, source: str) -> None:

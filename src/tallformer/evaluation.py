@@ -2,8 +2,8 @@
 
 The reference is `Evaluation/eval_detection.py` of the ActivityNet challenge repository
 (`ANETdetection`, `compute_average_precision_detection`, `segment_iou`,
-`interpolated_prec_rec`); spec anet-afsd §10 and spec model-thumos14 §13 describe it and
-its relatives. Every number here equals the official one to 1e-9 on any valid input,
+`interpolated_prec_rec`), which the original release's AFSD code calls for ActivityNet and
+whose relative (original: vedatad/misc/evaluation/mean_ap.py) scores THUMOS14. Every number here equals the official one to 1e-9 on any valid input,
 edge cases included:
 
 - ground truth = the videos whose `subset` equals the evaluated subset; the classes are
@@ -38,6 +38,7 @@ torch, no pandas).
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import sys
@@ -48,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tallformer.errors import TallformerError, TallformerWarning
 
 __all__ = [
     "ANET_THRESHOLDS",
@@ -63,12 +66,12 @@ __all__ = [
     "interpolated_average_precision",
     "load_ground_truth",
     "load_predictions",
-    "segment_iou",
+    "paired_segment_iou",
 ]
 
-# spec memory-data-training §5 / model-thumos14 §13: THUMOS14 reports tIoU 0.3:0.1:0.7.
+# THUMOS14 reports tIoU 0.3:0.1:0.7 (original: tools/test.py:87-93).
 THUMOS14_THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
-# spec anet-afsd §10: ActivityNet uses numpy.linspace(0.5, 0.95, 10), bit for bit.
+# ActivityNet uses numpy.linspace(0.5, 0.95, 10), bit for bit (original: AFSD/anet_video_cls/eval.py:25-31).
 ANET_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
 THRESHOLD_PRESETS: dict[str, tuple[float, ...]] = {
     "thumos14": THUMOS14_THRESHOLDS,
@@ -81,11 +84,11 @@ _MAX = sys.float_info.max  # -_MAX <= x <= _MAX is False for NaN and +-inf
 _INT64 = 2**63
 
 
-class EvaluationError(ValueError):
+class EvaluationError(TallformerError, ValueError):
     """Bad evaluator input; the message names the file, the video and the entry."""
 
 
-class EvaluationWarning(UserWarning):
+class EvaluationWarning(TallformerWarning):
     """Input the official evaluator accepts but that is probably a mistake."""
 
 
@@ -249,21 +252,9 @@ def _as_database(data: Any, source: str) -> Mapping[str, Any]:
     return db
 
 
-def load_ground_truth(gt: str | Path | Mapping[str, Any] | Any,
-                      subset: str | None = None) -> GroundTruth:
-    """Read and validate ground truth (path, loaded dict or AnnotationSet) for one subset.
-
-    `subset=None` picks the only subset present; with several it is an error that lists them.
-    """
-    if isinstance(gt, GroundTruth):
-        if subset is not None and subset != gt.subset:
-            raise EvaluationError(f"{gt.source}: loaded for subset {gt.subset!r}, not {subset!r}")
-        return gt
-    if hasattr(gt, "videos") and not isinstance(gt, Mapping):
-        data, source = gt, str(getattr(gt, "source", "<ground truth AnnotationSet>"))
-    else:
-        data, source = _read_json(gt, "ground truth")
-    db = _as_database(data, source)
+def _pick_subset(db: Mapping[str, Any], subset: str | None, source: str
+                 ) -> tuple[dict[str, list[str]], str]:
+    """The videos of every subset of `db`, and the subset to evaluate (None: the only one)."""
     subsets: dict[str, list[str]] = {}
     for vid, entry in db.items():
         if not isinstance(entry, Mapping) or "subset" not in entry:
@@ -280,6 +271,25 @@ def load_ground_truth(gt: str | Path | Mapping[str, Any] | Any,
     if subset not in subsets:
         listing = ", ".join(f"{k!r} ({len(v)} videos)" for k, v in subsets.items()) or "none"
         raise EvaluationError(f"{source}: no video has subset {subset!r}; subsets present: {listing}")
+    return subsets, subset
+
+
+def load_ground_truth(gt: str | Path | Mapping[str, Any] | Any,
+                      subset: str | None = None) -> GroundTruth:
+    """Read and validate ground truth (path, loaded dict or AnnotationSet) for one subset.
+
+    `subset=None` picks the only subset present; with several it is an error that lists them.
+    """
+    if isinstance(gt, GroundTruth):
+        if subset is not None and subset != gt.subset:
+            raise EvaluationError(f"{gt.source}: loaded for subset {gt.subset!r}, not {subset!r}")
+        return gt
+    if hasattr(gt, "videos") and not isinstance(gt, Mapping):
+        data, source = gt, str(getattr(gt, "source", "<ground truth AnnotationSet>"))
+    else:
+        data, source = _read_json(gt, "ground truth")
+    db = _as_database(data, source)
+    subsets, subset = _pick_subset(db, subset, source)
 
     video_ids = subsets[subset]
     class_index: dict[str, int] = {}
@@ -405,7 +415,7 @@ def load_predictions(pred: str | Path | Mapping[str, Any], gt: GroundTruth, *,
 # ----------------------------------------------------------------------------- maths
 
 
-def segment_iou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def paired_segment_iou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """tIoU of segments `target` [N, 2] with `candidates` [N, 2], pairwise by row -> [N].
 
     The official arithmetic, term for term: intersection clipped at 0, union =
@@ -415,7 +425,7 @@ def segment_iou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 
 def _tiou(ts: np.ndarray, te: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> np.ndarray:
-    """`segment_iou` on separate start/end arrays `[N]` (target t, candidate c)."""
+    """`paired_segment_iou` on separate start/end arrays `[N]` (target t, candidate c)."""
     tt1 = np.maximum(ts, cs)
     tt2 = np.minimum(te, ce)
     inter = (tt2 - tt1).clip(0)
@@ -551,7 +561,7 @@ def _match(gt: GroundTruth, pred: Predictions, thresholds: np.ndarray,
     bounds = np.r_[0, np.flatnonzero(np.diff(step[by_step])) + 1, len(live)]
     locked = np.zeros((num_t, len(gt.start)), dtype=bool)
     thr = thresholds[:, None, None]
-    for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+    for b0, b1 in itertools.pairwise(bounds.tolist()):
         act = by_step[b0:b1]  # at most one prediction per group: independent
         na = kept[act]
         cols = np.arange(int(na.max()))
@@ -666,6 +676,10 @@ def evaluate(gt: str | Path | Mapping[str, Any] | Any, pred: str | Path | Mappin
         warnings.warn(f"{p.source}: dropped {sum(p.dropped.values())} predictions whose label is "
                       f"not a class of subset {g.subset!r}: {listing}"
                       f"{' ...' if len(p.dropped) > 5 else ''}", EvaluationWarning, stacklevel=2)
+    if len(p.label) == 0:
+        warnings.warn(f"{p.source}: no predictions to score (every mAP is 0); check that the "
+                      "results file holds detections for the evaluated subset's videos",
+                      EvaluationWarning, stacklevel=2)
     absent = _absent_video_warning(g, p)
     if absent:
         warnings.warn(absent, EvaluationWarning, stacklevel=2)
@@ -685,7 +699,7 @@ def evaluate(gt: str | Path | Mapping[str, Any] | Any, pred: str | Path | Mappin
 def format_table(result: Mapping[str, Any]) -> str:
     """mAP in % per threshold and their average, as a small text table."""
     lines = [f"{'tIoU':>6}  {'mAP (%)':>8}"]
-    for t, m in zip(result["tiou_thresholds"], result["mAP"]):
+    for t, m in zip(result["tiou_thresholds"], result["mAP"], strict=True):
         lines.append(f"{t:>6.2f}  {100 * m:>8.2f}")
     lines.append(f"{'avg':>6}  {100 * result['average_mAP']:>8.2f}")
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """`tallformer bank build|info`: fill a long-term memory bank, and describe one.
 
 `build` runs the backbone (eval mode, no gradients) over every training video of the
-config and writes the bank (`tallformer.memory.build.build_bank`); it is resumable and
-exits 1 listing the videos that failed. `info` prints a bank's meta summary. torch is
-imported inside `func` only (`bank info` never imports it).
+config and writes the bank (`tallformer.engine.bank_build.build_bank`); it is resumable and
+exits 1 listing the videos that failed. `info` prints a bank's summary
+(`MemoryBank.summary`). torch is imported inside `func` only (`bank info` never imports
+it). Errors propagate to `tallformer.cli.main`, which prints them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from tallformer.commands.common import add_config_arguments, config_from_args, examples, subparser
+from tallformer.commands.common import (
+    add_config_arguments,
+    config_from_args,
+    examples,
+    subparser,
+)
+from tallformer.errors import TallformerError, name_list
+
+# config keys `bank build` reads (the override examples of its --help)
+_BUILD_OVERRIDES = ("data.annotations=FILE data.videos=DIR data.train_subset=NAME data.fps=15 "
+                    "memory.dtype=float32 model.backbone.arch=swin_t")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "'bank info' describes an existing bank."
         ),
         epilog=examples(
-            "tallformer bank build --config configs/thumos14_swin_b.yaml --out banks/thumos14_swin_b "
-            "--weights pretrained/swin_b_k400_22k.pth --device cuda",
+            "tallformer bank build --config thumos14_swin_b --out banks/thumos14_swin_b "
+            "--weights pretrained/swin_b.pth --device cuda "
+            "data.annotations=data/thumos14/annotations.json data.videos=data/thumos14/videos",
             "tallformer bank info banks/thumos14_swin_b",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,27 +62,36 @@ def _register_build(inner: argparse._SubParsersAction) -> None:
             "OUT (fp16 unless memory.dtype=float32). Resumable: re-running the same command "
             "skips the videos already finished and redoes any half-written one. Videos that "
             "cannot be read are listed at the end and the exit status is 1; the others are "
-            "built."
+            "built. An existing bank in OUT must have the same settings, and its videos the "
+            "same source files (another dataset's videos with the same ids are refused; "
+            "--overwrite rebuilds them)."
         ),
         example_lines=(
-            "tallformer bank build --config configs/thumos14_swin_b.yaml --out banks/thumos14_swin_b "
-            "--weights pretrained/swin_b_k400_22k.pth --device cuda --batch-chunks 16",
-            "tallformer bank build --config configs/demo.yaml --out banks/demo "
+            "tallformer bank build --config thumos14_swin_b --out banks/thumos14_swin_b "
+            "--weights pretrained/swin_b.pth --device cuda --batch-chunks 16 "
+            "data.annotations=data/thumos14/annotations.json data.videos=data/thumos14/videos",
+            "tallformer bank build --config demo --out banks/demo "
             "data.annotations=data/synthetic/annotations.json data.videos=data/synthetic/videos",
-            "tallformer bank build --config configs/thumos14_swin_t.yaml --out banks/t "
-            "memory.dtype=float32   # fp32 rows (twice the disk)",
+            "tallformer bank build --config thumos14_swin_b --out banks/thumos14_swin_b_fp32 "
+            "--weights pretrained/swin_b.pth data.annotations=data/thumos14/annotations.json "
+            "data.videos=data/thumos14/videos memory.dtype=float32   # fp32 rows (twice the disk)",
         ),
     )
     add_config_arguments(p)
+    _set_override_help(p, f"dotted config overrides, e.g. {_BUILD_OVERRIDES}")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="bank folder (created; an unfinished bank there is resumed)")
     p.add_argument("--weights", metavar="FILE", default=None,
                    help="backbone checkpoint (official Video Swin, torchvision or tallformer); "
                         "default: model.backbone.weights")
     p.add_argument("--device", default="cpu", metavar="cpu|cuda",
-                   help="where the backbone runs: cpu, cuda or cuda:N (default: cpu)")
+                   help="where the backbone runs: cpu, cuda, cuda:N or auto (CUDA when "
+                        "available; default: cpu)")
     p.add_argument("--batch-chunks", type=int, default=8, metavar="N",
                    help="32-frame chunks per backbone call (default: 8)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild the videos already in OUT whose frame count or source file "
+                        "differs from the videos now (default: refuse, naming them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_build)
 
@@ -97,26 +117,25 @@ def _register_info(inner: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_info)
 
 
+def _set_override_help(parser: argparse.ArgumentParser, text: str) -> None:
+    """This command's own examples for the KEY=VALUE overrides (keys it reads)."""
+    for action in parser._actions:
+        if action.dest == "overrides":
+            action.help = text
+
+
 # --------------------------------------------------------------------------- build
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from tallformer.data.annotations import AnnotationError
-    from tallformer.memory.bank import BankError
-    from tallformer.memory.build import BuildError, build_bank
-    from tallformer.models.weights import WeightsError
+    from tallformer.engine.bank_build import build_bank
 
-    cfg = config_from_args(args)
     if args.batch_chunks < 1:
-        print(f"tallformer bank build: --batch-chunks must be >= 1, got {args.batch_chunks}",
-              file=sys.stderr)
-        return 2
-    try:
-        report = build_bank(cfg, args.out, weights=args.weights, device=args.device,
-                            batch_chunks=args.batch_chunks, progress=not args.quiet)
-    except (BuildError, BankError, AnnotationError, WeightsError) as exc:
-        print(f"tallformer bank build: error: {exc}", file=sys.stderr)
-        return 2
+        raise TallformerError(f"--batch-chunks must be >= 1, got {args.batch_chunks}")
+    cfg = config_from_args(args)
+    report = build_bank(cfg, args.out, weights=args.weights, device=args.device,
+                        batch_chunks=args.batch_chunks, overwrite=args.overwrite,
+                        progress=not args.quiet)
     print(report.summary().split("\n", 1)[0])
     if report.failed:
         print(f"tallformer bank build: {len(report.failed)} video(s) failed (not in the bank "
@@ -130,42 +149,6 @@ def run_build(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- info
 
 
-def bank_info(path: str | Path) -> dict[str, Any]:
-    """The summary `bank info` prints, as a dict (JSON-serialisable)."""
-    from tallformer.memory.bank import META, MemoryBank
-
-    bank = MemoryBank.open(path, "r")
-    meta = bank.meta
-    stats = bank.stats()
-    disk = (Path(path) / META).stat().st_size
-    missing_files = []
-    for vid in bank.videos:
-        f = bank.path(vid)
-        if f.is_file():
-            disk += f.stat().st_size
-        else:
-            missing_files.append(vid)
-    return {
-        "path": str(Path(path)),
-        "videos": stats["videos"],
-        "complete": stats["complete"],
-        "incomplete": [v for v in bank.videos if not bank.is_complete(v)],
-        "missing_files": missing_files,
-        "rows": stats["rows"],
-        "frames": sum(bank.num_frames(v) for v in bank.videos),
-        "feature_dim": bank.feature_dim,
-        "dtype": bank.dtype,
-        "frames_per_row": bank.frames_per_row,
-        "chunk_size": bank.chunk_size,
-        "fps": bank.fps,
-        "backbone": meta["backbone"],
-        "weights": meta["weights"],
-        "feature_bytes": stats["bytes"],
-        "disk_bytes": disk,
-        "fingerprint": bank.fingerprint(),
-    }
-
-
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -174,22 +157,7 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _shown(items: list[str], n: int = 10) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
-def run_info(args: argparse.Namespace) -> int:
-    from tallformer.memory.bank import BankError
-
-    try:
-        info = bank_info(args.dir)
-    except BankError as exc:
-        print(f"tallformer bank info: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
+def _lines(info: dict[str, Any]) -> list[str]:
     bb = info["backbone"] or {}
     seconds = info["frames"] / info["fps"] if info["fps"] else 0.0
     span = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
@@ -204,9 +172,19 @@ def run_info(args: argparse.Namespace) -> int:
         f"fingerprint   {info['fingerprint']}",
     ]
     if info["incomplete"]:
-        lines.append(f"incomplete    {_shown(info['incomplete'])} (re-run 'tallformer bank build' "
-                     "with the same config to finish them)")
+        lines.append(f"incomplete    {name_list(info['incomplete'])} (re-run 'tallformer bank "
+                     "build' with the same config to finish them)")
     if info["missing_files"]:
-        lines.append(f"missing files {_shown(info['missing_files'])}")
-    print("\n".join(lines))
+        lines.append(f"missing files {name_list(info['missing_files'])}")
+    return lines
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from tallformer.memory.bank import MemoryBank
+
+    info = MemoryBank.open(args.dir, "r").summary()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print("\n".join(_lines(info)))
     return 0

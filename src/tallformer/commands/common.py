@@ -1,4 +1,4 @@
-"""Helpers shared by subcommands: the `--config` option with dotted overrides, and errors."""
+"""Helpers shared by subcommands: the `--config` option with dotted overrides, help epilogs."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ if TYPE_CHECKING:
     from tallformer.config import Config
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as one message, exit status 2."""
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """`--config FILE` plus positional `key.sub=value` overrides."""
-    parser.add_argument("--config", required=required, metavar="FILE", help="YAML config file")
+    """`--config NAME|FILE` plus positional `key.sub=value` overrides."""
+    from tallformer.config import shipped_configs
+
+    parser.add_argument(
+        "--config", required=required, metavar="NAME|FILE",
+        help=f"a shipped config ({', '.join(shipped_configs())}) or a YAML file",
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
         help="dotted config overrides, e.g. memory.keep_ratio=0.25 train.max_epochs=3",

@@ -1,19 +1,14 @@
 """`tallformer convert-weights`: a Video Swin checkpoint -> a plain tallformer backbone state dict.
 
-Reads the official Video Swin release (or its `_keysfrom_backbone` variant), a torchvision
-swin3d state dict or a tallformer checkpoint, renames the keys to ours (spec model-thumos14
-§4), checks every key and shape against the backbone it implies, and writes
-`torch.save(backbone.state_dict())` plus a JSON sidecar `OUT.json` with that architecture.
-torch is imported inside `func` only.
+The conversion is `tallformer.models.weights.convert_checkpoint` (reads the official Video
+Swin release or its `_keysfrom_backbone` variant, a torchvision swin3d state dict or a
+tallformer checkpoint; writes the state dict and a JSON sidecar `OUT.json` with the
+architecture). torch is imported inside `run` only.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-from pathlib import Path
 
 from tallformer.commands.common import subparser
 
@@ -55,63 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.models.weights import WeightsError
+    from tallformer.models.weights import convert_checkpoint
 
-    try:
-        info = convert(Path(args.src), Path(args.out), args.arch, args.window)
-    except (WeightsError, ValueError) as exc:
-        print(f"tallformer convert-weights: error: {exc}", file=sys.stderr)
-        return 2
+    info = convert_checkpoint(args.src, args.out, args.arch, args.window)
     print(
         f"wrote {args.out} ({info['source_format']} -> tallformer, {info['num_parameters']:,} "
         f"parameters, arch {info['preset'] or info['arch']}) and {args.out}.json"
     )
     return 0
-
-
-def convert(src: Path, out: Path, arch: str | None = None,
-            window: list[int] | None = None) -> dict:
-    """Convert `src` to a plain backbone state dict at `out`; return the sidecar's content."""
-    import torch
-
-    from tallformer.models.backbone import PRESETS, build_backbone
-    from tallformer.models.weights import (
-        WeightsError,
-        check_state_dict,
-        extract_backbone_state,
-        infer_arch,
-        match_preset,
-        read_checkpoint,
-    )
-
-    state, fmt = extract_backbone_state(read_checkpoint(src), str(src))
-    prefer = tuple(window) if window else (PRESETS[arch].window_size if arch else None)
-    shape = infer_arch(state, prefer_window=prefer, source=str(src))
-    if arch is not None and PRESETS[arch].shape_dict() != shape:
-        want = PRESETS[arch].shape_dict()
-        diffs = ", ".join(f"{k}: file {shape[k]} vs {arch} {want[k]}" for k in want if want[k] != shape[k])
-        raise WeightsError(f"{src}: the weights are not {arch} ({diffs}); drop --arch to convert them as they are")
-    preset = arch or match_preset(shape)
-    with torch.device("cpu"):
-        backbone = build_backbone(preset if preset else shape, chunk_size=None)
-    state = check_state_dict(backbone, state, str(src))
-    backbone.load_state_dict(state, strict=False)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(backbone.state_dict(), tmp)
-    os.replace(tmp, out)
-    backbone_cfg: dict = {"arch": preset} if preset else {"arch": "custom", **shape}
-    backbone_cfg["weights"] = str(out)
-    info = {
-        "arch": shape,
-        "preset": preset,
-        "num_features": backbone.num_features,
-        "num_parameters": sum(p.numel() for p in backbone.parameters()),
-        "source": str(src),
-        "source_format": fmt,
-        "config": {"model": {"backbone": backbone_cfg}},
-    }
-    sidecar = Path(str(out) + ".json")
-    sidecar.write_text(json.dumps(info, indent=2) + "\n")
-    return info

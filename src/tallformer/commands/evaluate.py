@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from tallformer.commands.common import subparser
+from tallformer.errors import TallformerError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,45 +50,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import warnings
-    from pathlib import Path
-
-    from tallformer.evaluation import (
-        THRESHOLD_PRESETS,
-        EvaluationError,
-        EvaluationWarning,
-        evaluate,
-        format_table,
-    )
+    from tallformer.atomic import write_json
+    from tallformer.evaluation import THRESHOLD_PRESETS, evaluate, format_table
 
     thresholds = args.tiou if args.tiou else THRESHOLD_PRESETS[args.dataset or "anet"]
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = evaluate(args.gt, args.pred, thresholds, args.subset,
-                              ignore_unknown_labels=args.ignore_unknown_labels)
-    except EvaluationError as exc:
-        print(f"tallformer eval: error: {exc}", file=sys.stderr)
-        return 2
-    for w in caught:
-        if issubclass(w.category, EvaluationWarning):
-            print(f"tallformer eval: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    result = evaluate(args.gt, args.pred, thresholds, args.subset,
+                      ignore_unknown_labels=args.ignore_unknown_labels)
     print(f"ground truth: {args.gt} ({result['num_videos']} videos, "
           f"{result['num_ground_truth']} instances, {len(result['per_class_AP'])} classes)")
     print(f"predictions:  {args.pred} ({result['num_predictions']} detections)")
     print(format_table(result))
     if args.out:
-        out = Path(args.out)
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
-            tmp.replace(out)
+            write_json(args.out, result)
         except OSError as exc:
-            print(f"tallformer eval: error: cannot write {out}: {exc}", file=sys.stderr)
-            return 2
-        print(f"metrics written to {out}")
+            raise TallformerError(f"cannot write {args.out}: {exc.strerror or exc}; "
+                                  "choose another --out") from None
+        print(f"metrics written to {args.out}")
     return 0

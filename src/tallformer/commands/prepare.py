@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Turn raw datasets into what tallformer reads: one ActivityNet-format "
         "annotation JSON, re-encoded videos or frame folders, or a synthetic dataset.",
         epilog=examples(
-            "tallformer prepare thumos14 --annotations data/thumos14 --video-info TH14_video_info.json --out data/thumos14/annotations.json",
-            "tallformer prepare videos --videos raw/ --out data/thumos14/videos_15fps_256 --fps 15 --size 256x256 --workers 8",
+            "tallformer prepare thumos14 --annotations data/thumos14 --video-info TH14_video_info.json "
+            "--out data/thumos14/annotations.json",
+            "tallformer prepare videos --videos raw/thumos14 --out data/thumos14/videos --size 256x256 "
+            "--fps 15 --workers 8",
             "tallformer prepare synthetic --out data/synthetic --num-videos 40 --seed 0",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -6,9 +6,7 @@ No torch here: the library module is imported inside `func`, and it is standard 
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         example_lines=(
             "tallformer prepare thumos14 --annotations data/thumos14 "
-            "--video-info data/thumos14/TH14_video_info.json --out data/thumos14/annotations.json",
+            "--video-info TH14_video_info.json --out data/thumos14/annotations.json",
             "tallformer prepare thumos14 --annotations data/thumos14 --videos data/thumos14/videos "
             "--drop-mislabelled --out data/thumos14/annotations_210.json",
         ),
@@ -83,36 +81,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_thumos14(args: argparse.Namespace) -> int:
-    from tallformer.data.annotations import import_thumos14
+    from tallformer.data.importers import import_thumos14
 
-    return _convert("thumos14", args.out, lambda: import_thumos14(
+    return _convert(args.out, lambda: import_thumos14(
         args.annotations, video_info=args.video_info, videos_dir=args.videos,
         drop_mislabelled=args.drop_mislabelled,
     ))
 
 
 def _run_anet(args: argparse.Namespace) -> int:
-    from tallformer.data.annotations import import_activitynet
+    from tallformer.data.importers import import_activitynet
 
-    return _convert("anet", args.out, lambda: import_activitynet(
+    return _convert(args.out, lambda: import_activitynet(
         args.annotations, video_info_csv=args.video_info, videos_dir=args.videos,
     ))
 
 
-def _convert(name: str, out: str, importer: Callable[[], AnnotationSet]) -> int:
-    """Run the importer, print its warnings plainly, save, print a per-subset summary."""
-    from tallformer.data.annotations import AnnotationError, save_annotations
+def _convert(out: str, importer: Callable[[], AnnotationSet]) -> int:
+    """Run the importer, save, print a per-subset summary.
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            aset = importer()
-            save_annotations(aset, out)
-        except AnnotationError as exc:
-            _print_warnings(caught)
-            print(f"tallformer prepare {name}: error: {exc}", file=sys.stderr)
-            return 2
-    _print_warnings(caught)
+    Errors (`AnnotationError`) and warnings reach the user through the CLI, one line each.
+    """
+    from tallformer.data.annotations import save_annotations
+
+    aset = importer()
+    save_annotations(aset, out)
     for subset in aset.subset_sizes():
         videos = aset.subset(subset)
         instances = sum(len(v.annotations) for v in videos)
@@ -122,8 +115,3 @@ def _convert(name: str, out: str, importer: Callable[[], AnnotationSet]) -> int:
     print(f"{len(aset.classes)} classes")
     print(f"wrote {out}")
     return 0
-
-
-def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from tallformer.commands.common import subparser
+
+if TYPE_CHECKING:
+    from tallformer.data.prepare import PrepareResult
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -42,11 +46,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _report(what: str, result: object) -> int:
+def _report(what: str, result: PrepareResult) -> int:
     """Print the summary of a PrepareResult; exit status 1 when any input failed."""
-    done, skipped, failed = result.done, result.skipped, result.failed  # type: ignore[attr-defined]
+    done, skipped, failed = result.done, result.skipped, result.failed
     print(f"prepare {what}: {len(done)} done, {len(skipped)} already finished (skipped), "
-          f"{len(failed)} failed -> {result.out_dir}")  # type: ignore[attr-defined]
+          f"{len(failed)} failed -> {result.out_dir}")
     if failed:
         print(f"prepare {what}: {len(failed)} input(s) failed and were skipped:", file=sys.stderr)
         for message in failed.values():
@@ -58,27 +62,19 @@ def _report(what: str, result: object) -> int:
 
 
 def _run_videos(args: argparse.Namespace) -> int:
-    from tallformer.data.prepare import PrepareError, prepare_videos
+    from tallformer.data.prepare import prepare_videos
 
-    try:
-        result = prepare_videos(args.videos, args.out, args.size, fps=args.fps,
-                                num_frames=args.num_frames, workers=args.workers,
-                                gop=args.gop, crf=args.crf)
-    except PrepareError as exc:
-        print(f"tallformer prepare videos: {exc}", file=sys.stderr)
-        return 2
+    result = prepare_videos(args.videos, args.out, args.size, fps=args.fps,
+                            num_frames=args.num_frames, workers=args.workers,
+                            gop=args.gop, crf=args.crf)
     return _report("videos", result)
 
 
 def _run_frames(args: argparse.Namespace) -> int:
-    from tallformer.data.prepare import PrepareError, prepare_frames
+    from tallformer.data.prepare import prepare_frames
 
-    try:
-        result = prepare_frames(args.videos, args.out, args.fps, args.size, fmt=args.format,
-                                workers=args.workers)
-    except PrepareError as exc:
-        print(f"tallformer prepare frames: {exc}", file=sys.stderr)
-        return 2
+    result = prepare_frames(args.videos, args.out, args.fps, args.size, fmt=args.format,
+                            workers=args.workers)
     return _report("frames", result)
 
 
@@ -88,15 +84,11 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     from tallformer.data.synthetic import generate_synthetic_dataset
 
     start = time.perf_counter()
-    try:
-        path = generate_synthetic_dataset(
-            args.out, args.num_videos, args.seed, num_classes=args.num_classes, size=args.size,
-            fps=args.fps, min_length=args.min_length, max_length=args.max_length,
-            val_fraction=args.val_fraction, workers=args.workers,
-        )
-    except ValueError as exc:
-        print(f"tallformer prepare synthetic: {exc}", file=sys.stderr)
-        return 2
+    path = generate_synthetic_dataset(
+        args.out, args.num_videos, args.seed, num_classes=args.num_classes, size=args.size,
+        fps=args.fps, min_length=args.min_length, max_length=args.max_length,
+        val_fraction=args.val_fraction, workers=args.workers,
+    )
     print(f"prepare synthetic: {args.num_videos} videos in {path.parent / 'videos'}, "
           f"annotations {path} ({time.perf_counter() - start:.1f} s)")
     return 0
@@ -120,9 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "listing the failures."
         ),
         example_lines=(
-            "tallformer prepare videos --videos raw/thumos14/test --out data/thumos14/videos_15fps_256 "
+            "tallformer prepare videos --videos raw/thumos14 --out data/thumos14/videos "
             "--size 256x256 --fps 15 --workers 8",
-            "tallformer prepare videos --videos raw/anet --out data/anet/videos_768 --size 256x256 "
+            "tallformer prepare videos --videos raw/anet --out data/anet/videos --size 256x256 "
             "--num-frames 768 --workers 8",
         ),
     )
@@ -154,10 +146,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "reported and skipped; the command exits 1 listing the failures."
         ),
         example_lines=(
-            "tallformer prepare frames --videos raw/thumos14/validation "
-            "--out data/thumos14/frames_15fps_256x256/val --fps 15 --size 256x256 --workers 8",
-            "tallformer prepare frames --videos raw/thumos14/test "
-            "--out data/thumos14/frames_15fps_256x256/test --fps 15 --size 256x256 --format png",
+            "tallformer prepare frames --videos raw/thumos14 "
+            "--out data/thumos14/frames_15fps_256x256 --fps 15 --size 256x256 --workers 8",
+            "tallformer prepare frames --videos raw/thumos14 "
+            "--out data/thumos14/frames_png --fps 15 --size 256x256 --format png",
         ),
     )
     p.add_argument("--videos", required=True, metavar="DIR", help="folder of input videos")

@@ -1,1 +1,1 @@
-"""Annotations, frame sources, windows, augmentation and datasets."""
+"""Annotations (and their importers), frame sources, windows, augmentation and datasets."""

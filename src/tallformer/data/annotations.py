@@ -1,6 +1,7 @@
-"""Annotations: one in-memory schema, the ActivityNet JSON format on disk, two importers.
+"""Annotations: one in-memory schema and the ActivityNet JSON format on disk.
 
-On disk (design.md §4)::
+On disk (the ActivityNet format, which the original release's THUMOS14 JSON also uses,
+original: tools/data/thumos14/txt2json.py:39-58)::
 
     {"database": {video_id: {"subset": "training" | "validation" | "testing" | "test",
                              "duration": seconds, "fps": optional,
@@ -11,79 +12,58 @@ On disk (design.md §4)::
   entry is an `AnnotationError` naming the file, the video and the entry; usable oddities
   (zero-length instances, instances past the video end) give ONE summary
   `AnnotationWarning` per file.
-- `import_thumos14` converts the original THUMOS14 per-class txt files (spec
-  memory-data-training §1.2, with our decisions: "Ambiguous" lines become per-video ignore
-  regions, videos in sorted order, instances past the video end clipped).
-- `import_activitynet` converts ActivityNet-1.3 annotations: the official
-  `activity_net.v1-3.min.json` or BSN's `anet_anno_action.json` (+ `video_info_new.csv`).
+- `video_fps`: the frame rate a video is decoded at; `subset_frames`: every video's frame
+  count at that rate.
+- The dataset importers (THUMOS14's txt files, ActivityNet / BSN) are in
+  `tallformer.data.importers`; they validate with the helpers of this module.
 
 Standard library only: importing this module pulls in neither torch nor numpy.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
-import re
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tallformer.atomic import write_text
+from tallformer.errors import TallformerError, TallformerWarning, name_list
+
+if TYPE_CHECKING:
+    from tallformer.config import DataConfig
 
 __all__ = [
-    "ACTIVITYNET_NUM_CLASSES",
-    "ACTIVITYNET_SUBSETS",
     "AMBIGUOUS_LABEL",
     "SUBSETS",
-    "THUMOS14_CLASSES",
-    "THUMOS14_MISLABELLED",
     "AnnotationError",
     "AnnotationSet",
     "AnnotationWarning",
     "Instance",
     "VideoAnnotation",
-    "import_activitynet",
-    "import_thumos14",
     "load_annotations",
     "save_annotations",
+    "subset_frames",
+    "video_fps",
 ]
 
 SUBSETS = ("training", "validation", "testing", "test")
-ACTIVITYNET_SUBSETS = ("training", "validation", "testing")
-ACTIVITYNET_NUM_CLASSES = 200
-# THUMOS14 marks hard-to-label stretches "Ambiguous": ignore regions, not a class
-# (spec memory-data-training §3, §Oddities 9).
+# THUMOS14 marks hard-to-label stretches "Ambiguous": ignore regions, not a class (the
+# original turns them into ignore segments, original: vedatad/datasets/thumos14.py:78-84).
 AMBIGUOUS_LABEL = "Ambiguous"
-# The 20 classes, alphabetical (spec memory-data-training §3).
-THUMOS14_CLASSES = (
-    "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving",
-    "CricketBowling", "CricketShot", "Diving", "FrisbeeCatch", "GolfSwing", "HammerThrow",
-    "HighJump", "JavelinThrow", "LongJump", "PoleVault", "Shotput", "SoccerPenalty",
-    "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
-)
-# Test videos whose annotations do not match the video; G-TAD and AFSD drop them (210 videos).
-THUMOS14_MISLABELLED = ("video_test_0000270", "video_test_0001496")
-_THUMOS_SPLITS = {  # txt suffix -> (subset name, folder names accepted)
-    "val": ("validation", ("annotations_val", "val", "validation")),
-    "test": ("test", ("annotations_test", "test")),
-}
-_THUMOS_FILE = re.compile(r"^(?P<label>[^_\s]+)_(?P<split>val|test)\.txt$")
-_VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp"}
-)
 _EXAMPLES = 5  # how many offending items a summary message names
 
 
-class AnnotationError(ValueError):
+class AnnotationError(TallformerError, ValueError):
     """An annotation file (or its import) is unusable; the message names file, video, entry."""
 
 
-class AnnotationWarning(UserWarning):
+class AnnotationWarning(TallformerWarning):
     """Usable but suspicious annotations (one summary per file)."""
 
 
@@ -101,7 +81,8 @@ class VideoAnnotation:
 
     `ambiguous` holds ignore regions (THUMOS14 "Ambiguous"). `fps` is the frame rate of the
     frames the annotation refers to when a preparation step fixed one; None means "use the
-    data config's fps" (design.md §8: nominal fps, exact decoded frame counts).
+    data config's fps" (the nominal fps, with exact decoded frame counts; the original derives
+    an fps from metadata, original: vedatad/datasets/thumos14.py:61).
     An instance may have start == end (real files have a few; importers also clip instances
     lying wholly past the video end to (duration, duration)): skip those when training.
     """
@@ -114,7 +95,8 @@ class VideoAnnotation:
     fps: float | None = None
 
     def segments_in_frames(self, fps: float) -> list[tuple[float, float]]:
-        """Instance segments as (start, end) frame positions: seconds x fps (spec §0)."""
+        """Instance segments as (start, end) frame positions: seconds x fps (as the original,
+        original: vedatad/datasets/pipelines/loading.py:204-205)."""
         return [(s * fps, e * fps) for s, e in (inst.segment for inst in self.annotations)]
 
     def ambiguous_in_frames(self, fps: float) -> list[tuple[float, float]]:
@@ -159,6 +141,42 @@ class AnnotationSet:
     def subset_sizes(self) -> dict[str, int]:
         """Number of videos per subset, in order of first appearance."""
         return dict(Counter(v.subset for v in self.videos.values()))
+
+
+def video_fps(video: VideoAnnotation, cfg: DataConfig | float) -> float:
+    """The frame rate a video is decoded at and its seconds are converted with.
+
+    The annotation's own ``fps`` when a preparation step fixed one (e.g. ActivityNet's
+    768-frame videos), else the configured nominal rate: ``cfg.fps`` (``data.fps``) or
+    `cfg` itself when it is a number.
+    """
+    if video.fps:
+        return float(video.fps)
+    return float(cfg) if isinstance(cfg, (int, float)) else float(cfg.fps)
+
+
+def subset_frames(aset: AnnotationSet, subset: str, videos_dir: str | os.PathLike[str],
+                  fps: DataConfig | float, *, setting: str = "data.videos") -> dict[str, int]:
+    """``{video_id: frames}`` of every video of `subset` (file order), counted from the videos.
+
+    Each video (a file or frame folder in `videos_dir`, see `resolve_video`) is counted at
+    its `video_fps` (its annotation's own fps, else `fps`: ``data.fps`` or a number), the
+    exact number of frames the datasets and the bank builder decode; demux only, no
+    decoding. Raises `AnnotationError` for an unknown subset and `VideoError` for a video
+    that is missing or unreadable (its hint names `setting`, where the folder was given).
+    """
+    from tallformer.data.video import open_source, resolve_video
+
+    counts: dict[str, int] = {}
+    for video in aset.subset(subset):
+        path = resolve_video(Path(videos_dir), video.video_id, setting=setting)
+        # the frame size does not change the count (frames are resized only when read)
+        source = open_source(path, video_fps(video, fps), (2, 2))
+        try:
+            counts[video.video_id] = len(source)
+        finally:
+            source.close()
+    return counts
 
 
 # ----------------------------------------------------------------------------- JSON reading
@@ -220,9 +238,8 @@ def _number(value: Any) -> float | None:
 
 
 def _preview(items: Iterable[Any], n: int = _EXAMPLES) -> str:
-    items = list(items)
-    shown = ", ".join(str(x) for x in items[:n])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
+    """The first `n` items, then ``... and M more``."""
+    return name_list(items, n)
 
 
 @dataclass
@@ -301,7 +318,20 @@ def _parse_video(
         raise AnnotationError(f"{where}: 'annotations' must be a list, got {raw_annotations!r}")
     duration = _positive(entry.get(duration_key), where, duration_key)
     fps = _positive(entry.get("fps"), where, "fps")
+    instances, ambiguous = _parse_instances(raw_annotations, video_id, where, duration, findings)
+    raw_ambiguous = entry.get("ambiguous", [])
+    if not isinstance(raw_ambiguous, list):
+        raise AnnotationError(f"{where}: 'ambiguous' must be a list of [start, end] pairs")
+    for i, raw in enumerate(raw_ambiguous):
+        ambiguous.append(_segment(raw, f"{where}, ambiguous[{i}]", key="ambiguous"))
+    return VideoAnnotation(video_id, subset, duration, instances, ambiguous, fps)
 
+
+def _parse_instances(
+    raw_annotations: list[Any], video_id: str, where: str, duration: float | None,
+    findings: _Findings,
+) -> tuple[list[Instance], list[tuple[float, float]]]:
+    """A video's `annotations` list -> (instances, ignore regions labelled "Ambiguous")."""
     instances: list[Instance] = []
     ambiguous: list[tuple[float, float]] = []
     for i, raw in enumerate(raw_annotations):
@@ -318,7 +348,7 @@ def _parse_video(
         start, end = _segment(raw["segment"], at)
         if label == AMBIGUOUS_LABEL:
             # The original's THUMOS14 JSON lists ignore regions as label "Ambiguous"
-            # (spec memory-data-training §1.2, §3): ours keeps them apart.
+            # (original: tools/data/thumos14/txt2json.py:28-31): ours keeps them apart.
             ambiguous.append((start, end))
             continue
         if start == end and start != duration:  # == duration: clipped at import, reported then
@@ -326,13 +356,7 @@ def _parse_video(
         if duration is not None and end > duration:
             findings.past_end.append(f"{video_id}[{i}] ({end} > {duration})")
         instances.append(Instance((start, end), label))
-
-    raw_ambiguous = entry.get("ambiguous", [])
-    if not isinstance(raw_ambiguous, list):
-        raise AnnotationError(f"{where}: 'ambiguous' must be a list of [start, end] pairs")
-    for i, raw in enumerate(raw_ambiguous):
-        ambiguous.append(_segment(raw, f"{where}, ambiguous[{i}]", key="ambiguous"))
-    return VideoAnnotation(video_id, subset, duration, instances, ambiguous, fps)
+    return instances, ambiguous
 
 
 def _classes(videos: Iterable[VideoAnnotation]) -> list[str]:
@@ -347,7 +371,10 @@ def _parse_database(root: Any, source: str) -> AnnotationSet:
         ):
             hint = (" It looks like BSN's anet_anno_action.json: convert it with "
                     "'tallformer prepare anet --annotations FILE --video-info CSV --out OUT.json'.")
-        keys = _preview(list(root)[:_EXAMPLES]) if isinstance(root, dict) else type(root).__name__
+        if isinstance(root, dict):
+            keys = _preview(list(root)[:_EXAMPLES]) or "an empty object"
+        else:
+            keys = type(root).__name__
         raise AnnotationError(
             f"{source}: not an ActivityNet-format annotation file: expected a top-level object "
             f"with a 'database' object (found: {keys}).{hint}"
@@ -364,7 +391,7 @@ def _parse_database(root: Any, source: str) -> AnnotationSet:
 
 
 def load_annotations(path: str | os.PathLike[str]) -> AnnotationSet:
-    """Read and validate an ActivityNet-format annotation JSON (design.md §4).
+    """Read and validate an ActivityNet-format annotation JSON (format: module docstring).
 
     Segments may be numbers or numeric strings. Annotations labelled "Ambiguous" (the
     original release's THUMOS14 JSON) become ignore regions. Errors name file, video, entry.
@@ -392,7 +419,7 @@ def _to_json(aset: AnnotationSet) -> dict[str, Any]:
 
 
 def save_annotations(aset: AnnotationSet, path: str | os.PathLike[str]) -> None:
-    """Write `aset` as ActivityNet JSON, atomically (temp file, then rename).
+    """Write `aset` as ActivityNet JSON (indent 1), atomically (`tallformer.atomic`).
 
     The content is validated first (same rules as `load_annotations`), so a file this
     function writes always loads.
@@ -406,413 +433,4 @@ def save_annotations(aset: AnnotationSet, path: str | os.PathLike[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnnotationWarning)
         _parse_database(obj, f"{aset.source} (being saved to {path})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ----------------------------------------------------------------------------- clipping
-
-
-def _clip_to_durations(videos: Iterable[VideoAnnotation]) -> tuple[dict[str, Counter], int, int]:
-    """Clip instances and ignore regions to [0, duration] in place.
-
-    Returns (per subset: Counter video -> clipped instances, instances that became
-    zero-length, ignore regions dropped because they lie past the end).
-    """
-    clipped: dict[str, Counter] = {}
-    emptied = dropped_ambiguous = 0
-    for v in videos:
-        if v.duration is None:
-            continue
-        d = v.duration
-        for inst in v.annotations:
-            s, e = inst.segment
-            if e > d:
-                clipped.setdefault(v.subset, Counter())[v.video_id] += 1
-                inst.segment = (min(s, d), d)
-                emptied += s >= d
-        kept = [(s, min(e, d)) for s, e in v.ambiguous if s < d]
-        dropped_ambiguous += len(v.ambiguous) - len(kept)
-        v.ambiguous = kept
-    return clipped, emptied, dropped_ambiguous
-
-
-def _warn_clipped(source: str, clipped: dict[str, Counter], emptied: int,
-                  dropped_ambiguous: int) -> None:
-    total = sum(sum(c.values()) for c in clipped.values())
-    if not total and not dropped_ambiguous:
-        return
-    parts = [
-        f"{subset}: {sum(c.values())} in {len(c)} video(s) ({_preview(sorted(c))})"
-        for subset, c in clipped.items()
-    ]
-    msg = (f"{source}: {total} instance(s) end after their video's end and were clipped to it"
-           + (f" [{'; '.join(parts)}]" if parts else ""))
-    if emptied:
-        msg += (f"; {emptied} of them start at or after the end and are now zero-length at the "
-                "end: kept so that the counts match the official ground truth (training skips "
-                "them; evaluation counts them as missed, as the official evaluation does)")
-    if dropped_ambiguous:
-        msg += f"; {dropped_ambiguous} ambiguous region(s) past the end dropped"
-    warnings.warn(msg, AnnotationWarning, stacklevel=3)
-
-
-# ----------------------------------------------------------------------------- THUMOS14
-
-
-def _thumos_split_files(root: Path) -> dict[str, list[tuple[str, Path]]]:
-    """subset -> [(label, txt file)], from `annotations_val/`, `annotations_test/` or files in root."""
-    if not root.is_dir():
-        raise AnnotationError(
-            f"THUMOS14 annotation folder not found: {root} (expected a folder holding "
-            "annotations_val/ and annotations_test/ with files like BaseballPitch_val.txt)"
-        )
-
-    def class_files(folder: Path, split: str | None) -> dict[str, list[tuple[str, Path]]]:
-        found: dict[str, list[tuple[str, Path]]] = {}
-        for path in sorted(folder.iterdir()):
-            m = _THUMOS_FILE.match(path.name)
-            if not m or not path.is_file():
-                continue  # readme.txt and friends
-            if split is not None and m["split"] != split:
-                raise AnnotationError(
-                    f"{path}: a '_{m['split']}.txt' file in the {split} folder {folder}; "
-                    f"move it to the matching folder"
-                )
-            subset = _THUMOS_SPLITS[m["split"]][0]
-            found.setdefault(subset, []).append((m["label"], path))
-        return found
-
-    splits: dict[str, list[tuple[str, Path]]] = {}
-    for split, (subset, names) in _THUMOS_SPLITS.items():
-        for name in names:
-            folder = root / name
-            if folder.is_dir():
-                files = class_files(folder, split).get(subset)
-                if files:
-                    splits[subset] = files
-                    break
-    if not splits:
-        splits = class_files(root, None)
-    if not splits:
-        raise AnnotationError(
-            f"no THUMOS14 annotation files in {root}: expected annotations_val/ and "
-            "annotations_test/ holding <Class>_val.txt / <Class>_test.txt (lines "
-            "'video start end'), or such files directly in the folder"
-        )
-    return splits
-
-
-def _read_thumos_txt(path: Path, findings: _Findings) -> list[tuple[str, float, float, int]]:
-    """Lines `video start end` (seconds, whitespace-separated) -> [(video, start, end, line)]."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read: {exc}") from exc
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}, line {lineno}"
-        if len(fields) != 3:
-            raise AnnotationError(
-                f"{where}: expected 'video start end' (3 fields, seconds), got {line.strip()!r}"
-            )
-        video = fields[0]
-        start, end = _segment(fields[1:], f"{where} (video {video!r})", key="start end")
-        if start == end:
-            findings.zero_length.append(f"{video} ({path.name} line {lineno})")
-        rows.append((video, start, end, lineno))
-    return rows
-
-
-def _durations_from_info(path: Path, needed: list[str]) -> dict[str, float]:
-    info = _read_json(path, "video-info file")
-    if not isinstance(info, dict):
-        raise AnnotationError(f"{path}: expected an object {{video: {{'duration': s, ...}}}}")
-    _check_no_duplicates(info, str(path), "video id")
-    missing = [v for v in needed if v not in info]
-    if missing:
-        raise AnnotationError(
-            f"{path}: no entry for {len(missing)} annotated video(s): {_preview(missing)}; "
-            "add them ({video: {'duration': seconds}}) or use --videos DIR to read durations "
-            "from the videos"
-        )
-    out = {}
-    for vid in needed:
-        entry = info[vid]
-        where = f"{path}: video {vid!r}"
-        if not isinstance(entry, dict) or "duration" not in entry:
-            raise AnnotationError(f"{where}: missing field 'duration' (seconds)")
-        value = _positive(entry["duration"], where, "duration")
-        assert value is not None
-        out[vid] = value
-    return out
-
-
-def _durations_from_videos(videos_dir: Path, needed: list[str]) -> dict[str, float]:
-    from tqdm import tqdm
-
-    from tallformer.data.video import VideoError, probe_video, resolve_video
-
-    if not videos_dir.is_dir():
-        raise AnnotationError(f"videos folder not found: {videos_dir}")
-    out: dict[str, float] = {}
-    failed: list[str] = []
-    for vid in tqdm(needed, desc="probing videos", unit="video", leave=False):
-        try:
-            out[vid] = float(probe_video(resolve_video(videos_dir, vid)).duration)
-        except (VideoError, OSError) as exc:  # every failure is reported together below
-            failed.append(f"{vid} ({exc})")
-    if failed:
-        raise AnnotationError(
-            f"{videos_dir}: cannot read the duration of {len(failed)} annotated video(s): "
-            f"{_preview(failed, 3)}; put the videos there or pass --video-info FILE instead"
-        )
-    return out
-
-
-def import_thumos14(
-    annotations_dir: str | os.PathLike[str], *,
-    video_info: str | os.PathLike[str] | None = None,
-    videos_dir: str | os.PathLike[str] | None = None,
-    drop_mislabelled: bool = False,
-) -> AnnotationSet:
-    """Convert the original THUMOS14 per-class txt files into one AnnotationSet.
-
-    `annotations_dir` holds `annotations_val/` and `annotations_test/` (or directly the
-    `<Class>_val.txt` / `<Class>_test.txt` files of one split). Subsets `validation` and
-    `test`; a video is kept when it has at least one non-ambiguous instance (real data:
-    200 validation videos / 3,007 instances, 212 test videos / 3,358 instances, 20
-    classes). "Ambiguous" lines become per-video ignore regions. Durations come from
-    `video_info` (JSON `{video: {"duration": s}}`) or from the videos in `videos_dir`;
-    with them, instances past a video's end are clipped (one warning counts them).
-    `drop_mislabelled` removes THUMOS14_MISLABELLED (the G-TAD / AFSD protocol).
-    Videos sorted by id; instances sorted by (start, end, label).
-    """
-    if video_info is not None and videos_dir is not None:
-        raise AnnotationError("give durations either from a video-info file or from the "
-                              "videos folder, not both")
-    root = Path(annotations_dir)
-    findings = _Findings()
-    videos: dict[str, VideoAnnotation] = {}
-    ambiguous: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    first_seen: dict[str, str] = {}  # video -> subset, to catch a video in two splits
-    for subset, files in _thumos_split_files(root).items():
-        for label, path in files:
-            for video, start, end, lineno in _read_thumos_txt(path, findings):
-                other = first_seen.setdefault(video, subset)
-                if other != subset:
-                    raise AnnotationError(
-                        f"{path}, line {lineno}: video {video!r} is also in subset {other!r}; "
-                        "a video id may belong to one split only"
-                    )
-                if label == AMBIGUOUS_LABEL:
-                    ambiguous.setdefault((subset, video), []).append((start, end))
-                    continue
-                if video not in videos:
-                    videos[video] = VideoAnnotation(video, subset, None, [], [])
-                videos[video].annotations.append(Instance((start, end), label))
-    for (_, video), regions in ambiguous.items():
-        if video in videos:  # videos with only ambiguous regions are left out (§1.1)
-            videos[video].ambiguous = sorted(regions)
-
-    if drop_mislabelled:
-        for video in THUMOS14_MISLABELLED:
-            videos.pop(video, None)
-    ids = sorted(videos)
-    source = str(root)
-    if video_info is not None:
-        durations = _durations_from_info(Path(video_info), ids)
-    elif videos_dir is not None:
-        durations = _durations_from_videos(Path(videos_dir), ids)
-    else:
-        durations = {}
-        warnings.warn(
-            f"{source}: no durations (pass a video-info file or the videos folder): the JSON "
-            "has no 'duration' and instances past a video's end are not clipped",
-            AnnotationWarning, stacklevel=2,
-        )
-    out: dict[str, VideoAnnotation] = {}
-    for vid in ids:
-        v = videos[vid]
-        v.duration = durations.get(vid)
-        v.annotations.sort(key=lambda inst: (inst.segment, inst.label))
-        out[vid] = v
-    findings.warn(source)
-    _warn_clipped(source, *_clip_to_durations(out.values()))
-    return AnnotationSet(out, _classes(out.values()), source)
-
-
-# ----------------------------------------------------------------------------- ActivityNet
-
-
-def _strip_v(video_id: str, always: bool) -> str:
-    """`v_<11-char YouTube id>` -> the id; `always`: BSN files prefix every id."""
-    if video_id.startswith("v_") and (always or len(video_id) == 13):
-        return video_id[2:]
-    return video_id
-
-
-def _read_video_info_csv(path: Path) -> dict[str, tuple[str, float | None]]:
-    """BSN's video_info_new.csv -> {id without v_: (subset, seconds or None)}."""
-    if not path.is_file():
-        raise AnnotationError(f"video-info CSV not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            for needed in ("video", "subset"):
-                if needed not in columns:
-                    raise AnnotationError(
-                        f"{path}: missing column {needed!r} (columns: {', '.join(columns)}); "
-                        "expected BSN's video_info_new.csv (video,numFrame,seconds,fps,rfps,"
-                        "subset,featureFrame)"
-                    )
-            out: dict[str, tuple[str, float | None]] = {}
-            for row in reader:
-                where = f"{path}, line {reader.line_num}"
-                vid = _strip_v((row["video"] or "").strip(), always=False)
-                if not vid:
-                    raise AnnotationError(f"{where}: empty 'video'")
-                if vid in out:
-                    raise AnnotationError(f"{where}: duplicate video {row['video']!r}")
-                subset = (row["subset"] or "").strip()
-                if subset not in ACTIVITYNET_SUBSETS:
-                    raise AnnotationError(f"{where}: unknown subset {subset!r}; expected one "
-                                          f"of {', '.join(ACTIVITYNET_SUBSETS)}")
-                seconds = _number(row.get("seconds")) if row.get("seconds") else None
-                out[vid] = (subset, seconds)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise AnnotationError(f"{path}: cannot read CSV: {exc}") from exc
-    return out
-
-
-def _files_on_disk(videos_dir: Path) -> dict[str, str]:
-    """id (without v_) -> file or folder name, for every video file / frame folder."""
-    if not videos_dir.is_dir():
-        raise AnnotationError(f"videos folder not found: {videos_dir}")
-    found: dict[str, str] = {}
-    for entry in os.scandir(videos_dir):
-        name = entry.name
-        if name.startswith("."):
-            continue
-        stem, ext = os.path.splitext(name)
-        if entry.is_dir():
-            stem = name
-        elif ext.lower() not in _VIDEO_EXTENSIONS:
-            continue
-        found.setdefault(_strip_v(stem, always=False), name)
-    return found
-
-
-def _report_videos_on_disk(source: str, videos_dir: Path,
-                           videos: dict[str, VideoAnnotation]) -> None:
-    on_disk = _files_on_disk(videos_dir)
-    missing = [v for v in videos if v not in on_disk]
-    extra = sorted(name for vid, name in on_disk.items() if vid not in videos)
-    if not missing and not extra:
-        return
-    parts = []
-    if missing:
-        per_subset = Counter(videos[v].subset for v in missing)
-        sizes = Counter(v.subset for v in videos.values())
-        detail = ", ".join(f"{s}: {n} of {sizes[s]}" for s, n in per_subset.items())
-        parts.append(f"{len(missing)} annotated video(s) are missing ({detail}; e.g. "
-                     f"{_preview(missing)})")
-    if extra:
-        parts.append(f"{len(extra)} video(s) on disk are not in the annotations "
-                     f"(e.g. {_preview(extra)})")
-    warnings.warn(
-        f"{source} vs {videos_dir}: {'; '.join(parts)}. The JSON keeps every annotated video "
-        "(evaluation needs the full ground truth); download the missing ones or expect "
-        "the data pipeline to report them", AnnotationWarning, stacklevel=3,
-    )
-
-
-def import_activitynet(
-    path: str | os.PathLike[str], *,
-    video_info_csv: str | os.PathLike[str] | None = None,
-    videos_dir: str | os.PathLike[str] | None = None,
-) -> AnnotationSet:
-    """Read and validate ActivityNet-1.3 annotations into an AnnotationSet.
-
-    `path`: the official `activity_net.v1-3.min.json` (`{"database": {id: {"subset",
-    "duration", "annotations"}}}`) or BSN's `anet_anno_action.json` (`{"v_<id>":
-    {"duration_second", "annotations", ...}}`, subsets from `video_info_csv`, BSN's
-    `video_info_new.csv`). Video ids are stored without the `v_` prefix (the official ids,
-    which results files use). Subsets training / validation / testing; a class count other
-    than 200 is a warning. Instances past the video end are clipped (one warning). With
-    `videos_dir`, videos missing on disk (and files not annotated) give one summary warning.
-    """
-    path = Path(path)
-    source = str(path)
-    if videos_dir is not None and not Path(videos_dir).is_dir():
-        raise AnnotationError(f"videos folder not found: {videos_dir}")
-    root = _read_json(path, "ActivityNet annotation file")
-    info = _read_video_info_csv(Path(video_info_csv)) if video_info_csv is not None else None
-    if not isinstance(root, dict):
-        raise AnnotationError(f"{source}: expected a JSON object, got {type(root).__name__}")
-    if isinstance(root.get("database"), dict):
-        entries, bsn = root["database"], False
-        _check_no_duplicates(entries, f"{source}: 'database'", "video id")
-    else:
-        entries, bsn = root, True
-        _check_no_duplicates(entries, source, "video id")
-        sample = next(iter(entries.values()), None)
-        if entries and not (isinstance(sample, dict) and "duration_second" in sample):
-            raise AnnotationError(
-                f"{source}: neither the official ActivityNet format (a 'database' object) nor "
-                f"BSN's anet_anno_action.json ({{'v_<id>': {{'duration_second', "
-                f"'annotations'}}}}); top-level keys: {_preview(list(entries)[:_EXAMPLES])}"
-            )
-        if info is None:
-            raise AnnotationError(
-                f"{source}: BSN-format annotations carry no subsets; pass the matching "
-                "video_info_new.csv with --video-info CSV"
-            )
-
-    findings = _Findings()
-    videos: dict[str, VideoAnnotation] = {}
-    for key, entry in entries.items():
-        vid = _strip_v(str(key), always=bsn)
-        if vid in videos:
-            raise AnnotationError(f"{source}: video {key!r} is listed twice (with and without "
-                                  "the 'v_' prefix); keep one entry")
-        subset = None  # the entry's own subset; BSN entries have none: the CSV's
-        if info is not None and (bsn or not (isinstance(entry, dict) and "subset" in entry)):
-            if vid in info:
-                subset = info[vid][0]
-            elif bsn:
-                raise AnnotationError(f"{source}: video {key!r} has no row in {video_info_csv}; "
-                                      "use the CSV that belongs to this annotation file")
-        v = _parse_video(
-            vid, entry, source, findings, subset=subset,
-            duration_key="duration_second" if bsn else "duration",
-            subsets=ACTIVITYNET_SUBSETS, name=str(key),
-        )
-        if v.duration is None and info is not None and vid in info:
-            v.duration = info[vid][1]
-        videos[vid] = v
-    findings.past_end.clear()  # clipped below, with its own warning
-    findings.warn(source)
-    videos = {vid: videos[vid] for vid in sorted(videos)}
-    _warn_clipped(source, *_clip_to_durations(videos.values()))
-    classes = _classes(videos.values())
-    if len(classes) != ACTIVITYNET_NUM_CLASSES:
-        warnings.warn(
-            f"{source}: {len(classes)} classes, ActivityNet-1.3 has {ACTIVITYNET_NUM_CLASSES}; "
-            "fine for a subset of it, otherwise check the file", AnnotationWarning, stacklevel=2,
-        )
-    if videos_dir is not None:
-        _report_videos_on_disk(source, Path(videos_dir), videos)
-    return AnnotationSet(videos, classes, source)
+    write_text(path, json.dumps(obj, indent=1) + "\n")

@@ -1,23 +1,34 @@
 """Training and test datasets, and their collate functions.
 
-Training (`TrainDataset`, one item per training video and epoch; design.md §2, spec
-memory-data-training §3-§4): a window of ``cfg.num_frames`` frames is cut at a random start
-(a multiple of ``cfg.train_start_stride``), the instances that pass the IoF rule are kept
-in window frames, the window is split into chunks of ``chunk_size`` frames, and only the
-chunks that go through the backbone (``chunk_selector``) are decoded and augmented, all
-with ONE draw of augmentation parameters. The features of the other chunks come from
-``feature_reader`` (the memory bank), read here, in the data worker.
+Training (`TrainDataset`, one item per training video and epoch; the original's pipeline,
+original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:25-49): a window of
+``cfg.num_frames`` frames is cut at a random start (a multiple of
+``cfg.train_start_stride``), the instances that pass the IoF rule are kept in window
+frames, the window is split into chunks of ``chunk_size`` frames, and only the chunks
+that go through the backbone (``chunk_selector``) are decoded and augmented, all with ONE
+draw of augmentation parameters. The features of the other chunks come from
+``feature_reader`` (the memory bank), read here, in the data worker: with a ``DataLoader``
+that is up to ``num_workers x prefetch_factor`` batches ahead of the training step that
+uses them (a video appears once per epoch, so the steps in between do not write its rows,
+except a padded repeat in an epoch's last step).
 
-Test (`TestDataset`, one item per (video, window); spec §5): sliding windows, centre crop,
-padded at the end with zeros (after normalisation, so padding is the mean colour).
+Test (`TestDataset`, one item per (video, window); original:
+vedatad/datasets/pipelines/test_time_aug.py:22-53): sliding windows, centre crop, padded at
+the end with zeros (after normalisation, so padding is the mean colour).
 
 Randomness: every sample draws from generators seeded by ``(seed, rank, epoch, index)``
-(design.md §8), so a run is reproducible and ranks and workers are independent, whatever
-the number of workers.
+(`tallformer.ops.seeding.sample_generators`; the original reseeds each worker instead, with
+seeds that collide across ranks and epochs, original: vedatad/datasets/builder.py:125-142),
+so a run is reproducible and ranks and workers are independent, whatever the number of
+workers. The index of an epoch's padded repeat (the sampler's last step) is
+``item + k * len(dataset)`` for its k-th repeat: the item is ``index % len(dataset)``, and
+the repeat draws its own window, chunks and augmentation.
 
 Frame rate: a video is decoded at, and its seconds converted with, the annotation's own
 ``fps`` when it has one (set by a preparation step, e.g. ActivityNet's 768-frame videos),
-else ``data.fps`` (design.md §8: nominal fps, exact decoded frame counts).
+else ``data.fps`` (`tallformer.data.annotations.video_fps`: the nominal fps with exact
+decoded frame counts, where the original derives one from metadata, original:
+vedatad/datasets/thumos14.py:61).
 
 Frame sources are opened lazily and cached per worker process (a small LRU keyed by
 path); a forked worker notices the new pid and opens its own. PyAV and ``fork`` mix badly:
@@ -25,8 +36,8 @@ a decoder created in the parent and freed in a forked child deadlocks there. The
 guards its own sources (collected in the parent on close, never freed in a child, and
 ``gc.freeze()`` in the child), but PyAV objects created elsewhere in the parent can still
 be garbage at fork time; if the parent decodes video outside this dataset, prefer
-``DataLoader(..., multiprocessing_context="forkserver")`` (the original uses spawn, spec
-memory-data-training §3.1).
+``DataLoader(..., multiprocessing_context="forkserver")`` (the original uses spawn,
+original: vedacore/parallel/dist_utils.py:11-12).
 """
 
 from __future__ import annotations
@@ -39,13 +50,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tallformer.data.transforms import apply_params, draw_params, test_transform
+from tallformer.data.annotations import video_fps
+from tallformer.data.transforms import (
+    AugParams,
+    apply_params,
+    draw_params,
+    test_transform,
+)
 from tallformer.data.video import open_source, resolve_video
 from tallformer.data.windows import (
     crop_segments,
@@ -53,6 +70,9 @@ from tallformer.data.windows import (
     seconds_to_frames,
     test_windows,
 )
+from tallformer.errors import TallformerError, TallformerWarning, name_list
+from tallformer.ops.chunks import chunk_runs
+from tallformer.ops.seeding import sample_generators
 
 if TYPE_CHECKING:
     from tallformer.config import DataConfig
@@ -61,48 +81,94 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TEMPORAL_STRIDE",
-    "ChunkSelector",
+    "ChunkSelectorFn",
     "DatasetError",
     "FeatureReader",
+    "TestBatch",
     "TestDataset",
+    "TestSample",
+    "TrainBatch",
     "TrainDataset",
+    "TrainSample",
     "collate_test",
     "collate_train",
-    "sample_generators",
-    "video_fps",
 ]
 
-# Frames per feature row: Video Swin's temporal patch 2 (spec memory-data-training §0).
+# Frames per feature row: Video Swin's temporal patch 2 (original:
+# configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:15,91, feat_downsample=2).
 TEMPORAL_STRIDE = 2
 # Open frame sources kept per worker (file handles and decoder state).
 MAX_OPEN_SOURCES = 8
 
-ChunkSelector = Callable[[int, int, int, int, int], Sequence[int]]
-"""``(seed, rank, epoch, index, num_chunks) -> sorted kept chunk ids``."""
+ChunkSelectorFn = Callable[[int, int, int, int, int], Sequence[int]]
+"""``(seed, rank, epoch, index, num_chunks) -> sorted kept chunk ids`` (a function; e.g. a
+``tallformer.memory.selection.ChunkSelector``)."""
 FeatureReader = Callable[[str, int, list[int], int], np.ndarray]
 """``(video_id, row_start, chunk_ids, rows_per_chunk) -> [len(chunk_ids), C, rows_per_chunk]``."""
 
 
-class DatasetError(RuntimeError):
+class DatasetError(TallformerError, RuntimeError):
     """A video, annotation or setting the dataset cannot use; the message names it."""
 
 
-def sample_generators(
-    seed: int, rank: int, epoch: int, index: int
-) -> tuple[np.random.Generator, torch.Generator]:
-    """The per-sample random generators, a pure function of ``(seed, rank, epoch, index)``.
+class TrainSample(TypedDict):
+    """One training window (`TrainDataset[index]`); k kept chunks of n, G instances."""
 
-    Returns a numpy generator (window start) and a torch generator (augmentation), from
-    two independent children of ``SeedSequence([seed, rank, epoch, index])``.
-    """
-    for name, value in (("seed", seed), ("rank", rank), ("epoch", epoch), ("index", index)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0 to seed a sample, got {value}")
-    np_seq, torch_seq = np.random.SeedSequence([seed, rank, epoch, index]).spawn(2)
-    np_rng = np.random.Generator(np.random.PCG64(np_seq))
-    torch_gen = torch.Generator()
-    torch_gen.manual_seed(int(torch_seq.generate_state(1, dtype=np.uint64)[0]))
-    return np_rng, torch_gen
+    chunks: torch.Tensor  # float32 [k, 3, chunk_size, crop, crop], kept chunks in time order
+    keep: torch.Tensor  # int64 [k], sorted kept chunk ids
+    cached: torch.Tensor  # float32 [n - k, C, rows] bank features, or [0, 0, rows] without a bank
+    segments: torch.Tensor  # float32 [G, 2], window frames
+    labels: torch.Tensor  # int64 [G]
+    ignore: torch.Tensor  # float32 [I, 2], window frames
+    video_id: str
+    offset: int  # window start frame in the video
+    fps: float  # the video's frame rate (module docstring)
+    num_frames: int  # real frames in the window, before padding
+    video_frames: int  # frames of the whole video
+    num_chunks: int  # n
+
+
+class TrainBatch(TypedDict):
+    """`collate_train` of B samples (sample-major)."""
+
+    chunks: torch.Tensor  # [B*k, 3, chunk_size, crop, crop]: sample 0's kept chunks first
+    keep_mask: torch.Tensor  # bool [B, n]
+    cached: torch.Tensor  # [B, n - k, C, rows]
+    keep: list[torch.Tensor]  # B x int64 [k]
+    segments: list[torch.Tensor]  # B x [G_b, 2]
+    labels: list[torch.Tensor]  # B x [G_b]
+    ignore: list[torch.Tensor]  # B x [I_b, 2]
+    video_id: list[str]
+    offset: list[int]
+    fps: list[float]
+    num_frames: list[int]
+    video_frames: list[int]
+
+
+class TestSample(TypedDict):
+    """One test window (`TestDataset[index]`)."""
+
+    clip: torch.Tensor  # float32 [3, num_frames, crop, crop], zero-padded at the end
+    video_id: str
+    offset: int  # window start frame
+    length: int  # real frames in the window
+    fps: float
+    video_frames: int
+
+
+class TestBatch(TypedDict):
+    """`collate_test` of B windows."""
+
+    clip: torch.Tensor  # [B, 3, T, crop, crop]
+    video_id: list[str]
+    offset: list[int]
+    length: list[int]
+    fps: list[float]
+    video_frames: list[int]
+
+
+TestSample.__test__ = False  # type: ignore[attr-defined]  # not pytest test classes
+TestBatch.__test__ = False  # type: ignore[attr-defined]
 
 
 class _SourceCache:
@@ -181,28 +247,24 @@ def _read(source: FrameSource, video_id: str, path: Path, start: int, stop: int)
 
 def _resolve_all(videos_dir: str | Path, video_ids: list[str]) -> dict[str, Path]:
     """Resolve every video file up front; one error listing all that are missing."""
+    if not Path(videos_dir).is_dir():
+        raise DatasetError(f"videos folder {videos_dir} does not exist; check data.videos")
     paths: dict[str, Path] = {}
-    failures: list[str] = []
+    missing: list[str] = []
+    first = ""
     for vid in video_ids:
         try:
             paths[vid] = Path(resolve_video(videos_dir, vid))
         except Exception as exc:
-            failures.append(f"  {vid}: {exc}")
-    if failures:
-        shown = "\n".join(failures[:10])
-        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+            missing.append(vid)
+            first = first or str(exc)
+    if missing:
         raise DatasetError(
-            f"{len(failures)} of {len(video_ids)} videos not found under {videos_dir}:\n"
-            f"{shown}{more}\nCheck data.videos, or remove these videos from the annotations."
+            f"{len(missing)} of {len(video_ids)} videos not found under {videos_dir}: "
+            f"{name_list(missing, 10)} (e.g. {first}); check data.videos, or remove these "
+            "videos from the annotations"
         )
     return paths
-
-
-def video_fps(video: VideoAnnotation, cfg: DataConfig) -> float:
-    """The frame rate a video is decoded at and its seconds are converted with: the
-    annotation's own ``fps`` when a preparation step fixed one (e.g. ActivityNet's
-    768-frame videos), else the configured nominal ``data.fps`` (design.md §8)."""
-    return float(video.fps) if video.fps else float(cfg.fps)
 
 
 @dataclass
@@ -216,7 +278,8 @@ class _TrainVideo:
 
 
 class TrainDataset(Dataset):
-    """Training windows, one per video per epoch (spec memory-data-training §4).
+    """Training windows, one per video per epoch (original pipeline:
+    configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:25-49).
 
     Args:
         annotations: the loaded annotations; videos of ``cfg.train_subset`` are used
@@ -233,14 +296,9 @@ class TrainDataset(Dataset):
             [len(chunk_ids), C, rows_per_chunk]`` for the dropped chunks; None = no cache.
         seed, rank: mixed into every sample's generators with the epoch and index.
 
-    A sample is a dict:
-        ``chunks`` float32 ``[k, 3, chunk_size, crop, crop]`` (kept chunks, time order),
-        ``keep`` int64 ``[k]``, ``cached`` float32 ``[n_chunks - k, C, rows]`` or
-        ``[0, 0, rows]`` (rows = chunk_size / 2), ``segments`` float32 ``[G, 2]`` window
-        frames, ``labels`` int64 ``[G]``, ``ignore`` float32 ``[I, 2]``, ``video_id`` str,
-        ``offset`` int (window start frame), ``fps`` float (the video's, see module doc),
-        ``num_frames`` int (real frames
-        in the window, before padding), ``video_frames`` int, ``num_chunks`` int.
+    ``len(dataset)`` is the number of videos; ``dataset[index]`` is a `TrainSample` of video
+    ``index % len(dataset)``, drawn with ``index`` (``index >= len``: an epoch's padded
+    repeat, see the module docstring). ``rows = chunk_size / 2``.
     """
 
     def __init__(
@@ -251,7 +309,7 @@ class TrainDataset(Dataset):
         classes: list[str],
         *,
         chunk_size: int = 32,
-        chunk_selector: ChunkSelector | None = None,
+        chunk_selector: ChunkSelectorFn | None = None,
         feature_reader: FeatureReader | None = None,
         seed: int = 0,
         rank: int = 0,
@@ -266,10 +324,10 @@ class TrainDataset(Dataset):
         if feature_reader is not None and cfg.train_start_stride % TEMPORAL_STRIDE:
             warnings.warn(
                 f"data.train_start_stride = {cfg.train_start_stride} allows odd window starts: "
-                f"their bank rows (start // {TEMPORAL_STRIDE}) are one frame off the window (spec "
-                "memory-data-training §8 item 5); use an even stride (2, or 32 for the bank's "
-                "chunk grid)",
-                stacklevel=2,
+                f"their bank rows (start // {TEMPORAL_STRIDE}) are one frame off the window (as "
+                "in the original, original: vedatad/engines/train_engine.py:90); use an even "
+                "stride (2, or 32 for the bank's chunk grid)",
+                TallformerWarning, stacklevel=2,
             )
         self.cfg = cfg
         self.classes = list(classes)
@@ -311,24 +369,24 @@ class TrainDataset(Dataset):
             warnings.warn(
                 f"{annotations.source}: {unknown} instances of subset '{cfg.train_subset}' have "
                 "labels outside the class list and are ignored",
-                stacklevel=2,
+                TallformerWarning, stacklevel=2,
             )
         if empty:
             warnings.warn(
                 f"{annotations.source}: {len(empty)} videos of subset '{cfg.train_subset}' have no "
-                f"instance of a known class and are skipped (e.g. {', '.join(empty[:3])})",
-                stacklevel=2,
+                f"instance of a known class and are skipped (e.g. {name_list(empty, 3)})",
+                TallformerWarning, stacklevel=2,
             )
         if not kept:
             raise DatasetError(
                 f"{annotations.source}: subset '{cfg.train_subset}' has no video with an "
-                f"instance of the classes {self.classes[:5]}{'...' if len(self.classes) > 5 else ''}; "
+                f"instance of the classes ({name_list(self.classes, 5)}); "
                 "check data.train_subset and the annotation file"
             )
         paths = _resolve_all(videos_dir, [v.video_id for v in kept])
         self.videos = [
             _TrainVideo(v.video_id, paths[v.video_id], video_fps(v, cfg), segs, labs, ign)
-            for v, (segs, labs, ign) in zip(kept, parsed)
+            for v, (segs, labs, ign) in zip(kept, parsed, strict=True)
         ]
         self._sources = _SourceCache((cfg.frame_size[0], cfg.frame_size[1]))
 
@@ -337,6 +395,7 @@ class TrainDataset(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
+        """The number of training videos (an epoch's items)."""
         return len(self.videos)
 
     def _keep_ids(self, index: int) -> list[int]:
@@ -350,8 +409,11 @@ class TrainDataset(Dataset):
             )
         return keep
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        video = self.videos[index]
+    def __getitem__(self, index: int) -> TrainSample:
+        if index < 0:
+            raise IndexError(f"TrainDataset index must be >= 0, got {index}")
+        # index >= len: a padded repeat of item index % len with its own draws (module doc)
+        video = self.videos[index % len(self.videos)]
         cfg = self.cfg
         np_rng, torch_gen = sample_generators(self.seed, self.rank, self.epoch, index)
         source = self._sources.get(video.video_id, video.path, video.fps)
@@ -359,11 +421,11 @@ class TrainDataset(Dataset):
         if n_video < 1:
             raise DatasetError(f"video '{video.video_id}': {video.path} has no frames")
 
-        # window and ground truth (spec memory-data-training §4 step 4)
+        # window and ground truth (original: vedatad/datasets/pipelines/transforms.py:366-441)
         start = sample_train_window(n_video, cfg.num_frames, cfg.train_start_stride, np_rng)
         length = min(cfg.num_frames, n_video)
-        # training clips instances and ignore regions to the video (spec §3) and drops the
-        # empty ones; both then follow the same keep rule
+        # training clips instances and ignore regions to the video and drops the empty ones
+        # (original: vedatad/datasets/thumos14.py:72-76); both then follow the same keep rule
         segs = np.clip(video.segments, 0.0, float(n_video))
         valid = segs[:, 1] > segs[:, 0]
         segments, labels, _ = crop_segments(segs[valid], video.labels[valid], start, length, cfg.iof_th)
@@ -415,7 +477,7 @@ class TrainDataset(Dataset):
         keep: list[int],
         start: int,
         length: int,
-        params: Any,
+        params: AugParams,
     ) -> torch.Tensor:
         """Decode the kept chunks, one ``source.read`` per contiguous run -> ``[k, 3, cs, h, w]``.
 
@@ -424,17 +486,10 @@ class TrainDataset(Dataset):
         cs = self.chunk_size
         crop_h, crop_w = params.height, params.width
         out: list[torch.Tensor] = []
-        runs: list[tuple[int, int]] = []  # [first, last] chunk ids of contiguous runs
-        for c in keep:
-            if runs and runs[-1][1] == c - 1:
-                runs[-1] = (runs[-1][0], c)
-            else:
-                runs.append((c, c))
         window_end = start + length
-        for first, last in runs:
-            n = last - first + 1
+        for _, first, n in chunk_runs(keep):
             f0 = start + first * cs
-            f1 = min(start + (last + 1) * cs, window_end)
+            f1 = min(start + (first + n) * cs, window_end)
             clip = torch.zeros(3, n * cs, crop_h, crop_w)
             if f1 > f0:
                 frames = _read(source, video.video_id, video.path, f0, f1)
@@ -449,14 +504,14 @@ class TrainDataset(Dataset):
         self._sources.close()
 
 
-def collate_train(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch training samples.
+def collate_train(samples: list[TrainSample]) -> TrainBatch:
+    """Batch training samples (all with the same number of kept chunks).
 
-    Returns:
-        ``chunks`` ``[B*k, 3, cs, H, W]`` (sample-major: sample 0's kept chunks first),
-        ``keep_mask`` bool ``[B, n_chunks]``, ``cached`` ``[B, n_chunks - k, C, rows]``,
-        ``keep`` list of ``[k]``, and lists ``segments``, ``labels``, ``ignore``, ``video_id``,
-        ``offset``, ``fps``, ``num_frames``, ``video_frames``.
+    Returns a `TrainBatch`: ``chunks`` ``[B*k, 3, cs, H, W]`` (sample-major: sample 0's
+    kept chunks first), ``keep_mask`` bool ``[B, n_chunks]``, ``cached``
+    ``[B, n_chunks - k, C, rows]``, ``keep`` list of ``[k]``, and lists ``segments``,
+    ``labels``, ``ignore``, ``video_id``, ``offset``, ``fps``, ``num_frames``,
+    ``video_frames``.
     """
     if not samples:
         raise ValueError("collate_train needs at least one sample")
@@ -476,19 +531,25 @@ def collate_train(samples: list[dict[str, Any]]) -> dict[str, Any]:
     cached_shapes = {tuple(s["cached"].shape) for s in samples}
     if len(cached_shapes) != 1:
         raise ValueError(f"samples have cached features of different shapes {sorted(cached_shapes)}")
-    batch: dict[str, Any] = {
+    return {
         "chunks": torch.cat([s["chunks"] for s in samples]),
         "keep_mask": keep_mask,
         "cached": torch.stack([s["cached"] for s in samples]),
         "keep": [s["keep"] for s in samples],
+        "segments": [s["segments"] for s in samples],
+        "labels": [s["labels"] for s in samples],
+        "ignore": [s["ignore"] for s in samples],
+        "video_id": [s["video_id"] for s in samples],
+        "offset": [s["offset"] for s in samples],
+        "fps": [s["fps"] for s in samples],
+        "num_frames": [s["num_frames"] for s in samples],
+        "video_frames": [s["video_frames"] for s in samples],
     }
-    for key in ("segments", "labels", "ignore", "video_id", "offset", "fps", "num_frames", "video_frames"):
-        batch[key] = [s[key] for s in samples]
-    return batch
 
 
 class TestDataset(Dataset):
-    """Sliding test windows over every video of a subset (spec memory-data-training §5).
+    """Sliding test windows over every video of a subset (original:
+    vedatad/datasets/pipelines/test_time_aug.py:22-53).
 
     Args:
         annotations: loaded annotations.
@@ -498,8 +559,8 @@ class TestDataset(Dataset):
         subset: which subset; None = ``cfg.test_subset``.
 
     Opening every video once at construction counts its frames (progress bar). An item is
-    a dict: ``clip`` float32 ``[3, num_frames, crop, crop]`` (zero-padded at the end),
-    ``video_id``, ``offset`` (window start frame), ``length`` (real frames),
+    a `TestSample`: ``clip`` float32 ``[3, num_frames, crop, crop]`` (zero-padded at the
+    end), ``video_id``, ``offset`` (window start frame), ``length`` (real frames),
     ``fps``, ``video_frames``.
     """
 
@@ -542,7 +603,7 @@ class TestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> TestSample:
         vid, start, length = self.windows[index]
         path = self.paths[vid]
         source = self._sources.get(vid, path, self.fps[vid])
@@ -564,12 +625,16 @@ class TestDataset(Dataset):
         self._sources.close()
 
 
-def collate_test(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_test(samples: list[TestSample]) -> TestBatch:
     """Batch test windows: ``clip`` ``[B, 3, T, H, W]`` and lists ``video_id``, ``offset``,
     ``length``, ``fps``, ``video_frames``."""
     if not samples:
         raise ValueError("collate_test needs at least one sample")
-    batch: dict[str, Any] = {"clip": torch.stack([s["clip"] for s in samples])}
-    for key in ("video_id", "offset", "length", "fps", "video_frames"):
-        batch[key] = [s[key] for s in samples]
-    return batch
+    return {
+        "clip": torch.stack([s["clip"] for s in samples]),
+        "video_id": [s["video_id"] for s in samples],
+        "offset": [s["offset"] for s in samples],
+        "length": [s["length"] for s in samples],
+        "fps": [s["fps"] for s in samples],
+        "video_frames": [s["video_frames"] for s in samples],
+    }

@@ -1,25 +1,27 @@
 """Preparing media: H.264 re-encoding (fixed fps or fixed frame count) and frame folders.
 
-Two jobs over a folder of videos (issue 4, "Preparation commands"):
+Two jobs over a folder of videos:
 
 - :func:`prepare_videos`: re-encode every video to H.264 (yuv420p) at one frame size and
-  either a fixed fps (THUMOS14: 15 fps; spec memory-data-training §0) or a fixed number of
-  frames (ActivityNet: the original's 768-frame transform, spec memory-data-training §1.4).
-  A keyframe every `gop` frames (32 by default, one chunk) keeps chunk reads cheap.
+  either a fixed fps (THUMOS14: 15 fps, original: tools/data/extract_frames.sh:16) or a
+  fixed number of frames (ActivityNet: the original's 768-frame transform, original:
+  tools/data/anet/transform_videos.py:31-45). A keyframe every `gop` frames (32 by
+  default, one chunk) keeps chunk reads cheap.
 - :func:`prepare_frames`: the original release's frame-folder layout
-  (``OUT/VIDEO/00001.jpg``, numbered from 1; spec memory-data-training §1.3).
+  (``OUT/VIDEO/00001.jpg``, numbered from 1; original: tools/data/extract_frames.sh:10-16).
 
 Both decode through :mod:`tallformer.data.video` (resampled like ``ffmpeg -vf fps=F``,
 resized without keeping the aspect ratio, like the original), run videos in parallel
 worker processes, and are resumable: an output is written under a hidden temporary name
-(``.NAME.partial.mp4`` / ``.NAME.partial/``) and renamed when complete, so an output
-that exists under its final name is finished and is skipped by the next run, and a
-leftover temporary output is redone. A corrupt or truncated input is reported and
+(``.NAME.partial.mp4`` / ``.NAME.partial/``, `tallformer.atomic.atomic_path`) and renamed
+when complete, so an output that exists under its final name is finished and is skipped by
+the next run, and a leftover temporary output is removed and redone. A corrupt or truncated input is reported and
 skipped; the other videos are done, and the failures are returned (the command lists
 them and exits non-zero). ``OUT/meta.json`` records the settings and, per video, the
 output's fps and frame count.
 
-Fixed frame count (``num_frames``), as the original (spec memory-data-training §1.4):
+Fixed frame count (``num_frames``), as the original (original:
+tools/data/anet/transform_videos.py:31-45):
 ``target_fps = source_fps * min(num_frames / source_frames, 1)``. A longer video is
 resampled to about `num_frames` frames (frame-rate resampling gives N or N+1; we cut
 at N, so no output has more than `num_frames` frames). A shorter video keeps its own fps
@@ -32,10 +34,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import islice
@@ -45,15 +45,17 @@ from typing import Any
 
 import numpy as np
 
+from tallformer.atomic import atomic_path, remove_path, write_text
+from tallformer.errors import TallformerError
+
 META_FILE = "meta.json"
-_PARTIAL = ".partial"
 # An input whose decoded frames fall short of what its header promises by more than this
 # is reported as truncated.
 _TRUNCATION_TOLERANCE = 0.9
 
 
-class PrepareError(ValueError):
-    """Bad arguments or an output folder that holds another preparation."""
+class PrepareError(TallformerError, ValueError):
+    """Bad arguments, an output folder that holds another preparation, or no encoder."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -76,47 +78,6 @@ def _as_rate(fps: float | Fraction) -> Fraction:
     return rate if rate > 0 else Fraction(fps).limit_denominator(10**6)
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-def partial_path(path: str | os.PathLike[str]) -> Path:
-    """The hidden temporary name an output is written under before it is renamed."""
-    path = Path(path)
-    return path.with_name(f".{path.stem}{_PARTIAL}{path.suffix}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike[str], directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write `path` under; rename it to `path` on success.
-
-    A leftover temporary output (from a killed run) is removed first. On an exception the
-    temporary output is removed and the exception propagates; `path` is untouched.
-    With ``directory=True`` the temporary path is created as an empty folder.
-    """
-    path = Path(path)
-    tmp = partial_path(path)
-    _remove(tmp)
-    if directory:
-        tmp.mkdir(parents=True)
-    else:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    if directory and path.exists():
-        _remove(path)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- encoding
 
 
@@ -127,10 +88,10 @@ def _pick_encoder() -> str:
     for name in ("libx264", "h264", "libopenh264", "mpeg4"):
         try:
             av.codec.Codec(name, "w")
-        except Exception:  # noqa: BLE001 - PyAV raises several types for a missing codec
+        except Exception:
             continue
         return name
-    raise RuntimeError("PyAV's FFmpeg has no H.264 or MPEG-4 encoder (tried libx264, h264, "
+    raise PrepareError("PyAV's FFmpeg has no H.264 or MPEG-4 encoder (tried libx264, h264, "
                        "libopenh264, mpeg4); install the PyAV wheel from PyPI (`pip install av`)")
 
 
@@ -140,7 +101,7 @@ def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps:
     """Encode RGB frames to an H.264 (yuv420p) video file; return the number of frames.
 
     Args:
-        path: output file (written directly; wrap in :func:`atomic_output` for a
+        path: output file (written directly; wrap in `tallformer.atomic.atomic_path` for a
             resumable job).
         frames: uint8 [H, W, 3] RGB arrays, each of `size`.
         fps: frame rate (stored as a fraction: 15 -> 15/1, 29.97 -> 30000/1001).
@@ -178,7 +139,7 @@ def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps:
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:mbtree=0",
             }
         else:
-            stream.codec_context.bit_rate = max(500_000, 6 * w * h * int(math.ceil(rate)))
+            stream.codec_context.bit_rate = max(500_000, 6 * w * h * math.ceil(rate))
         for frame in frames:
             if frame.shape != (h, w, 3) or frame.dtype != np.uint8:
                 raise ValueError(
@@ -248,7 +209,8 @@ def _target_fps(info: Any, fps: float | None, num_frames: int | None) -> Fractio
     if not info.num_frames or info.num_frames <= 0 or not info.fps or info.fps <= 0:
         raise RuntimeError(f"cannot tell the frame count / fps of the video "
                            f"(frames={info.num_frames}, fps={info.fps})")
-    # spec memory-data-training §1.4: target_fps = src_fps * min(max_frame / frame_count, 1)
+    # target_fps = src_fps * min(max_frame / frame_count, 1) (original:
+    # tools/data/anet/transform_videos.py:31-45)
     return _as_rate(info.fps * min(num_frames / info.num_frames, 1.0))
 
 
@@ -268,7 +230,7 @@ def _video_job(src: Path, dst: Path, size: tuple[int, int], fps: float | None,
     if num_frames is not None:
         frames = islice(frames, num_frames)
         expected = min(expected, num_frames)
-    with atomic_output(dst) as tmp:
+    with atomic_path(dst) as tmp:
         count = write_video(tmp, frames, rate, size, gop=gop, crf=crf, threads=threads)
         _check_truncation(src, count, expected)
     return {"file": dst.name, "fps": float(rate), "num_frames": count, **_source_entry(src, info)}
@@ -281,11 +243,11 @@ def _frames_job(src: Path, dst: Path, size: tuple[int, int], fps: float,
     info = probe_video(src)
     rate = _as_rate(fps)
     expected = info.duration * float(rate) if info.duration else 0.0
-    # %05d like the original (spec memory-data-training §1.3); wider past 99,999 frames so
-    # that names still sort (spec §8 oddity 20).
+    # %05d like the original (original: tools/data/extract_frames.sh:16); wider past 99,999
+    # frames so that names still sort (the original's lexical order breaks there).
     digits = max(5, len(str(int(expected * 1.1) + 10)))
     count = 0
-    with atomic_output(dst, directory=True) as tmp:
+    with atomic_path(dst, directory=True) as tmp:
         for count, frame in enumerate(iter_frames(src, float(rate), size), start=1):
             # JPEG at qscale 2 (`ffmpeg -q:v 2`), or lossless PNG
             save_image(tmp / f"{count:0{digits}d}.{fmt}", frame)
@@ -302,7 +264,7 @@ def _run_job(kind: str, src: str, dst: str, kwargs: dict[str, Any]) -> tuple[boo
     try:
         job = _video_job if kind == "videos" else _frames_job
         return True, job(Path(src), Path(dst), **kwargs)
-    except Exception as exc:  # noqa: BLE001 - reported per video, the others go on
+    except Exception as exc:
         message = str(exc) or type(exc).__name__
         return False, message if src in message else f"{src}: {message}"
 
@@ -350,6 +312,8 @@ def _run(kind: str, videos_dir: str | os.PathLike[str], out_dir: str | os.PathLi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     old = _read_meta(out, settings)
+    for stale in out.glob(f".{META_FILE}.*.tmp"):  # a killed run's half-written meta file
+        remove_path(stale)
     result = PrepareResult(out_dir=out)
     entries: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, Path, Path]] = []
@@ -367,8 +331,8 @@ def _run(kind: str, videos_dir: str | os.PathLike[str], out_dir: str | os.PathLi
                 entries[name] = _existing_entry(kind, dst, old, name, settings)
                 result.skipped.append(name)
                 continue
-            except Exception:  # noqa: BLE001 - an unreadable output is redone
-                _remove(dst)
+            except Exception:
+                remove_path(dst)
         todo.append((name, src, dst))
     bar = tqdm(total=len(todo), desc=f"prepare {kind}", unit="video", disable=not progress)
 
@@ -396,9 +360,7 @@ def _run(kind: str, videos_dir: str | os.PathLike[str], out_dir: str | os.PathLi
     finally:
         bar.close()
         meta = {**settings, "videos": {k: entries[k] for k in sorted(entries)}}
-        tmp = out / f".{META_FILE}{_PARTIAL}"
-        tmp.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(tmp, out / META_FILE)
+        write_text(out / META_FILE, json.dumps(meta, indent=1) + "\n")
         result.meta = meta
     return result
 

@@ -1,11 +1,14 @@
 """A distributed batch sampler that never puts one video in two ranks' batches at one step.
 
-Why (design.md §7, §8; spec memory-data-training §2.7): every rank reads the memory-bank
-rows of its samples' dropped chunks and writes the rows of their kept chunks. The original
-used the plain distributed sampler, which pads an epoch by repeating videos, so the same
-video could be on two GPUs at once and the two ranks raced on its rows (last writer wins).
-Here the *global* batch of every step (the union of all ranks' batches) holds distinct
-videos, padding included, so each video has one writer per step.
+Why: every rank reads the memory-bank rows of its samples' dropped chunks and writes the
+rows of their kept chunks. The original used a distributed sampler that pads an epoch by
+repeating videos (original: vedatad/datasets/samplers/group_sampler.py:94-139), so the same
+video could be on two GPUs at once and the two ranks raced on its rows, with no lock (last
+writer wins; original: vedatad/engines/train_engine.py:66-146). Here the *global* batch of
+every step (the union of all ranks' batches) holds distinct videos, padding included, so
+each video has one writer per step. (A data worker still reads a sample's rows up to
+``num_workers x prefetch_factor`` batches before its step; a video appears once per epoch,
+so only an epoch's padding can repeat a video written in between.)
 
 The plan of an epoch is a pure function of ``(seed, epoch)`` and the items, computed the
 same way on every rank; rank ``r`` takes its slice of each step:
@@ -24,6 +27,12 @@ same way on every rank; rank ``r`` takes its slice of each step:
 
 So every item appears once per epoch (plus padding), every rank has the same number of
 steps (``len(sampler)``), and batches have ``batch_size`` items except possibly the last.
+
+A padded repeat is yielded as ``item + k * len(items)`` (its k-th repeat in the epoch,
+k >= 1; ``distinct_repeats``), so that a dataset that reads item ``index % len`` and seeds
+its random draws with the whole index (``TrainDataset``) gives the repeat its own window,
+chunks and augmentation; the first occurrence of every item is the item index itself.
+``plan()`` lists the plain item indices.
 
 This module imports numpy only.
 """
@@ -57,6 +66,8 @@ class VideoExclusiveSampler:
         shuffle: shuffle per epoch (else the items' order).
         drop_last: drop the last step when it cannot be filled with unseen items (else pad it
             with other videos).
+        distinct_repeats: yield a padded repeat as ``item + k * len(items)`` (module
+            docstring; for ``TrainDataset``); False yields plain item indices (any dataset).
 
     Use as a DataLoader ``batch_sampler``; call ``set_epoch(epoch)`` before each epoch, on
     every rank. Iterating yields this rank's lists of item indices, ``len(self)`` steps.
@@ -71,6 +82,7 @@ class VideoExclusiveSampler:
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
+        distinct_repeats: bool = True,
     ) -> None:
         if isinstance(videos, Integral) and not isinstance(videos, bool):
             n = _check_int("dataset length", videos, 1)
@@ -94,6 +106,7 @@ class VideoExclusiveSampler:
         self.seed = _check_int("seed", seed, 0)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        self.distinct_repeats = bool(distinct_repeats)
         self.num_videos = len(set(self.video_of))
         if self.num_videos < self.world_size:
             raise ValueError(
@@ -161,9 +174,32 @@ class VideoExclusiveSampler:
         self._plan_cache = (self.epoch, steps)
         return steps
 
+    def sample_ids(self) -> list[list[int]]:
+        """This rank's batches as yielded: plan item indices, repeats as ``item + k * n``.
+
+        The k-th repeat (k >= 1) of an item within the epoch's plan (counted over every
+        rank's batches, step by step, so all ranks agree) is ``item + k * n``, n the number
+        of items; with ``distinct_repeats=False``, the plain item indices.
+        """
+        plan = self.plan()
+        if not self.distinct_repeats:
+            return [list(step[self.rank]) for step in plan]
+        n = len(self.video_of)
+        seen: dict[int, int] = {}
+        out: list[list[int]] = []
+        for step in plan:
+            for r, batch in enumerate(step):
+                ids = []
+                for i in batch:
+                    k = seen.get(i, 0)
+                    seen[i] = k + 1
+                    ids.append(i + k * n)
+                if r == self.rank:
+                    out.append(ids)
+        return out
+
     def __iter__(self) -> Iterator[list[int]]:
-        for step in self.plan():
-            yield list(step[self.rank])
+        yield from self.sample_ids()
 
     def __len__(self) -> int:
         return len(self.plan())
@@ -173,5 +209,5 @@ class VideoExclusiveSampler:
             f"VideoExclusiveSampler(items={len(self.video_of)}, videos={self.num_videos}, "
             f"batch_size={self.batch_size}, rank={self.rank}, world_size={self.world_size}, "
             f"seed={self.seed}, epoch={self.epoch}, shuffle={self.shuffle}, "
-            f"drop_last={self.drop_last})"
+            f"drop_last={self.drop_last}, distinct_repeats={self.distinct_repeats})"
         )

@@ -1,7 +1,6 @@
 """Synthetic action videos: real H.264 mp4 files plus an ActivityNet-format annotation JSON.
 
-The project's built-in dataset (issue 4, "Synthetic action videos"): the default data of
-the demo and of the end-to-end tests. Each class is a visually distinct event that unfolds
+The project's built-in dataset: the default data of the demo and of the end-to-end tests. Each class is a visually distinct event that unfolds
 over time (a shape with a class colour and a class motion), drawn over a textured,
 drifting background. Between the actions, *distractors* play the first 15-35 % of an
 action of some class and then vanish: a single frame near an action's start cannot tell a
@@ -10,11 +9,12 @@ stops).
 
 Layout written by :func:`generate_synthetic_dataset`::
 
-    OUT/annotations.json          ActivityNet JSON (design.md §4), subsets training / validation
+    OUT/annotations.json          ActivityNet JSON (`tallformer.data.annotations`), subsets training / validation
     OUT/videos/synth_0000.mp4     H.264, yuv420p, keyframe every 32 frames (prepare.write_video)
 
 Running it again into the same folder rewrites every file (and removes ``synth_*.mp4``
-files that are not part of the new dataset).
+files that are not part of the new dataset). Every file is written atomically
+(`tallformer.atomic`): it appears complete under its name, or not at all.
 
 Timing: an event covers the frames ``[start, stop)``; its annotated segment is
 ``[start / fps, stop / fps]`` seconds, so ``segment * fps`` gives back exact frame indices.
@@ -34,8 +34,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from tallformer.atomic import atomic_path, write_text
+from tallformer.data.prepare import PrepareError, write_video
 
 # Class names, in class-id order. The first `num_classes` are used.
 CLASS_NAMES: tuple[str, ...] = (
@@ -65,7 +69,7 @@ CLASS_COLOURS = np.array(
 )
 
 VIDEO_PREFIX = "synth_"
-MIN_INSTANCE_S = 1.0  # instance lengths 1-10 s (issue 4)
+MIN_INSTANCE_S = 1.0  # instance lengths 1-10 s
 MAX_INSTANCE_S = 10.0
 _GAP_S = (0.5, 3.0)  # background-only time between events
 _DISTRACTOR_PROGRESS = (0.15, 0.35)  # how far a distractor gets before it vanishes
@@ -119,7 +123,7 @@ class SyntheticVideo:
 def class_names(num_classes: int) -> list[str]:
     """The first `num_classes` class names; at most ``len(CLASS_NAMES)`` (8)."""
     if not 1 <= num_classes <= len(CLASS_NAMES):
-        raise ValueError(
+        raise PrepareError(
             f"num_classes must be between 1 and {len(CLASS_NAMES)} (there are "
             f"{len(CLASS_NAMES)} synthetic event kinds), got {num_classes}"
         )
@@ -130,24 +134,24 @@ def _check_settings(num_videos: int, num_classes: int, fps: float, size: tuple[i
                     min_length: float, max_length: float, val_fraction: float) -> None:
     class_names(num_classes)
     if num_videos < 1:
-        raise ValueError(f"num_videos must be at least 1, got {num_videos}")
+        raise PrepareError(f"num_videos must be at least 1, got {num_videos}")
     if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+        raise PrepareError(f"fps must be positive, got {fps}")
     h, w = size
     if h < 16 or w < 16 or h % 2 or w % 2:
-        raise ValueError(f"size must be even and at least 16x16 (H.264 yuv420p), got {w}x{h} (WxH)")
+        raise PrepareError(f"size must be even and at least 16x16 (H.264 yuv420p), got {w}x{h} (WxH)")
     if not 0 < min_length <= max_length:
-        raise ValueError(
+        raise PrepareError(
             f"need 0 < min_length <= max_length (seconds), got {min_length} and {max_length}"
         )
     if min_length < MIN_INSTANCE_S + 2 * _GAP_S[0]:
-        raise ValueError(
+        raise PrepareError(
             f"min_length {min_length} s is too short: a video needs room for one "
             f"{MIN_INSTANCE_S:g} s instance and {_GAP_S[0]:g} s of background on each side "
             f"(use at least {MIN_INSTANCE_S + 2 * _GAP_S[0]:g} s)"
         )
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise PrepareError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
 
 def _label_stream(rng: np.random.Generator, num_classes: int) -> Iterator[int]:
@@ -167,8 +171,8 @@ def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: i
     max_inst = min(MAX_INSTANCE_S, max(MIN_INSTANCE_S, length_s / 3))
     min_frames = max(1, math.ceil(MIN_INSTANCE_S * fps))
     events: list[SyntheticEvent] = []
-    t = int(round(rng.uniform(*_GAP_S) * fps))
-    end_margin = int(round(_GAP_S[0] * fps))
+    t = round(rng.uniform(*_GAP_S) * fps)
+    end_margin = round(_GAP_S[0] * fps)
     while True:
         room = num_frames - end_margin - t
         has_instance = any(e.complete for e in events)
@@ -184,9 +188,9 @@ def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: i
         shift = tuple(float(v) for v in rng.uniform(-20, 20, size=3))
         gap = rng.uniform(*_GAP_S)
         if distractor:
-            frames = max(2, int(round(progress * length_s * fps)))
+            frames = max(2, round(progress * length_s * fps))
         else:
-            frames = max(min_frames, int(round(length_s * fps)))
+            frames = max(min_frames, round(length_s * fps))
             progress = 1.0
             if frames > room and not has_instance and room >= min_frames:
                 frames = room  # the video's one instance: shorten it to fit
@@ -196,7 +200,7 @@ def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: i
         label = int(rng.integers(num_classes)) if distractor else next(labels)
         events.append(SyntheticEvent(label, t, t + frames, not distractor, progress,
                                      position, scale, shift))  # type: ignore[arg-type]
-        t += frames + max(1, int(round(gap * fps)))
+        t += frames + max(1, round(gap * fps))
     return tuple(events)
 
 
@@ -212,7 +216,7 @@ def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float
     _check_settings(num_videos, num_classes, fps, size, min_length, max_length, val_fraction)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     labels = _label_stream(rng, num_classes)
-    num_val = int(round(num_videos * val_fraction))
+    num_val = round(num_videos * val_fraction)
     if val_fraction > 0 and num_videos >= 2:
         num_val = min(max(num_val, 1), num_videos - 1)
     num_train = num_videos - num_val
@@ -220,7 +224,7 @@ def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float
     videos = []
     for index in range(num_videos):
         length_s = rng.uniform(min_length, max_length)
-        num_frames = max(1, int(round(length_s * fps)))
+        num_frames = max(1, round(length_s * fps))
         events = _plan_events(rng, labels, num_classes, num_frames, fps)
         render_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         videos.append(SyntheticVideo(
@@ -232,8 +236,8 @@ def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float
     return videos
 
 
-def annotation_dict(videos: list[SyntheticVideo], num_classes: int) -> dict:
-    """The ActivityNet JSON (design.md §4) of planned videos, in video order."""
+def annotation_dict(videos: list[SyntheticVideo], num_classes: int) -> dict[str, Any]:
+    """The ActivityNet JSON (`tallformer.data.annotations`) of planned videos, in video order."""
     names = class_names(num_classes)
     database = {}
     for video in videos:
@@ -281,7 +285,7 @@ class _Background:
     def frames(self, indices: np.ndarray) -> np.ndarray:
         """Float32 [T, H, W, 3] on the 0-255 scale for frame `indices` [T]."""
         t = indices.astype(np.float32)[:, None, None]
-        out = np.empty((len(indices),) + self.x.shape + (3,), np.float32)
+        out = np.empty((len(indices), *self.x.shape, 3), np.float32)
         out[...] = self.base + self.tint
         for k in range(len(self.amp)):
             wave = self.amp[k] * np.sin((self.kx[k] * self.x + self.ky[k] * self.y)[None]
@@ -364,10 +368,8 @@ def render_frames(video: SyntheticVideo, block: int = 32) -> Iterator[np.ndarray
 
 
 def _write_one(video: SyntheticVideo, path: str, gop: int) -> str:
-    from tallformer.data.prepare import atomic_output, write_video
-
     target = Path(path)
-    with atomic_output(target) as tmp:
+    with atomic_path(target) as tmp:
         write_video(tmp, render_frames(video), video.fps, video.size, gop=gop, threads=1)
     return video.video_id
 
@@ -418,7 +420,5 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike[str], num_videos: int,
     finally:
         bar.close()
     ann_path = out / "annotations.json"
-    tmp = ann_path.with_name(ann_path.name + ".tmp")
-    tmp.write_text(json.dumps(annotation_dict(videos, num_classes), indent=1) + "\n")
-    os.replace(tmp, ann_path)
+    write_text(ann_path, json.dumps(annotation_dict(videos, num_classes), indent=1) + "\n")
     return ann_path

@@ -5,7 +5,7 @@ fps, `source.read(start, stop)` -> uint8 `[stop - start, H, W, 3]` RGB.
 
 Video files (`VideoFileSource`) are resampled to the target fps the way
 `ffmpeg -i VIDEO -vf fps=F -s WxH %05d.png` does it (the original release's frame
-extraction, spec memory-data-training §1.3):
+extraction, original: tools/data/extract_frames.sh:10-16):
 
 - Timestamps are taken relative to the file's start time (the FFmpeg command line
   subtracts `start_time` before filtering), so frame i sits at i / F seconds from the
@@ -30,8 +30,8 @@ reads continue decoding without a seek when that is cheaper. `source.decoded_fra
 counts the source frames decoded so far.
 
 Frame folders (`FrameFolderSource`) are the original release's layout
-(`frames_15fps_256x256/{val,test}/VIDEO/00001.png`, or `.jpg`; spec memory-data-training
-§1.3): one image per frame at the target fps, already extracted; frame i is the i-th
+(`frames_15fps_256x256/{val,test}/VIDEO/00001.png`, or `.jpg`; original:
+tools/data/extract_frames.sh:16): one image per frame at the target fps, already extracted; frame i is the i-th
 file in sorted order. Images are decoded with PyAV and resized only when their size
 differs from `size`.
 """
@@ -47,10 +47,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
+
+from tallformer.errors import TallformerError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -68,6 +71,9 @@ __all__ = [
     "save_image",
 ]
 
+# The video file extensions tallformer looks for (lower case; the upper-case form is found
+# too), everywhere: resolving a video id, listing a folder to prepare, checking which
+# annotated videos are on disk. Each one is opened by PyAV in tests/test_video.py.
 VIDEO_EXTENSIONS = (
     ".mp4",
     ".mkv",
@@ -79,12 +85,13 @@ VIDEO_EXTENSIONS = (
     ".mpeg",
     ".flv",
     ".wmv",
+    ".3gp",
 )
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _INTERPOLATION = "BICUBIC"  # FFmpeg's default scaler flags for `-s` / the scale filter
 
 
-class VideoError(RuntimeError):
+class VideoError(TallformerError, RuntimeError):
     """A video file or frame folder that cannot be opened or decoded; names the file."""
 
     def __init__(self, path: Path | str, message: str) -> None:
@@ -246,7 +253,8 @@ class VideoFileSource:
         self.size = _check_size(size)
         self.decoded_frames = 0
         self.seeks = 0
-        self._container, self._stream = _open_container(self.path)
+        container, self._stream = _open_container(self.path)
+        self._container: av.container.InputContainer | None = container
         try:
             self._index()
         except VideoError:
@@ -264,13 +272,14 @@ class VideoFileSource:
 
     def _index(self) -> None:
         """Demux-only pass: every packet's pts, duration and keyframe flag (no decoding)."""
-        stream = self._stream
+        stream, container = self._stream, self._container
+        assert container is not None  # called from __init__, right after opening
         tb = stream.time_base
         if tb is None:
             raise VideoError(self.path, "video stream has no time base")
         packets: list[tuple[int, int, bool]] = []
         missing = 0
-        for packet in self._container.demux(stream):
+        for packet in container.demux(stream):
             if packet.size == 0:
                 continue
             pts = packet.pts if packet.pts is not None else packet.dts
@@ -300,14 +309,14 @@ class VideoFileSource:
             self.keyframes.insert(0, 0)  # decoding from the start always works
         # Time origin: the file's start time, as the FFmpeg command line does (rescaled to
         # the stream time base with its rounding).
-        start_us = self._container.start_time
+        start_us = container.start_time
         if start_us is None:
             offset = self._pts[0]
         else:
             offset = _round_half_away(start_us * tb.denominator, 1_000_000 * tb.numerator)
         self._offset = offset
         avg = stream.average_rate or stream.guessed_rate
-        default_dur = int(round(1 / (avg * tb))) if avg else 0
+        default_dur = round(1 / (avg * tb)) if avg else 0
         last_end = max(p[0] + (p[1] or default_dur) for p in packets)
         times = [Fraction(p - offset) * tb for p in self._pts]
         self.frame_map = output_frame_map(times, Fraction(last_end - offset) * tb, self._rate)
@@ -512,7 +521,7 @@ def save_image(path: Path | str, image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{path}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
     codec, pix_fmt = ("png", "rgb24") if suffix == ".png" else ("mjpeg", "yuvj420p")
-    encoder = av.CodecContext.create(codec, "w")
+    encoder = cast(VideoCodecContext, av.CodecContext.create(codec, "w"))
     encoder.height, encoder.width = image.shape[:2]
     encoder.pix_fmt = pix_fmt
     encoder.time_base = Fraction(1, 25)
@@ -542,15 +551,19 @@ def open_source(
     return VideoFileSource(path, fps, size)
 
 
-def resolve_video(videos_dir: Path | str, video_id: str) -> Path:
-    """The file (VIDEO.mp4, .mkv, ...) or frame folder (VIDEO/) of `video_id` in videos_dir.
+def resolve_video(videos_dir: Path | str, video_id: str, *, setting: str = "data.videos") -> Path:
+    """The file (VIDEO.mp4, .mkv, ...; `VIDEO_EXTENSIONS`) or frame folder (VIDEO/) of
+    `video_id` in videos_dir.
 
     Tries the id as given, then with the `v_` prefix added or removed (ActivityNet videos
-    are distributed both ways). Raises VideoError naming the id, the folder and what was tried.
+    are distributed both ways). Raises VideoError naming the id, the folder and what was
+    tried; its hint names `setting`, where the caller's user gave the folder (the config key
+    ``data.videos``, or a command-line option such as ``--videos``).
     """
     folder = Path(videos_dir)
     if not folder.is_dir():
-        raise VideoError(folder, f"videos folder does not exist (looking for video {video_id!r})")
+        raise VideoError(folder, f"videos folder does not exist (looking for video {video_id!r}); "
+                                 f"check {setting}")
     names = [video_id, video_id[2:] if video_id.startswith("v_") else f"v_{video_id}"]
     tried: list[str] = []
     for name in names:
@@ -567,7 +580,7 @@ def resolve_video(videos_dir: Path | str, video_id: str) -> Path:
     raise VideoError(
         folder,
         f"no video or frame folder for video id {video_id!r}; tried {'; '.join(tried)}. "
-        "Check 'data.videos' and the ids in the annotation file",
+        f"Check {setting} and the ids in the annotation file",
     )
 
 
@@ -605,7 +618,7 @@ def probe_video(path: Path | str) -> VideoInfo:
                 stop = pts + (packet.duration or 0)
                 end = stop if end is None else max(end, stop)
             num_frames = num_frames or count
-            if duration is None and first is not None and end is not None:
+            if duration is None and first is not None and end is not None and tb is not None:
                 duration = float((end - first) * tb)
             if rate is None and duration:
                 rate = Fraction(num_frames) / Fraction(duration)

@@ -5,11 +5,13 @@ time ``f / fps`` s). A window is ``[start, start + length)``; segments are ``[G,
 arrays of ``(start, end)`` in frames, either in *video* coordinates or in *window*
 coordinates (video frames minus the window's ``start``, its "offset").
 
-- Training (spec memory-data-training §4 step 4, design.md §8): `sample_train_window`
-  draws the start, `crop_segments` keeps the instances (and ignore regions) that pass the
-  IoF rule, clips them to the window and shifts them into window frames. No retries: a
-  window with no instance left is an all-background sample, as in the original.
-- Testing (spec memory-data-training §5): `test_windows` lists the sliding windows.
+- Training (TemporalRandomCrop, original: vedatad/datasets/pipelines/transforms.py:366-441):
+  `sample_train_window` draws the start, `crop_segments` keeps the instances (and ignore
+  regions) that pass the IoF rule, clips them to the window and shifts them into window
+  frames. No retries: a window with no instance left is an all-background sample, as in
+  the original (its retry code is commented out, original: transforms.py:413-416).
+- Testing (OverlapCropAug, original: vedatad/datasets/pipelines/test_time_aug.py:22-53):
+  `test_windows` lists the sliding windows.
 - Back to the video: `window_to_video_frames`, `frames_to_seconds`, `window_to_seconds`;
   and `seconds_to_frames` for the annotations.
 
@@ -51,10 +53,10 @@ def sample_train_window(
 ) -> int:
     """Draw a training window start.
 
-    The window length is ``L = min(num_frames, num_video_frames)`` (spec memory-data-training
-    §4 step 4); the start is uniform among the multiples of `start_stride` in
-    ``[0, num_video_frames - L]`` (design.md §8: the original draws any integer, which puts
-    odd starts one frame off the bank rows; stride 2 makes ``start // 2`` exact).
+    The window length is ``L = min(num_frames, num_video_frames)``; the start is uniform
+    among the multiples of `start_stride` in ``[0, num_video_frames - L]`` (our choice: the
+    original draws any integer, original: vedatad/datasets/pipelines/transforms.py:402,408,
+    which puts odd starts one frame off the bank rows; stride 2 makes ``start // 2`` exact).
 
     Args:
         num_video_frames: N, frames of the video at the nominal fps.
@@ -81,12 +83,12 @@ def crop_segments(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Keep, clip and shift the segments that belong to a window.
 
-    Keep rule (spec memory-data-training §4 step 4, strict inequality): a segment ``g`` is
-    kept when ``max(|g ∩ w| / |g|, |g ∩ w| / |w|) > iof_th``, i.e. more than `iof_th` of it
-    lies in the window ``w = [start, start + length]`` or it covers more than `iof_th` of the
-    window. A zero-length segment has ``|g ∩ w| / |g| = 0``. Kept segments are clipped to
-    the window and shifted by ``-start``. The same function serves ignore regions (pass
-    ``labels=None``).
+    Keep rule (strict inequality, original: vedatad/datasets/pipelines/transforms.py:382-388,
+    418-421): a segment ``g`` is kept when ``max(|g ∩ w| / |g|, |g ∩ w| / |w|) > iof_th``,
+    i.e. more than `iof_th` of it lies in the window ``w = [start, start + length]`` or it
+    covers more than `iof_th` of the window. A zero-length segment has
+    ``|g ∩ w| / |g| = 0``. Kept segments are clipped to the window and shifted by
+    ``-start``. The same function serves ignore regions (pass ``labels=None``).
 
     Args:
         segments: ``[G, 2]`` video frames.
@@ -119,7 +121,7 @@ def crop_segments(
 
 
 def test_windows(num_video_frames: int, num_frames: int, overlap: float) -> list[tuple[int, int]]:
-    """Sliding test windows over a video (spec memory-data-training §5).
+    """Sliding test windows over a video (original: vedatad/datasets/pipelines/test_time_aug.py:22-53).
 
     Stride ``int(num_frames * (1 - overlap))`` (480 x 0.75 = 360; `int` truncates as the
     original does). Window ``k`` is ``[k * stride, min(k * stride + num_frames, N))``; windows
@@ -155,7 +157,8 @@ test_windows.__test__ = False  # type: ignore[attr-defined]
 
 
 def seconds_to_frames(segments: np.ndarray, fps: float) -> np.ndarray:
-    """``[G, 2]`` seconds -> ``[G, 2]`` float64 frames (``t * fps``, spec memory-data-training §0)."""
+    """``[G, 2]`` seconds -> ``[G, 2]`` float64 frames (``t * fps``, as the original,
+    original: vedatad/datasets/pipelines/loading.py:204-205)."""
     return _as_segments(segments) * float(fps)
 
 
@@ -165,7 +168,8 @@ def window_to_video_frames(segments: np.ndarray, offset: int) -> np.ndarray:
 
 
 def frames_to_seconds(segments: np.ndarray, fps: float) -> np.ndarray:
-    """``[G, 2]`` video frames -> seconds (divide by the nominal fps, spec §0)."""
+    """``[G, 2]`` video frames -> seconds (divide by the nominal fps, as the original divides by
+    its fps, original: vedatad/datasets/custom.py:314-325)."""
     return _as_segments(segments) / float(fps)
 
 

@@ -1,6 +1,6 @@
 """The long-term memory bank: one feature row per 2 frames of every training video, on disk.
 
-Layout of a bank folder (design.md §4)::
+Layout of a bank folder::
 
     BANK/meta.json              settings + one entry per video (see below)
     BANK/features/VIDEO.npy     [num_rows, C] fp16 (or fp32), num_rows = ceil(num_frames / 2)
@@ -11,22 +11,29 @@ Layout of a bank folder (design.md §4)::
      "feature_dim": 1024, "dtype": "float16", "frames_per_row": 2, "chunk_size": 32,
      "rows_per_chunk": 16, "fps": 15.0, "backbone": {...} | null, "weights": "FILE" | null,
      "videos": {"VIDEO": {"num_frames": 480, "num_rows": 240, "file": "features/VIDEO.npy",
-                          "complete": true}}}
+                          "complete": true, "source": {"name": "VIDEO.mp4", "bytes": 1234}}}}
+
+``source`` (optional) identifies the file the rows were computed from, so that a build of
+another dataset's videos with the same ids into this folder is refused instead of mixing
+two datasets in one bank.
 
 Each ``.npy`` is a plain numpy file: ``numpy.load(path, mmap_mode="r")`` reads it. Row ``r``
-holds the features of frames ``{2r, 2r+1}`` (spec memory-data-training §2.1-2.2; the chunk
-grid starts at frame 0, so chunk ``c`` of the video is rows ``16c .. 16c+15``).
+holds the features of frames ``{2r, 2r+1}`` (original: tools/data/extract_features.py:146-179;
+the chunk grid starts at frame 0, so chunk ``c`` of the video is rows ``16c .. 16c+15``).
 
 Reads and writes are contiguous slices of memory maps that stay open (an LRU cache per
 process, reopened after ``fork``), never row-by-row gathers of a file opened per call (the
-original, spec §2.3-2.4). Rows outside ``[0, num_rows)`` read as zeros and are never written,
-like the original's padding for windows that hang over either end of a video. Writes land in
-the page cache at once (visible to every process on the host that maps the file);
-``flush()`` makes them durable.
+original: vedatad/partial_feedback/memory_bank.py:30-91). Rows outside ``[0, num_rows)``
+read as zeros and are never written, like the original's padding for windows that hang
+over either end of a video. Writes land in the page cache at once (visible to every process
+on the host that maps the file); ``flush()`` makes them durable.
 
 A video's ``complete`` flag is set by ``mark_complete`` after its rows were all written, so
 an interrupted build is detectable and resumable; ``meta.json`` is always replaced
-atomically (temp file + rename).
+atomically (``tallformer.atomic``).
+
+This module is storage only: it imports neither ``models`` nor ``data`` (building a bank
+is ``tallformer.engine.bank_build``).
 """
 
 from __future__ import annotations
@@ -40,14 +47,18 @@ import os
 import re
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["BankError", "MemoryBank", "chunk_runs"]
+from tallformer.atomic import atomic_path, write_text
+from tallformer.errors import TallformerError, name_list
+from tallformer.ops.chunks import chunk_runs
+
+__all__ = ["BankError", "MemoryBank"]
 
 FORMAT = "tallformer-memory-bank"
 VERSION = 1
@@ -56,9 +67,10 @@ FEATURES_DIR = "features"
 DTYPES: tuple[str, ...] = ("float16", "float32")
 REBUILD = "rebuild it with `tallformer bank build --config FILE --out DIR`"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,150}$")
+_MISSING = object()  # a key one side of a comparison lacks
 
 
-class BankError(ValueError):
+class BankError(TallformerError, ValueError):
     """A bank that is missing, malformed or does not fit the videos/config. Names the bank
     folder, the video and the numbers, and says how to fix it."""
 
@@ -66,15 +78,9 @@ class BankError(ValueError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
+    """Write ``meta.json`` atomically (indent 1, sorted keys, ASCII, trailing newline)."""
+    write_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
 def _canonical(meta: Mapping[str, Any]) -> bytes:
@@ -98,27 +104,13 @@ def _file_name(video: str, taken: set[str]) -> str:
     return name
 
 
-def chunk_runs(chunk_ids: Sequence[int]) -> list[tuple[int, int, int]]:
-    """Split sorted, distinct chunk ids into contiguous runs ``(position, first_id, length)``.
-
-    ``[0, 1, 2, 5, 7, 8] -> [(0, 0, 3), (3, 5, 1), (4, 7, 2)]``. Raises ``BankError`` if the
-    ids are not strictly ascending integers >= 0.
-    """
-    runs: list[tuple[int, int, int]] = []
-    prev = -1
-    for pos, c in enumerate(chunk_ids):
-        c = int(c)
-        if c <= prev:
-            raise BankError(
-                f"chunk ids must be strictly ascending integers >= 0, got {list(chunk_ids)}"
-            )
-        if runs and c == prev + 1:
-            p, first, length = runs[-1]
-            runs[-1] = (p, first, length + 1)
-        else:
-            runs.append((pos, c, 1))
-        prev = c
-    return runs
+def _runs(chunk_ids: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``tallformer.ops.chunks.chunk_runs``, raising ``BankError`` for ids that are not
+    strictly ascending integers >= 0."""
+    try:
+        return chunk_runs(chunk_ids)
+    except ValueError as e:
+        raise BankError(str(e)) from None
 
 
 def _as_numpy(features: Any) -> np.ndarray:
@@ -133,16 +125,113 @@ def _as_numpy(features: Any) -> np.ndarray:
 
 
 def _backbone_dict(backbone: Any) -> dict[str, Any] | None:
+    """The backbone settings as meta.json holds them: a mapping or any dataclass instance
+    (e.g. ``tallformer.config.BackboneConfig``), as plain JSON values."""
     if backbone is None:
         return None
     if dataclasses.is_dataclass(backbone) and not isinstance(backbone, type):
         backbone = dataclasses.asdict(backbone)
     if not isinstance(backbone, Mapping):
-        raise BankError(f"backbone must be a dict or a BackboneConfig, got {type(backbone).__name__}")
+        raise BankError(f"backbone must be a dict or a dataclass (e.g. BackboneConfig), got "
+                        f"{type(backbone).__name__}")
     try:  # as meta.json will hold it (tuples -> lists), so a resumed build compares equal
         return json.loads(json.dumps(dict(backbone)))
     except (TypeError, ValueError) as e:
         raise BankError(f"backbone config is not JSON-serialisable: {e}") from None
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
+        raise BankError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _settings(feature_dim: int, dtype: str, frames_per_row: int, chunk_size: int, fps: float,
+              backbone: Any, weights: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The bank-wide part of ``meta.json``, checked."""
+    if dtype not in DTYPES:
+        raise BankError(f"bank dtype must be one of {list(DTYPES)} (memory.dtype), got {dtype!r}")
+    feature_dim = _check_int("feature_dim", feature_dim, 1)
+    frames_per_row = _check_int("frames_per_row", frames_per_row, 1)
+    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    if chunk_size % frames_per_row:
+        raise BankError(
+            f"chunk_size {chunk_size} must be a multiple of frames_per_row {frames_per_row}"
+        )
+    if isinstance(fps, bool) or not isinstance(fps, Real) or not fps > 0:
+        raise BankError(f"fps must be > 0, got {fps!r}")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "feature_dim": feature_dim,
+        "dtype": dtype,
+        "frames_per_row": frames_per_row,
+        "chunk_size": chunk_size,
+        "rows_per_chunk": chunk_size // frames_per_row,
+        "fps": float(fps),
+        "backbone": _backbone_dict(backbone),
+        "weights": None if weights is None else str(weights),
+    }
+
+
+def _check_videos(videos: Mapping[str, int],
+                  sources: Mapping[str, Mapping[str, Any]] | None) -> None:
+    for video, n in videos.items():
+        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+            raise BankError(
+                f"video {video!r}: num_frames must be an integer >= 1, got {n!r} "
+                "(a video with no decodable frames cannot go in a bank)"
+            )
+    for video, source in (sources or {}).items():
+        if not isinstance(source, Mapping):
+            raise BankError(f"video {video!r}: source must be a dict, got {type(source).__name__}")
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Two spellings of one file: equal strings, or equal once resolved (``./x.pth`` and
+    its absolute path)."""
+    if a == b:
+        return True
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _same_setting(key: str, have: Any, want: Any) -> bool:
+    if key.rsplit(".", 1)[-1] == "weights" and isinstance(have, str) and isinstance(want, str):
+        return _same_path(have, want)  # a file path
+    return bool(have == want)
+
+
+def _differences(have: Mapping[str, Any], want: Mapping[str, Any],
+                 prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every key whose value differs (nested dicts key by key)."""
+    def show(value: Any) -> str:
+        return "(unset)" if value is _MISSING else repr(value)
+
+    out: list[str] = []
+    for key in dict.fromkeys([*have, *want]):
+        old, new = have.get(key, _MISSING), want.get(key, _MISSING)
+        name = f"{prefix}{key}"
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            out.extend(_differences(old, new, f"{name}."))
+        elif not _same_setting(name, old, new):
+            out.append(f"{name}: {show(old)} -> {show(new)}")
+    return out
+
+
+def _video_differences(entry: Mapping[str, Any], num_frames: int,
+                       source: Mapping[str, Any] | None) -> list[str]:
+    """How a video in the bank differs from the one given now: its frame count, and its
+    source file when both sides record one."""
+    out = []
+    if entry["num_frames"] != num_frames:
+        out.append(f"{entry['num_frames']} -> {num_frames} frames")
+    old = entry.get("source")
+    if source is not None and isinstance(old, Mapping):
+        out.extend(_differences(old, source, "source."))
+    return out
 
 
 # --------------------------------------------------------------------------- the bank
@@ -181,48 +270,30 @@ class MemoryBank:
         backbone: Any = None,
         weights: str | os.PathLike[str] | None = None,
         exist_ok: bool = False,
+        sources: Mapping[str, Mapping[str, Any]] | None = None,
+        overwrite: bool = False,
         max_open: int = 256,
     ) -> MemoryBank:
         """Create a bank with zero-filled (sparse) files for ``videos`` ``{video_id: num_frames}``.
 
         ``frames_per_row`` 2 (Video Swin's temporal patch) and ``chunk_size`` 32 are the
-        paper's (spec memory-data-training §0). ``backbone`` (dict or ``BackboneConfig``) and
-        ``weights`` record what the bank is built from. With ``exist_ok`` an existing bank at
-        ``root`` with the same settings is reused (for resumable builds): videos it lacks, or
-        whose frame count changed, get fresh zero files marked incomplete; finished videos keep
-        their rows. Returns the bank opened ``"r+"``, every new video ``complete = False``.
+        paper's (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:8,15).
+        ``backbone`` (dict or ``BackboneConfig``) and ``weights`` record what the bank is built
+        from; ``sources`` ``{video_id: {...}}`` (optional, e.g. ``{"name": "v.mp4", "bytes":
+        1234}``) what each video's rows are computed from.
+
+        With ``exist_ok`` an existing bank at ``root`` with the same settings is reused (for
+        resumable builds; weights paths are compared as files, so ``./x.pth`` and its
+        absolute path agree): videos it lacks get fresh zero files marked incomplete,
+        finished videos keep their rows, a damaged file is recreated. A video already in the
+        bank whose frame count or recorded source differs from the one given is an error
+        naming the videos (another dataset with the same ids would otherwise be mixed into
+        this bank), unless ``overwrite``: then those videos get fresh zero files too.
+        Returns the bank opened ``"r+"``, every new video ``complete = False``.
         """
         root = Path(root)
-        if dtype not in DTYPES:
-            raise BankError(f"bank dtype must be one of {list(DTYPES)} (memory.dtype), got {dtype!r}")
-        for name, value, lo in (("feature_dim", feature_dim, 1), ("frames_per_row", frames_per_row, 1),
-                                ("chunk_size", chunk_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
-                raise BankError(f"{name} must be an integer >= {lo}, got {value!r}")
-        if chunk_size % frames_per_row:
-            raise BankError(
-                f"chunk_size {chunk_size} must be a multiple of frames_per_row {frames_per_row}"
-            )
-        if isinstance(fps, bool) or not isinstance(fps, Real) or not fps > 0:
-            raise BankError(f"fps must be > 0, got {fps!r}")
-        for video, n in videos.items():
-            if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-                raise BankError(
-                    f"video {video!r}: num_frames must be an integer >= 1, got {n!r} "
-                    "(a video with no decodable frames cannot go in a bank)"
-                )
-        settings = {
-            "format": FORMAT,
-            "version": VERSION,
-            "feature_dim": int(feature_dim),
-            "dtype": dtype,
-            "frames_per_row": int(frames_per_row),
-            "chunk_size": int(chunk_size),
-            "rows_per_chunk": int(chunk_size) // int(frames_per_row),
-            "fps": float(fps),
-            "backbone": _backbone_dict(backbone),
-            "weights": None if weights is None else str(weights),
-        }
+        settings = _settings(feature_dim, dtype, frames_per_row, chunk_size, fps, backbone, weights)
+        _check_videos(videos, sources)
         if (root / META).exists():
             if not exist_ok:
                 raise BankError(
@@ -230,43 +301,75 @@ class MemoryBank:
                     "or pass exist_ok=True to resume building it"
                 )
             bank = cls.open(root, "r+", max_open=max_open)
-            for key, want in settings.items():
-                have = bank._meta.get(key)
-                if have != want:
-                    raise BankError(
-                        f"{root / META}: existing bank has {key}={have!r} but {want!r} was asked "
-                        "for; build into another folder or delete this one"
-                    )
-            meta = bank._meta
+            bank._check_settings(settings)
+            if not overwrite:
+                bank._check_same_videos(videos, sources)
         else:
             if root.exists() and any(root.iterdir()):
                 raise BankError(
                     f"{root} exists, is not empty and holds no {META}; choose an empty or new folder"
                 )
             root.mkdir(parents=True, exist_ok=True)
-            meta = dict(settings, videos={})
-            bank = cls(root, meta, "r+", max_open=max_open)
-        (root / FEATURES_DIR).mkdir(exist_ok=True)
+            bank = cls(root, dict(settings, videos={}), "r+", max_open=max_open)
+        bank._add_videos(videos, sources or {})
+        _write_meta(root / META, bank._meta)
+        return bank
+
+    def _check_settings(self, settings: Mapping[str, Any]) -> None:
+        """Raise ``BankError`` listing the settings (``key: bank -> asked``) that differ."""
+        have = {key: self._meta.get(key) for key in settings}
+        diffs = _differences(have, settings)
+        if diffs:
+            raise BankError(
+                f"{self.root / META}: the existing bank was built with other settings "
+                f"({'; '.join(diffs)}; bank -> asked for); build into another folder, or "
+                "delete this one to rebuild it"
+            )
+
+    def _check_same_videos(self, videos: Mapping[str, int],
+                           sources: Mapping[str, Mapping[str, Any]] | None) -> None:
+        """Raise ``BankError`` naming the videos already here that differ from those given."""
+        changed = []
+        for video, n in videos.items():
+            entry = self._meta["videos"].get(video)
+            if entry is None:
+                continue
+            diffs = _video_differences(entry, int(n), None if sources is None else sources.get(video))
+            if diffs:
+                changed.append(f"{video} ({', '.join(diffs)})")
+        if changed:
+            raise BankError(
+                f"{self.root}: {len(changed)} video(s) in this bank were built from other files "
+                f"than the ones given now (another dataset with the same ids, or changed "
+                f"videos): {name_list(changed, 5)}; build into another folder, or rebuild "
+                "these videos with overwrite=True (`tallformer bank build --overwrite`)"
+            )
+
+    def _add_videos(self, videos: Mapping[str, int], sources: Mapping[str, Mapping[str, Any]]) -> None:
+        """Give every video that is new, changed or damaged a fresh zero file (incomplete)."""
+        meta = self._meta
+        (self.root / FEATURES_DIR).mkdir(exist_ok=True)
         taken = {e["file"].rsplit("/", 1)[-1].lower() for e in meta["videos"].values()}
         fpr, dim = meta["frames_per_row"], meta["feature_dim"]
-        for video, n in videos.items():
-            n = int(n)
+        for video, frames in videos.items():
+            n = int(frames)
             entry = meta["videos"].get(video)
-            if (entry is not None and entry["num_frames"] == n
-                    and bank._check_file(video) is None):
+            source = sources.get(video)
+            if (entry is not None and not _video_differences(entry, n, source)
+                    and self._check_file(video) is None):
                 continue  # kept as it is (finished or not)
-            bank._drop(video)
+            self._drop(video)
             rows = math.ceil(n / fpr)
             if entry is None:
                 file = f"{FEATURES_DIR}/{_file_name(video, taken)}"
             else:
                 file = entry["file"]
-            np.lib.format.open_memmap(root / file, mode="w+", dtype=np.dtype(dtype),
+            np.lib.format.open_memmap(self.root / file, mode="w+", dtype=np.dtype(meta["dtype"]),
                                       shape=(rows, dim))  # sparse zeros
-            meta["videos"][video] = {"num_frames": n, "num_rows": rows, "file": file,
-                                     "complete": False}
-        _atomic_write_json(root / META, meta)
-        return bank
+            new: dict[str, Any] = {"num_frames": n, "num_rows": rows, "file": file, "complete": False}
+            if source is not None:
+                new["source"] = dict(source)
+            meta["videos"][video] = new
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], mode: Literal["r", "r+"] = "r",
@@ -278,7 +381,7 @@ class MemoryBank:
         With ``videos`` (``{video_id: num_frames}`` of the training videos) the whole bank is
         validated before it is returned (``validate``: every video present and complete,
         rows matching the frame counts, and ``feature_dim``, ``dtype``, ``fps`` when given);
-        ``tallformer.memory.run_bank.open_training_bank`` does this from the annotation file
+        ``tallformer.engine.run_bank.open_training_bank`` does this from the annotation file
         and the config."""
         root = Path(root)
         if mode not in ("r", "r+"):
@@ -371,6 +474,44 @@ class MemoryBank:
             "complete": sum(bool(e.get("complete", False)) for e in entries),
             "rows": rows,
             "bytes": rows * self.feature_dim * np.dtype(self.dtype).itemsize,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What ``tallformer bank info`` prints, as a JSON-serialisable dict.
+
+        Keys: ``path``, ``videos`` and ``complete`` (counts), ``incomplete`` and
+        ``missing_files`` (video ids), ``rows``, ``frames``, ``feature_dim``, ``dtype``,
+        ``frames_per_row``, ``chunk_size``, ``fps``, ``backbone``, ``weights``,
+        ``feature_bytes`` (rows x C x itemsize), ``disk_bytes`` (meta.json and the feature
+        files as they are on disk) and ``fingerprint``.
+        """
+        stats = self.stats()
+        disk = (self.root / META).stat().st_size
+        missing_files = []
+        for video in self.videos:
+            file = self.path(video)
+            if file.is_file():
+                disk += file.stat().st_size
+            else:
+                missing_files.append(video)
+        return {
+            "path": str(self.root),
+            "videos": stats["videos"],
+            "complete": stats["complete"],
+            "incomplete": [v for v in self.videos if not self.is_complete(v)],
+            "missing_files": missing_files,
+            "rows": stats["rows"],
+            "frames": sum(self.num_frames(v) for v in self.videos),
+            "feature_dim": self.feature_dim,
+            "dtype": self.dtype,
+            "frames_per_row": self.frames_per_row,
+            "chunk_size": self.chunk_size,
+            "fps": self.fps,
+            "backbone": self.backbone,
+            "weights": self.weights,
+            "feature_bytes": stats["bytes"],
+            "disk_bytes": disk,
+            "fingerprint": self.fingerprint(),
         }
 
     def num_rows(self, video: str) -> int:
@@ -492,8 +633,8 @@ class MemoryBank:
         """Chunk ``c`` = rows ``row_start + c * rows_per_chunk ..`` (+rows_per_chunk) for each
         id in ``chunk_ids`` (sorted, distinct): ``[len(chunk_ids), C, rows_per_chunk]``.
 
-        The dataset's ``feature_reader`` contract (spec memory-data-training §2.3 layout,
-        ``[n_chunks, C, 16]``); a contiguous run of ids is one slice copy. Rows outside the
+        The dataset's ``feature_reader`` contract (the original's layout,
+        ``[n_chunks, C, 16]``: vedatad/partial_feedback/memory_bank.py:60-61); a contiguous run of ids is one slice copy. Rows outside the
         video are zeros. An empty ``chunk_ids`` gives ``[0, C, rows_per_chunk]``. The result
         is a transposed view of a C-contiguous ``[k, rows_per_chunk, C]`` buffer (the rows as
         stored, no strided transposing copy); ``np.ascontiguousarray`` it if C order matters.
@@ -503,7 +644,7 @@ class MemoryBank:
             raise BankError(f"rows_per_chunk must be >= 1, got {rpc}")
         out = np.empty((len(chunk_ids), rpc, self.feature_dim),
                        dtype=np.dtype(self.dtype if dtype is None else dtype))
-        for pos, first, length in chunk_runs(chunk_ids):
+        for pos, first, length in _runs(chunk_ids):
             dst = out[pos:pos + length].reshape(length * rpc, self.feature_dim)  # a view
             start = int(row_start) + first * rpc
             lo, hi, _ = self._span(video, start, length * rpc)
@@ -525,7 +666,7 @@ class MemoryBank:
                 f"rows_per_chunk], got {list(feats.shape)}"
             )
         rpc = feats.shape[2]
-        for pos, first, length in chunk_runs(chunk_ids):
+        for pos, first, length in _runs(chunk_ids):
             block = feats[pos:pos + length].transpose(0, 2, 1).reshape(length * rpc, self.feature_dim)
             self.write(video, int(row_start) + first * rpc, block)
 
@@ -556,7 +697,7 @@ class MemoryBank:
             except (OSError, json.JSONDecodeError):
                 pass
             self._meta["videos"][video]["complete"] = bool(complete)
-            _atomic_write_json(self.root / META, self._meta)
+            _write_meta(self.root / META, self._meta)
 
     @contextlib.contextmanager
     def _meta_lock(self) -> Iterator[None]:
@@ -598,11 +739,9 @@ class MemoryBank:
             problems.append(f"fps is {self.fps:g} but the config decodes at {float(fps):g} "
                             "(data.fps)")
         fpr = self.frames_per_row
-        missing = [v for v in videos if v not in self._meta["videos"]]
+        missing = [repr(v) for v in videos if v not in self._meta["videos"]]
         if missing:
-            shown = ", ".join(repr(v) for v in missing[:10])
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            problems.append(f"{len(missing)} training video(s) missing: {shown}{more}")
+            problems.append(f"{len(missing)} training video(s) missing: {name_list(missing, 10)}")
         for video, frames in videos.items():
             entry = self._meta["videos"].get(video)
             if entry is None:
@@ -624,11 +763,9 @@ class MemoryBank:
                 if problem:
                     problems.append(problem)
         if problems:
-            shown = problems[:20]
-            more = [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
             raise BankError(
                 f"memory bank {self.root} does not fit the training data:\n  - "
-                + "\n  - ".join(shown + more)
+                + name_list(problems, 20, sep="\n  - ")
                 + f"\nFix: {REBUILD} (same config and annotations), or point memory.bank_dir at "
                 "the right bank."
             )
@@ -663,11 +800,14 @@ class MemoryBank:
                 videos: Iterable[str] | None = None, progress: bool = True) -> MemoryBank:
         """Copy the bank to ``dst`` (a run directory's bank) and open the copy.
 
-        Atomic: files go to a temp folder next to ``dst`` that is renamed to ``dst`` at the
-        end, so an interrupted copy never looks like a bank. If ``dst`` already holds a bank
-        with the same fingerprint (resume), it is reused as it is; a different bank there is
-        an error. ``videos`` copies only those videos (a shard for one node, design.md §9);
-        the shard's meta lists only them, so its fingerprint differs from the full bank's.
+        Atomic (``tallformer.atomic.atomic_path``): files go to a temp folder next to
+        ``dst`` that is renamed to ``dst`` at the end, so an interrupted copy never looks
+        like a bank; one process makes the copy (the temp folder's name is fixed, so a
+        re-run removes a killed copy's leftover). If ``dst`` already holds a bank with the
+        same fingerprint (resume), it is reused as it is; a different bank there is an
+        error. ``videos`` copies only those videos (a shard for a node that trains on only
+        its own videos); the shard's meta lists only them, so its fingerprint differs from
+        the full bank's.
         """
         dst = Path(dst)
         meta = self._meta
@@ -694,25 +834,18 @@ class MemoryBank:
         if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
             raise BankError(f"{dst} exists and is not an empty folder; cannot copy the bank there")
         self.flush()
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / FEATURES_DIR).mkdir(parents=True)
         from tqdm import tqdm
 
         entries = list(meta["videos"].items())
-        for video, entry in tqdm(entries, desc=f"copy bank -> {dst}", unit="video",
-                                 disable=not progress or not entries, leave=False):
-            src = self.root / entry["file"]
-            if not src.exists():
-                shutil.rmtree(tmp)
-                raise BankError(f"video {video!r}: {src} is missing; {REBUILD}")
-            shutil.copyfile(src, tmp / entry["file"])
-        _atomic_write_json(tmp / META, meta)
-        if dst.exists():
-            dst.rmdir()  # empty (checked above)
-        os.rename(tmp, dst)
+        with atomic_path(dst, directory=True) as tmp:  # an empty dst is replaced at the end
+            (tmp / FEATURES_DIR).mkdir()
+            for video, entry in tqdm(entries, desc=f"copy bank -> {dst}", unit="video",
+                                     disable=not progress or not entries, leave=False):
+                src = self.root / entry["file"]
+                if not src.exists():
+                    raise BankError(f"video {video!r}: {src} is missing; {REBUILD}")
+                shutil.copyfile(src, tmp / entry["file"])
+            _write_meta(tmp / META, meta)
         return MemoryBank.open(dst, mode)
 
 
@@ -723,6 +856,15 @@ def _check_meta(meta: Any, path: Path) -> None:
 
     if not isinstance(meta, dict):
         raise bad("not a JSON object")
+    _check_meta_settings(meta, bad)
+    videos = meta.get("videos")
+    if not isinstance(videos, dict):
+        raise bad("'videos' must be an object {video_id: {...}}")
+    for video, entry in videos.items():
+        _check_meta_video(video, entry, bad)
+
+
+def _check_meta_settings(meta: dict[str, Any], bad: Callable[[str], BankError]) -> None:
     if meta.get("format") != FORMAT:
         raise bad(f"'format' is {meta.get('format')!r}, expected {FORMAT!r} (not a tallformer bank)")
     if meta.get("version") != VERSION:
@@ -739,17 +881,18 @@ def _check_meta(meta: Any, path: Path) -> None:
         raise bad("'backbone' must be an object or null")
     if "weights" not in meta or not (meta["weights"] is None or isinstance(meta["weights"], str)):
         raise bad("'weights' must be a string or null")
-    videos = meta.get("videos")
-    if not isinstance(videos, dict):
-        raise bad("'videos' must be an object {video_id: {...}}")
-    for video, entry in videos.items():
-        if not isinstance(entry, dict):
-            raise bad(f"videos[{video!r}] must be an object")
-        for key in ("num_frames", "num_rows"):
-            if isinstance(entry.get(key), bool) or not isinstance(entry.get(key), int) or entry[key] < 1:
-                raise bad(f"videos[{video!r}][{key!r}] must be an integer >= 1, got {entry.get(key)!r}")
-        file = entry.get("file")
-        if not isinstance(file, str) or not file or file.startswith("/") or ".." in file.split("/"):
-            raise bad(f"videos[{video!r}]['file'] must be a relative path inside the bank, got {file!r}")
-        if not isinstance(entry.get("complete", False), bool):
-            raise bad(f"videos[{video!r}]['complete'] must be true or false")
+
+
+def _check_meta_video(video: str, entry: Any, bad: Callable[[str], BankError]) -> None:
+    if not isinstance(entry, dict):
+        raise bad(f"videos[{video!r}] must be an object")
+    for key in ("num_frames", "num_rows"):
+        if isinstance(entry.get(key), bool) or not isinstance(entry.get(key), int) or entry[key] < 1:
+            raise bad(f"videos[{video!r}][{key!r}] must be an integer >= 1, got {entry.get(key)!r}")
+    file = entry.get("file")
+    if not isinstance(file, str) or not file or file.startswith("/") or ".." in file.split("/"):
+        raise bad(f"videos[{video!r}]['file'] must be a relative path inside the bank, got {file!r}")
+    if not isinstance(entry.get("complete", False), bool):
+        raise bad(f"videos[{video!r}]['complete'] must be true or false")
+    if not isinstance(entry.get("source", {}), dict):
+        raise bad(f"videos[{video!r}]['source'] must be an object")

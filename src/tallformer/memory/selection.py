@@ -2,20 +2,24 @@
 
 A window of ``num_chunks`` chunks (THUMOS14: 480 frames = 15 chunks of 32) keeps
 ``k = num_kept(num_chunks, keep_ratio)`` chunks for the backbone; the other chunks' features
-come from the memory bank. Two modes (spec memory-data-training §2.5):
+come from the memory bank. Two modes (original:
+vedatad/partial_feedback/indice_selection.py:58-95):
 
 - ``random`` (the paper's): ``k`` distinct chunks, uniformly without replacement, sorted.
 - ``uniform``: ``floor(linspace(0, num_chunks - 1, k))`` (k = 2 of 15 gives ``[0, 14]``).
 
-Our decisions (design.md §8): the count rule is the original's ``int(num_chunks * keep_ratio)``
-(``int`` truncates: 0.15 of 15 keeps 2), but at least 1 when ``keep_ratio > 0``;
-``keep_ratio = 1`` keeps every chunk (no bank read), ``keep_ratio = 0`` keeps none (no
-backbone). The same code runs for every ratio: there is no special-case path. The draw is
-made per sample, from a generator seeded by ``(seed, rank, epoch, index)``, so a run is
+Where we differ from the original (listed in docs/differences.md): the count rule is the
+original's ``int(num_chunks * keep_ratio)`` (``int`` truncates: 0.15 of 15 keeps 2), but at
+least 1 when ``keep_ratio > 0`` (the original then runs no backbone, which DDP rejects);
+``keep_ratio = 1`` keeps every chunk (no bank read; the original fails on an empty read)
+and ``keep_ratio = 0`` keeps none (no backbone). The same code runs for every ratio: there
+is no special-case path. The draw is made per sample, from a generator seeded by
+``(seed, rank, epoch, index)`` (``tallformer.ops.seeding.sample_generator``), so a run is
 reproducible and ranks draw independently (the original drew one set per step, shared by
-the whole batch and, through a shared seed, by every GPU; spec §2.7).
+the whole batch and, through a shared seed, by every GPU: vedatad/engines/train_engine.py:72-74,
+tools/trainval.py:46-48).
 
-This module imports numpy only (no torch), so data workers stay light.
+This module imports numpy only (no torch), so `tallformer.memory` stays light.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from tallformer.config import ConfigError
+
 __all__ = [
     "MODES",
     "ChunkSelector",
     "make_chunk_selector",
     "num_kept",
-    "sample_generator",
     "select_chunks",
 ]
 
@@ -47,7 +52,7 @@ def _check_keep_ratio(keep_ratio: float) -> float:
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, Real) or not (
         0.0 <= float(keep_ratio) <= 1.0
     ):
-        raise ValueError(
+        raise ConfigError(
             f"keep_ratio must be a number in [0, 1] (memory.keep_ratio), got {keep_ratio!r}"
         )
     return float(keep_ratio)
@@ -55,7 +60,7 @@ def _check_keep_ratio(keep_ratio: float) -> float:
 
 def _check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise ValueError(
+        raise ConfigError(
             f"unknown chunk selection mode {mode!r} (memory.mode); choose one of {list(MODES)}"
         )
     return mode
@@ -64,9 +69,10 @@ def _check_mode(mode: str) -> str:
 def num_kept(num_chunks: int, keep_ratio: float) -> int:
     """How many of ``num_chunks`` chunks go through the backbone.
 
-    ``int(num_chunks * keep_ratio)`` as the original (spec memory-data-training §2.5: 15 x 0.15
-    = 2.25 keeps 2), raised to 1 when ``keep_ratio > 0`` (design.md §8) and never more than
-    ``num_chunks``. ``keep_ratio = 1`` keeps all, ``0`` keeps none.
+    ``int(num_chunks * keep_ratio)`` as the original (vedatad/partial_feedback/indice_selection.py:68-72:
+    15 x 0.15 = 2.25 keeps 2), raised to 1 when ``keep_ratio > 0`` (ours: the original keeps
+    none and runs no backbone) and never more than ``num_chunks``. ``keep_ratio = 1`` keeps
+    all, ``0`` keeps none.
     """
     n = _check_num_chunks(num_chunks)
     ratio = _check_keep_ratio(keep_ratio)
@@ -90,7 +96,8 @@ def select_chunks(
     if mode == "random":
         if not isinstance(generator, np.random.Generator):
             raise TypeError(
-                f"generator must be a numpy.random.Generator (see sample_generator), got "
+                f"generator must be a numpy.random.Generator (see "
+                f"tallformer.ops.seeding.sample_generator), got "
                 f"{type(generator).__name__}"
             )
         ids = generator.choice(num_chunks, size=k, replace=False)
@@ -99,22 +106,10 @@ def select_chunks(
     return sorted(int(i) for i in ids)
 
 
-def sample_generator(seed: int, rank: int, epoch: int, index: int) -> np.random.Generator:
-    """A generator for one training sample, seeded by the tuple ``(seed, rank, epoch, index)``.
-
-    ``np.random.SeedSequence([seed, rank, epoch, index])`` mixes the four numbers, so any
-    change in one of them gives an independent stream (design.md §8). All must be ints >= 0.
-    """
-    parts = {"seed": seed, "rank": rank, "epoch": epoch, "index": index}
-    for name, value in parts.items():
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-            raise ValueError(f"sample_generator: {name} must be an integer >= 0, got {value!r}")
-    return np.random.default_rng(np.random.SeedSequence([int(v) for v in parts.values()]))
-
-
 @dataclass(frozen=True)
 class ChunkSelector:
-    """The dataset's ``chunk_selector`` contract as a picklable object (safe for spawn workers).
+    """The dataset's ``chunk_selector`` contract as a picklable object (safe for spawn workers):
+    ``memory.keep_ratio`` and ``memory.mode`` applied to each sample's own generator.
 
     ``selector(seed, rank, epoch, index, num_chunks) -> sorted list[int]`` kept chunk ids.
     """
@@ -127,6 +122,10 @@ class ChunkSelector:
         _check_mode(self.mode)
 
     def __call__(self, seed: int, rank: int, epoch: int, index: int, num_chunks: int) -> list[int]:
+        # imported here: tallformer.ops.seeding imports torch, and `tallformer.memory`
+        # (e.g. `tallformer bank info`) must not
+        from tallformer.ops.seeding import sample_generator
+
         generator = sample_generator(seed, rank, epoch, index)
         return select_chunks(num_chunks, self.keep_ratio, self.mode, generator)
 

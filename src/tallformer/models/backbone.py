@@ -1,15 +1,16 @@
 """Video Swin backbone (torchvision `SwinTransformer3d`) run chunk-wise, as TALLFormer does.
 
 The network is torchvision's `SwinTransformer3d`, built directly so that every size and the
-stochastic depth rate can be set (spec model-thumos14 §4). Only its feature part is kept
+stochastic depth rate can be set (original: vedatad/models/backbones/vswin.py:613-635). Only
+its feature part is kept
 (`patch_embed`, `pos_drop`, `features`, `norm`; no classifier), so the state dict of a
 `VideoSwinBackbone` is torchvision's swin3d state dict without `head.*`.
 
 A clip `[B, 3, T, H, W]` is zero-padded at the end to a multiple of `chunk_size`, each chunk
 goes through the network on its own (chunks are folded into the batch; no attention across
 chunks), the temporal steps that come from the padding are dropped, and the map after the
-final LayerNorm is averaged over space: `[B, C, ceil(T / 2)]` (spec model-thumos14 §4
-"5-D input path"). `forward_chunks` takes chunks that are already split, for the memory bank.
+final LayerNorm is averaged over space: `[B, C, ceil(T / 2)]` (original:
+vedatad/models/backbones/chunk_model.py:88-124). `forward_chunks` takes chunks that are already split, for the memory bank.
 
     backbone = build_backbone("swin_b")                 # C = 1024, frozen_stages 2
     feats = backbone(clip)                              # [B, 1024, ceil(T/2)]
@@ -27,6 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+from tallformer.config import ConfigError
+from tallformer.models.errors import ModelError
 
 if TYPE_CHECKING:
     from tallformer.config import BackboneConfig
@@ -70,38 +74,40 @@ class SwinArch:
                 for k in ("embed_dim", "depths", "num_heads", "window_size", "patch_size")}
 
     def validate(self, where: str = "backbone arch") -> None:
-        """Raise ValueError naming the field when the numbers cannot build a network."""
+        """Raise `ModelError` naming the field when the numbers cannot build a network."""
         if self.embed_dim < 1:
-            raise ValueError(f"{where}: embed_dim must be >= 1, got {self.embed_dim}")
+            raise ModelError(f"{where}: embed_dim must be >= 1, got {self.embed_dim}")
         if not self.depths or any(d < 1 for d in self.depths):
-            raise ValueError(f"{where}: depths must be a non-empty list of positive ints, got {list(self.depths)}")
+            raise ModelError(f"{where}: depths must be a non-empty list of positive ints, got {list(self.depths)}")
         if len(self.num_heads) != len(self.depths):
-            raise ValueError(
+            raise ModelError(
                 f"{where}: num_heads {list(self.num_heads)} must have one entry per stage "
                 f"(depths {list(self.depths)} has {len(self.depths)})"
             )
         for i, h in enumerate(self.num_heads):
             dim = self.embed_dim * 2**i
             if h < 1 or dim % h:
-                raise ValueError(
+                raise ModelError(
                     f"{where}: num_heads[{i}] = {h} must divide the stage's {dim} channels"
                 )
         for name in ("window_size", "patch_size"):
             v = getattr(self, name)
             if len(v) != 3 or any(int(x) < 1 for x in v):
-                raise ValueError(f"{where}: {name} must be 3 positive ints (T, H, W), got {list(v)}")
+                raise ModelError(f"{where}: {name} must be 3 positive ints (T, H, W), got {list(v)}")
         if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"{where}: drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+            raise ModelError(f"{where}: drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if not -1 <= self.frozen_stages <= len(self.depths):
-            raise ValueError(
+            raise ModelError(
                 f"{where}: frozen_stages must be in [-1, {len(self.depths)}], got {self.frozen_stages}"
             )
 
 
-# Presets. Swin-T/S/B shapes: spec model-thumos14 §4 (official Video Swin); Swin-B
-# drop_path 0.2, frozen_stages 2, checkpointing on: CFG:87-101 (spec §1, §4); Swin-T
-# drop_path 0.1, frozen_stages 2, no checkpointing: spec §4. "tiny" is ours, a CPU
-# variant for tests and the demo (64x64 input; about 1.3 M parameters, C = 192).
+# Presets. Swin-T/S/B shapes: the official Video Swin's (original:
+# vedatad/models/backbones/vswin.py:613-635); Swin-B drop_path 0.2, frozen_stages 2,
+# checkpointing on: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:87-101; Swin-T
+# drop_path 0.1, frozen_stages 2, no checkpointing: tools/data/extract_features.py:23-36.
+# "tiny" is ours, a CPU variant for tests and the demo (64x64 input; 1,307,322
+# parameters, C = 192).
 PRESETS: dict[str, SwinArch] = {
     "swin_t": SwinArch(96, (2, 2, 6, 2), (3, 6, 12, 24), drop_path_rate=0.1),
     "swin_s": SwinArch(96, (2, 2, 18, 2), (3, 6, 12, 24), drop_path_rate=0.2),
@@ -123,7 +129,7 @@ def resolve_arch(arch: str | Mapping[str, Any] | SwinArch, **overrides: Any) -> 
         base = arch
     elif isinstance(arch, str):
         if arch not in PRESETS:
-            raise ValueError(
+            raise ModelError(
                 f"unknown backbone arch {arch!r}; choose one of {', '.join(sorted(PRESETS))} "
                 f"or pass a dict with {', '.join(_ARCH_KEYS)}"
             )
@@ -131,13 +137,13 @@ def resolve_arch(arch: str | Mapping[str, Any] | SwinArch, **overrides: Any) -> 
     elif isinstance(arch, Mapping):
         unknown = sorted(set(arch) - set(_ARCH_KEYS) - set(_OPTIONAL_KEYS))
         if unknown:
-            raise ValueError(
+            raise ModelError(
                 f"backbone arch dict: unknown key(s) {unknown}; allowed: "
                 f"{', '.join(_ARCH_KEYS + _OPTIONAL_KEYS)}"
             )
         missing = [k for k in _ARCH_KEYS if arch.get(k) is None]
         if missing:
-            raise ValueError(f"backbone arch dict: missing key(s) {missing}; all of {list(_ARCH_KEYS)} are needed")
+            raise ModelError(f"backbone arch dict: missing key(s) {missing}; all of {list(_ARCH_KEYS)} are needed")
         base = SwinArch(
             embed_dim=int(arch["embed_dim"]),
             depths=tuple(int(x) for x in arch["depths"]),
@@ -162,7 +168,8 @@ class VideoSwinBackbone(nn.Module):
 
     Args:
         arch: the network's shape and training behaviour.
-        chunk_size: frames per chunk of the chunk-wise run (spec §4: 32); `None` runs a clip
+        chunk_size: frames per chunk of the chunk-wise run (32 in the paper, original:
+            configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:7-9); `None` runs a clip
             as one piece.
 
     Attributes:
@@ -179,7 +186,7 @@ class VideoSwinBackbone(nn.Module):
         super().__init__()
         arch.validate()
         if chunk_size is not None and (chunk_size < 1 or chunk_size % arch.patch_size[0]):
-            raise ValueError(
+            raise ModelError(
                 f"chunk_size {chunk_size} must be a positive multiple of the temporal patch size "
                 f"{arch.patch_size[0]} (or None to run clips in one piece)"
             )
@@ -192,8 +199,8 @@ class VideoSwinBackbone(nn.Module):
             mlp_ratio=4.0,
             dropout=0.0,
             attention_dropout=0.0,
-            stochastic_depth_prob=arch.drop_path_rate,  # linear over blocks (spec §4)
-            norm_layer=partial(nn.LayerNorm, eps=1e-5),  # spec §4: LayerNorm eps 1e-5, patch norm on
+            stochastic_depth_prob=arch.drop_path_rate,  # linear over blocks (vswin.py:659-661)
+            norm_layer=partial(nn.LayerNorm, eps=1e-5),  # eps 1e-5, patch norm on (vswin.py:683-691)
             num_classes=1,
         )
         self.patch_embed = swin.patch_embed
@@ -213,8 +220,10 @@ class VideoSwinBackbone(nn.Module):
     # ------------------------------------------------------------------ freezing
 
     def frozen_modules(self) -> list[nn.Module]:
-        """Modules kept frozen (spec §4, §18.13): frozen_stages = k >= 0 freezes `patch_embed`;
-        k >= 1 also `features[0 .. 2k-1]` (stages 1..k and the patch merging after each)."""
+        """Modules kept frozen (original: vedatad/models/backbones/vswin.py:695-707):
+        frozen_stages = k >= 0 freezes `patch_embed`; k >= 1 also `features[0 .. 2k-1]`
+        (stages 1..k and the patch merging after each: the original's merge belongs to the
+        stage before it, vswin.py:678)."""
         k = self.frozen_stages
         if k < 0:
             return []
@@ -231,7 +240,7 @@ class VideoSwinBackbone(nn.Module):
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> VideoSwinBackbone:
-        """As `nn.Module.train`, but frozen parts stay in eval mode (spec §4, vswin.py:836-839)."""
+        """As `nn.Module.train`, but frozen parts stay in eval mode (original: vswin.py:836-839)."""
         super().train(mode)
         if mode:
             for m in self.frozen_modules():
@@ -245,7 +254,7 @@ class VideoSwinBackbone(nn.Module):
         x = self.patch_embed(x)
         x = self.pos_drop(x)
         ckpt = self.use_checkpoint and self.training and torch.is_grad_enabled()
-        first_ckpt_stage = max(self.frozen_stages, 0)  # spec §4: trainable stages only
+        first_ckpt_stage = max(self.frozen_stages, 0)  # trainable stages only (vswin.py:679)
         for idx, layer in enumerate(self.features):
             if ckpt and idx % 2 == 0 and idx // 2 >= first_ckpt_stage:
                 for block in layer:
@@ -270,13 +279,13 @@ class VideoSwinBackbone(nn.Module):
         c = self.chunk_size
         pad = (-t) % c
         if pad:
-            x = F.pad(x, (0, 0, 0, 0, 0, pad))  # zeros at the end of T (spec §4)
+            x = F.pad(x, (0, 0, 0, 0, 0, pad))  # zeros at the end of T (chunk_model.py:88-124)
         n = (t + pad) // c
         x = x.reshape(b, 3, n, c, h, w).transpose(1, 2).reshape(b * n, 3, c, h, w)
         y = self._run(x)  # [B*n, c', h', w', C]
         _, tc, hh, ww, ch = y.shape
         y = y.reshape(b, n * tc, hh, ww, ch)
-        drop = pad // self.temporal_stride  # spec §4: drop pad_d // 2 steps
+        drop = pad // self.temporal_stride  # drop pad_d // 2 steps (chunk_model.py:88-124)
         if drop:
             y = y[:, : n * tc - drop]
         return y
@@ -325,10 +334,10 @@ def build_backbone(
 
     Works under `with torch.device("meta"):` for parameter counting without memory.
     """
-    spec = resolve_arch(
+    resolved = resolve_arch(
         arch, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages, use_checkpoint=use_checkpoint
     )
-    return VideoSwinBackbone(spec, chunk_size=chunk_size)
+    return VideoSwinBackbone(resolved, chunk_size=chunk_size)
 
 
 def build_backbone_from_config(cfg: BackboneConfig) -> VideoSwinBackbone:
@@ -340,7 +349,7 @@ def build_backbone_from_config(cfg: BackboneConfig) -> VideoSwinBackbone:
     if cfg.arch == "custom":
         missing = [f"model.backbone.{k}" for k, v in shape.items() if v is None]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"model.backbone.arch is 'custom' but {', '.join(missing)} not set; set them or "
                 f"pick a preset ({', '.join(sorted(PRESETS))})"
             )
@@ -348,14 +357,14 @@ def build_backbone_from_config(cfg: BackboneConfig) -> VideoSwinBackbone:
     else:
         base = cfg.arch
     try:
-        spec = resolve_arch(
+        resolved = resolve_arch(
             base,
             **{k: v for k, v in shape.items() if cfg.arch != "custom"},
             drop_path_rate=cfg.drop_path_rate,
             frozen_stages=cfg.frozen_stages,
             use_checkpoint=cfg.use_checkpoint,
         )
-    except ValueError as exc:
-        raise ValueError(f"model.backbone: {exc}") from None
-    return VideoSwinBackbone(spec, chunk_size=cfg.chunk_size)
+    except ModelError as exc:
+        raise ConfigError(f"model.backbone: {exc}") from None
+    return VideoSwinBackbone(resolved, chunk_size=cfg.chunk_size)
 

@@ -1,4 +1,5 @@
-"""TALLFormer: Video Swin backbone + SRM/TCM/TDM/FPN neck + anchor head (spec model-thumos14 §3).
+"""TALLFormer: Video Swin backbone + SRM/TCM/TDM/FPN neck + anchor head (original:
+vedatad/models/detectors/mem_single_stage_detector.py).
 
 Two entry points:
 
@@ -13,14 +14,21 @@ Two entry points:
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from tallformer.models.anchor_head import AnchorHead, Detections, HeadOutputs
+from tallformer.config import ConfigError
+from tallformer.errors import TallformerWarning
+from tallformer.models.anchor_head import AnchorHead
 from tallformer.models.backbone import VideoSwinBackbone, build_backbone_from_config
+from tallformer.models.errors import ModelError
 from tallformer.models.neck import Neck, convert_sync_batchnorm, srm_output_length
+from tallformer.models.outputs import Detections, HeadOutputs
 
 if TYPE_CHECKING:
     from tallformer.config import Config
@@ -50,7 +58,8 @@ class TALLFormer(nn.Module):
 
     def forward_train(self, fresh_chunks: Tensor, cached_features: Tensor,
                       keep_mask: Tensor) -> tuple[HeadOutputs, Tensor]:
-        """Training forward with the memory bank (spec model-thumos14 §3).
+        """Training forward with the memory bank (original:
+        vedatad/models/detectors/mem_single_stage_detector.py:38-71).
 
         Args:
             fresh_chunks: `[B*k, 3, chunk, H, W]` the kept chunks, sample by sample, each
@@ -96,7 +105,7 @@ class TALLFormer(nn.Module):
             like = self._param() if fresh is None else fresh
             cached = cached.to(device=like.device, dtype=like.dtype)
             if fresh is not None and cached.shape[1:] != fresh.shape[1:]:
-                raise ValueError(f"forward_train: cached features are [C, rows] = "
+                raise ModelError(f"forward_train: cached features are [C, rows] = "
                                  f"{list(cached.shape[1:])} but the backbone gives "
                                  f"{list(fresh.shape[1:])}; the memory bank was built with "
                                  "another backbone or chunk size")
@@ -126,68 +135,70 @@ class TALLFormer(nn.Module):
         """Focal + DIoU losses; see `AnchorHead.loss`. "loss" is the total."""
         return self.head.loss(head_outputs, gt_segments, gt_labels, gt_ignore)
 
-    def predict(self, head_outputs: HeadOutputs, lengths: list[int] | Tensor,
-                offsets: list[int] | Tensor | None = None) -> list[Detections]:
+    def predict(self, head_outputs: HeadOutputs, lengths: Sequence[int] | Tensor,
+                offsets: Sequence[int] | Tensor | None = None) -> list[Detections]:
         """Per-window detections in video frames; see `AnchorHead.predict`."""
         return self.head.predict(head_outputs, lengths, offsets)
+
+
+def _sync_bn_active(sync_bn: bool) -> bool:
+    """True when `model.sync_bn` is on and a process group exists. Warns when it is on,
+    torchrun's `WORLD_SIZE` says several processes, but no process group exists yet."""
+    if not sync_bn:
+        return False
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return True
+    world = os.environ.get("WORLD_SIZE", "")
+    if world.isdigit() and int(world) > 1:
+        warnings.warn(
+            f"model.sync_bn is true and WORLD_SIZE={world}, but torch.distributed has no process "
+            "group yet: the neck and head keep plain BatchNorm; build the detector after "
+            "torch.distributed.init_process_group",
+            TallformerWarning,
+            stacklevel=3,
+        )
+    return False
 
 
 def build_detector(cfg: Config) -> TALLFormer:
     """Build the detector from `cfg.model` (+ `cfg.data.num_frames`, `cfg.test` thresholds).
 
-    Does not load backbone weights (see `tallformer.models.load_backbone_weights`). Under
-    an initialised `torch.distributed` with `model.sync_bn`, BatchNorm becomes SyncBatchNorm.
-    Works under `with torch.device("meta"):` (parameter counting).
+    Each part gets its config section whole: `build_backbone_from_config(cfg.model.backbone)`,
+    `Neck.from_config(cfg.model.neck, ...)`, `AnchorHead.from_config(cfg.model.head, ...,
+    cfg.test)`. Does not load backbone weights (see `tallformer.models.load_backbone_weights`).
+    Works under `with torch.device("meta"):` (parameter counting). Raises `ConfigError`
+    when the anchor strides do not fit the feature levels.
+
+    SyncBatchNorm: with `model.sync_bn` true, the neck's and head's BatchNorm become
+    SyncBatchNorm only if a `torch.distributed` process group exists when this is called.
+    The engine must therefore build the detector AFTER `init_process_group`; built before,
+    SyncBN stays off silently, except that a `TallformerWarning` is issued when `WORLD_SIZE`
+    (set by torchrun) is greater than 1. One process without a process group keeps plain
+    BatchNorm (the original's SyncBN fails there).
     """
     backbone = build_backbone_from_config(cfg.model.backbone)
     nk, hk = cfg.model.neck, cfg.model.head
     num_levels = len(nk.tdm_kernels) + 1
     if len(hk.anchor_strides) != num_levels:
-        raise ValueError(
+        raise ConfigError(
             f"model.head.anchor_strides has {len(hk.anchor_strides)} entries but the neck makes "
             f"{num_levels} levels (1 + len(model.neck.tdm_kernels)); give one stride per level"
         )
-    base = backbone.temporal_stride * 4  # frames per level-0 step: backbone x SRM (spec §2)
+    # frames per level-0 step: backbone patch (2) x SRM (4); level l doubles it
+    base = backbone.temporal_stride * 4
     expected = [base * 2 ** i for i in range(num_levels)]
     if list(hk.anchor_strides) != expected:
-        raise ValueError(
+        raise ConfigError(
             f"model.head.anchor_strides {list(hk.anchor_strides)} do not match the feature "
             f"strides {expected} (frames per step of each level); set them to {expected}"
         )
-    neck = Neck(
-        in_channels=backbone.num_features,
-        channels=nk.srm_channels,
-        # spec §6: table length L = num_frames // strides[0] (480 -> 60 tokens)
-        max_len=num_tokens(cfg.data.num_frames, backbone.temporal_stride),
-        tcm_layers=nk.tcm_layers,
-        tcm_heads=nk.tcm_heads,
-        tcm_drop_path=nk.tcm_drop_path,
-        tdm_heads=nk.tdm_heads,
-        tdm_kernels=list(nk.tdm_kernels),
-        tdm_dropout=nk.tdm_dropout,
-        fpn_channels=nk.fpn_channels,
-    )
-    head = AnchorHead(
-        num_classes=hk.num_classes,
-        in_channels=nk.fpn_channels,
-        feat_channels=hk.feat_channels,
-        stacked_convs=hk.stacked_convs,
-        anchor_strides=list(hk.anchor_strides),
-        octave_base_scale=hk.octave_base_scale,
-        scales_per_octave=hk.scales_per_octave,
-        pos_iou_thr=hk.pos_iou_thr,
-        neg_iou_thr=hk.neg_iou_thr,
-        min_pos_iou=hk.min_pos_iou,
-        ignore_iof_thr=hk.ignore_iof_thr,
-        focal_gamma=hk.focal_gamma,
-        focal_alpha=hk.focal_alpha,
-        cls_loss_weight=hk.cls_loss_weight,
-        reg_loss_weight=hk.reg_loss_weight,
-        score_thr=cfg.test.score_thr,
-        nms_pre=cfg.test.nms_pre,
-    )
+    # TCM table length L = num_frames // strides[0] (original:
+    # configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:116; 480 -> 60 tokens)
+    neck = Neck.from_config(nk, backbone.num_features,
+                            num_tokens(cfg.data.num_frames, backbone.temporal_stride))
+    head = AnchorHead.from_config(hk, nk.fpn_channels, cfg.test)
     model = TALLFormer(backbone, neck, head)
-    if cfg.model.sync_bn and torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _sync_bn_active(cfg.model.sync_bn):
         model.neck = convert_sync_batchnorm(model.neck)
         model.head = convert_sync_batchnorm(model.head)
     return model

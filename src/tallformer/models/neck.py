@@ -1,4 +1,5 @@
-"""The TALLFormer neck: SRM -> TCM -> TDM -> FPN (spec model-thumos14 §5-§8).
+"""The TALLFormer neck: SRM -> TCM -> TDM -> FPN (original: vedatad/models/necks/srm_vswin.py,
+tdm.py, fpn.py; vedatad/models/modules/swin_1d.py).
 
 Paper configuration (Swin-B, 480-frame windows)::
 
@@ -8,24 +9,41 @@ Paper configuration (Swin-B, 480-frame windows)::
       TDM  sinusoid + 4 local-attention stages    -> [B, 512, 60|30|15|8|4]
       FPN  lateral + top-down + 3-tap output conv -> [B, 256, 60|30|15|8|4]
 
-Every size is a constructor argument (filled from `NeckConfig` by
-`tallformer.models.detector.build_detector`), so the tiny CPU config uses the same code.
+Every size is a constructor argument (`Neck.from_config` fills them from `NeckConfig`), so
+the tiny CPU config uses the same code.
+
+The ActivityNet (AFSD) neck shares SRM, TCM and FPN and differs by constructor arguments
+(original: AFSD/anet_video_cls/configs/membank/1.0.0.py:41-79)::
+
+    backbone features [B, 1024, 384]
+      SRM  the same                                -> [B, 512, 96]
+      TCM  the same, 96 tokens                     -> [B, 512, 96]
+      TDM  `ConvTDM`: input + 5 x (conv k3 s2, GN, ReLU) -> [B, 512, 96|48|24|12|6|3]
+      FPN  GroupNorm(32) instead of BatchNorm, 512 channels
+
+    Neck(channels=512, max_len=96, tdm_kind="conv", tdm_kernels=(3,) * 5, norm="gn",
+         fpn_channels=512)
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
+if TYPE_CHECKING:
+    from tallformer.config import NeckConfig
+
 __all__ = [
     "FPN",
     "SRM",
     "TCM",
     "TDM",
+    "ConvTDM",
     "Neck",
     "RelPosAttention",
     "TCMLayer",
@@ -42,7 +60,7 @@ def srm_output_length(length: int) -> int:
 
 
 class SRM(nn.Module):
-    """Short-term feature reduction (spec model-thumos14 §5).
+    """Short-term feature reduction (original: vedatad/models/necks/srm_vswin.py:12-76).
 
     Conv1d(C_in -> C, k3, s2, p1, bias) -> ReLU -> Conv1d(C -> C, k3, s2, p1, bias); no norm,
     PyTorch default init. `[B, C_in, T] -> [B, C, ceil(ceil(T/2)/2)]`. A 5-D input
@@ -61,7 +79,8 @@ class SRM(nn.Module):
 
 
 class RelPosAttention(nn.Module):
-    """Global multi-head self-attention with a learned relative position bias (spec §6).
+    """Global multi-head self-attention with a learned relative position bias
+    (original: vedatad/models/modules/swin_1d.py:40-141).
 
     logit(h, i, j) = q_i . k_j * d_head^-0.5 + P[i - j + L - 1, h], P of shape [2L-1, heads],
     trunc-normal std 0.02 (cut at +-2) at init. Works for any T <= L. `[B, T, C] -> [B, T, C]`.
@@ -101,7 +120,8 @@ class RelPosAttention(nn.Module):
 
 
 class TCMLayer(nn.Module):
-    """One pre-norm block (spec §6): x += DropPath(Attn(LN(x))); x += DropPath(MLP(LN(x))).
+    """One pre-norm block (original: vedatad/models/modules/swin_1d.py:144-206):
+    x += DropPath(Attn(LN(x))); x += DropPath(MLP(LN(x))).
 
     MLP C -> 4C -> C with exact GELU; drop path per sample (`[B, T, C] -> [B, T, C]`).
     """
@@ -123,11 +143,13 @@ class TCMLayer(nn.Module):
 
 
 class TCM(nn.Module):
-    """Temporal context module: stacked `TCMLayer`s (spec §6), `[B, C, T] -> [B, C, T]`.
+    """Temporal context module: stacked `TCMLayer`s (original:
+    vedatad/models/necks/srm_vswin.py:167-195), `[B, C, T] -> [B, C, T]`.
 
     The paper uses 3 layers, 16 heads, drop path 0.1 in every layer (constant, not a ramp)
     and max_len L = num_frames // 8 = 60 tokens. Layers are initialised independently
-    (design.md §8; the original deep-copies one layer). No final norm.
+    (ours, the standard; the original deep-copies one layer, swin_1d.py:224-226, so all
+    start identical). No final norm.
     """
 
     def __init__(self, dim: int = 512, num_layers: int = 3, num_heads: int = 16,
@@ -156,7 +178,8 @@ def sinusoid_table(length: int, dim: int, device: torch.device | None = None) ->
 
 
 class TDMStage(nn.Module):
-    """Halve the length, then one post-norm local-attention layer (spec §7).
+    """Halve the length, then one post-norm local-attention layer (original:
+    vedatad/models/necks/tdm.py:189-247).
 
     Pad an odd length with one zero step at the end, concatenate neighbour pairs along
     channels, Linear(2C -> C, no bias) + LayerNorm, then `nn.TransformerEncoderLayer`
@@ -189,7 +212,8 @@ class TDMStage(nn.Module):
 
 
 class TDM(nn.Module):
-    """Temporal downsampling module (spec §7): `[B, C, T] -> [[B, C, T_l]]` for 1 + stages levels.
+    """Temporal downsampling module (original: vedatad/models/necks/tdm.py:151-291):
+    `[B, C, T] -> [[B, C, T_l]]` for 1 + stages levels.
 
     Level 0 = Dropout(x + pe / sqrt(C)) (sinusoidal encoding, `tdm_dropout` = 0.1); level l is
     stage l applied to level l-1. Paper kernels 7, 7, 5, 5 (half-widths 3, 3, 2, 2), 8 heads:
@@ -217,24 +241,70 @@ class TDM(nn.Module):
         return [level.transpose(1, 2) for level in levels]
 
 
-class FPN(nn.Module):
-    """Feature pyramid (spec §8): `[[B, C_in, T_l]] -> [[B, C_out, T_l]]`.
+NormKind = Literal["bn", "gn"]
 
-    lateral_l = BN(Conv1d k1, no bias); from the coarsest level down, lateral_{l-1} +=
-    nearest-upsample(lateral_l) to its length; out_l = BN(Conv1d k3 p1, no bias). No
-    activation. Convs Xavier-uniform, BN 1/0.
+
+def norm_layer(kind: NormKind, channels: int, num_groups: int = 32) -> nn.Module:
+    """`BatchNorm1d(channels)` ("bn", THUMOS14) or `GroupNorm(num_groups, channels)` ("gn",
+    ActivityNet: original AFSD/anet_video_cls/configs/membank/1.0.0.py:41-79)."""
+    if kind == "bn":
+        return nn.BatchNorm1d(channels)
+    if kind == "gn":
+        if channels % num_groups:
+            raise ValueError(f"GroupNorm: {channels} channels are not divisible by {num_groups} "
+                             "groups (set the channels to a multiple of model.afsd.norm_groups)")
+        return nn.GroupNorm(num_groups, channels)
+    raise ValueError(f"unknown norm {kind!r}; choose bn or gn")
+
+
+class ConvTDM(nn.Module):
+    """Convolutional temporal downsampling (original: vedatad/models/necks/tdm.py:16-148, the
+    ActivityNet neck): `[B, C, T] -> [[B, C, T_l]]` for 1 + stages levels.
+
+    Level 0 is the input unchanged; stage l is Conv1d(C -> C, k, stride 2, padding k // 2,
+    no bias) -> GroupNorm -> ReLU on level l-1 (ConvModule order conv -> norm -> act, the
+    bias dropped before a norm: vedacore/modules/bricks/conv_module.py:73,93-94). Paper:
+    5 stages of k3, lengths 96 -> 48 -> 24 -> 12 -> 6 -> 3.
     """
 
-    def __init__(self, in_channels: int = 512, out_channels: int = 256, num_levels: int = 5) -> None:
+    def __init__(self, dim: int = 512, kernel_sizes: tuple[int, ...] | list[int] = (3,) * 5,
+                 num_groups: int = 32) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(dim, dim, k, stride=2, padding=k // 2, bias=False),
+                          norm_layer("gn", dim, num_groups), nn.ReLU(inplace=True))
+            for k in kernel_sizes
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        levels = [x]
+        for stage in self.stages:
+            x = stage(x)
+            levels.append(x)
+        return levels
+
+
+class FPN(nn.Module):
+    """Feature pyramid (original: vedatad/models/necks/fpn.py:71-228):
+    `[[B, C_in, T_l]] -> [[B, C_out, T_l]]`.
+
+    lateral_l = N(Conv1d k1, no bias); from the coarsest level down, lateral_{l-1} +=
+    nearest-upsample(lateral_l) to its length; out_l = N(Conv1d k3 p1, no bias). No
+    activation. N is BatchNorm (`norm="bn"`, THUMOS14) or GroupNorm(`num_groups`)
+    (`norm="gn"`, ActivityNet). Convs Xavier-uniform, norms 1/0.
+    """
+
+    def __init__(self, in_channels: int = 512, out_channels: int = 256, num_levels: int = 5,
+                 norm: NormKind = "bn", num_groups: int = 32) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(
             nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False),
-                          nn.BatchNorm1d(out_channels))
+                          norm_layer(norm, out_channels, num_groups))
             for _ in range(num_levels)
         )
         self.output = nn.ModuleList(
             nn.Sequential(nn.Conv1d(out_channels, out_channels, 3, padding=1, bias=False),
-                          nn.BatchNorm1d(out_channels))
+                          norm_layer(norm, out_channels, num_groups))
             for _ in range(num_levels)
         )
         for m in self.modules():
@@ -244,27 +314,53 @@ class FPN(nn.Module):
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         if len(feats) != len(self.lateral):
             raise ValueError(f"FPN: expected {len(self.lateral)} levels, got {len(feats)}")
-        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
+        lat = [conv(f) for conv, f in zip(self.lateral, feats, strict=True)]
         for i in range(len(lat) - 1, 0, -1):
             lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[-1], mode="nearest")
-        return [conv(x) for conv, x in zip(self.output, lat)]
+        return [conv(x) for conv, x in zip(self.output, lat, strict=True)]
 
 
 class Neck(nn.Module):
     """SRM -> TCM -> TDM -> FPN: `[B, C_backbone, T] -> [[B, fpn_channels, T_l]]`, 1 + len(kernels) levels.
 
     `max_len` is the number of TCM tokens of a full window (paper: 480 frames / 8 = 60).
+    `tdm_kind` "attention" is THUMOS14's `TDM` (`tdm_heads`, `tdm_dropout` used), "conv"
+    ActivityNet's `ConvTDM` (one stage per kernel); `norm` is the FPN's norm ("bn" or "gn"
+    with `num_groups`).
     """
 
     def __init__(self, in_channels: int = 1024, channels: int = 512, max_len: int = 60,
                  tcm_layers: int = 3, tcm_heads: int = 16, tcm_drop_path: float = 0.1,
                  tdm_heads: int = 8, tdm_kernels: tuple[int, ...] | list[int] = (7, 7, 5, 5),
-                 tdm_dropout: float = 0.1, fpn_channels: int = 256) -> None:
+                 tdm_dropout: float = 0.1, fpn_channels: int = 256,
+                 tdm_kind: Literal["attention", "conv"] = "attention", norm: NormKind = "bn",
+                 num_groups: int = 32) -> None:
         super().__init__()
         self.srm = SRM(in_channels, channels)
         self.tcm = TCM(channels, tcm_layers, tcm_heads, max_len, tcm_drop_path)
-        self.tdm = TDM(channels, tdm_heads, tuple(tdm_kernels), tdm_dropout)
-        self.fpn = FPN(channels, fpn_channels, len(tdm_kernels) + 1)
+        self.tdm: TDM | ConvTDM
+        if tdm_kind == "attention":
+            self.tdm = TDM(channels, tdm_heads, tuple(tdm_kernels), tdm_dropout)
+        elif tdm_kind == "conv":
+            self.tdm = ConvTDM(channels, tuple(tdm_kernels), num_groups)
+        else:
+            raise ValueError(f"unknown TDM kind {tdm_kind!r}; choose attention or conv")
+        self.fpn = FPN(channels, fpn_channels, len(tdm_kernels) + 1, norm, num_groups)
+
+    @classmethod
+    def from_config(cls, cfg: NeckConfig, in_channels: int, max_len: int,
+                    tdm_kind: Literal["attention", "conv"] = "attention", norm: NormKind = "bn",
+                    num_groups: int = 32) -> Neck:
+        """The neck of `model.neck` on `in_channels` backbone channels, with `max_len` TCM
+        tokens per window (num_frames // 8 in the paper: 480 -> 60). The THUMOS14 neck by
+        default; the ActivityNet one with `tdm_kind="conv", norm="gn"`."""
+        return cls(
+            in_channels=in_channels, channels=cfg.srm_channels, max_len=max_len,
+            tcm_layers=cfg.tcm_layers, tcm_heads=cfg.tcm_heads, tcm_drop_path=cfg.tcm_drop_path,
+            tdm_heads=cfg.tdm_heads, tdm_kernels=list(cfg.tdm_kernels),
+            tdm_dropout=cfg.tdm_dropout, fpn_channels=cfg.fpn_channels,
+            tdm_kind=tdm_kind, norm=norm, num_groups=num_groups,
+        )
 
     @property
     def num_levels(self) -> int:
@@ -274,6 +370,12 @@ class Neck(nn.Module):
         return self.fpn(self.tdm(self.tcm(self.srm(x))))
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm with SyncBatchNorm (for DDP when `model.sync_bn`; design.md §8)."""
-    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def convert_sync_batchnorm(module: ModuleT) -> ModuleT:
+    """Replace every BatchNorm inside `module` with SyncBatchNorm, in place (for DDP when
+    `model.sync_bn`; the original uses SyncBN in FPN and head, fpn.py:71-228). Returns
+    `module` itself, its children replaced (for the Neck and the head, which are no
+    BatchNorm themselves)."""
+    return cast(ModuleT, nn.SyncBatchNorm.convert_sync_batchnorm(module))

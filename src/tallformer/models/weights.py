@@ -1,28 +1,33 @@
 """Backbone weights: read official Video Swin, torchvision swin3d and tallformer checkpoints.
 
-Three formats are recognised from the keys (spec model-thumos14 §4):
+Three formats are recognised from the keys:
 
 - **official** Video Swin release (e.g. `swin_base_patch244_window877_kinetics400_22k.pth`):
-  `{"state_dict": {"backbone.layers.0.blocks.0.attn.qkv.weight": ..., "cls_head.fc_cls.weight":
-  ...}}`, also its converted `*_keysfrom_backbone.pth` variant (the bare `state_dict`), with or
-  without a leading `module.`. Keys are renamed to torchvision's with the §4 table; the
+  `{"meta": {...}, "state_dict": {"backbone.layers.0.blocks.0.attn.qkv.weight": ...,
+  "cls_head.fc_cls.weight": ...}}`, also its converted `*_keysfrom_backbone.pth` variant
+  (the bare `state_dict`, original: tools/convert_vswin_ckpt.py:20-27), with or without a
+  leading `module.`. Keys are renamed to torchvision's (`official_to_torchvision`); the
   classifier head is dropped; the `relative_position_index` buffers are checked against ours.
 - **torchvision** `SwinTransformer3d` state dicts (`patch_embed.*`, `features.*`, `norm.*`,
   `head.*`): the head is dropped.
-- **tallformer**: the state dict of a `VideoSwinBackbone` (what `tallformer convert-weights`
-  writes), or a training checkpoint `{"model": {"backbone.*": ..., "neck.*": ...}}`, whose
-  keys outside `backbone.` are ignored.
+- **tallformer**: the state dict of a `VideoSwinBackbone` (what `convert_checkpoint` and
+  `tallformer convert-weights` write), or a training checkpoint `{"model": {"backbone.*":
+  ..., "neck.*": ...}}`, whose keys outside `backbone.` are ignored.
 
-Every file is read with `torch.load(path, map_location="cpu", weights_only=True)`. Any
-missing, unexpected or mis-shaped key is a `WeightsError` listing them (the original loaded
-non-strictly and skipped them silently: spec §18.12).
+Every file is read with `torch.load(path, map_location="cpu", weights_only=True)`; the numpy
+scalars that older mmcv versions wrote into `meta` are allowed (and nothing else that is not
+a tensor or a plain container). Weights of another architecture than the model's are one
+`WeightsError` naming the architecture the file implies and the config override that fits
+it; any other missing, unexpected or mis-shaped key is a `WeightsError` listing them (the
+original loaded non-strictly and skipped them silently: vedacore/misc/checkpoint.py:55-121).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +35,16 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d
 
-from tallformer.models.backbone import PRESETS, SwinArch
+from tallformer.atomic import atomic_path, write_text
+from tallformer.errors import TallformerError, name_list
+from tallformer.models.backbone import PRESETS, SwinArch, build_backbone
+from tallformer.models.errors import ModelError
 
 __all__ = [
     "WeightsError",
+    "arch_override",
+    "check_state_dict",
+    "convert_checkpoint",
     "detect_format",
     "extract_backbone_state",
     "infer_arch",
@@ -41,16 +52,13 @@ __all__ = [
     "match_preset",
     "official_to_torchvision",
     "read_checkpoint",
-    "save_official_format",
-    "to_official_state_dict",
-    "torchvision_to_official",
 ]
 
 _INDEX = "relative_position_index"
 _MAX_LISTED = 20
 
 
-class WeightsError(ValueError):
+class WeightsError(TallformerError, ValueError):
     """A weights file that cannot be loaded into the backbone; the message names the file."""
 
 
@@ -58,11 +66,9 @@ class WeightsError(ValueError):
 
 _OFF_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
 _OFF_DOWN = re.compile(r"^layers\.(\d+)\.downsample\.(.+)$")
-_TV_FEAT = re.compile(r"^features\.(\d+)\.(.+)$")
-_TV_BLOCK_REST = re.compile(r"^(\d+)\.(.+)$")
-# official mlp.fc1 / mlp.fc2 <-> torchvision MLP Sequential indices 0 / 3 (spec §4 table)
+# official mlp.fc1 / mlp.fc2 -> torchvision MLP Sequential indices 0 / 3 (the official
+# names: vedatad/models/backbones/vswin.py; torchvision's: its SwinTransformer3d)
 _MLP_OFF_TO_TV = {"mlp.fc1.": "mlp.0.", "mlp.fc2.": "mlp.3."}
-_MLP_TV_TO_OFF = {v: k for k, v in _MLP_OFF_TO_TV.items()}
 
 
 def _swap_prefix(rest: str, table: dict[str, str]) -> str:
@@ -97,39 +103,72 @@ def official_to_torchvision(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def torchvision_to_official(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The inverse of `official_to_torchvision` (keys without the `backbone.` prefix)."""
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        m = _TV_FEAT.match(key)
-        if not m:
-            out[key] = value
-            continue
-        k, rest = int(m.group(1)), m.group(2)
-        if k % 2 == 0:
-            b = _TV_BLOCK_REST.match(rest)
-            if b is None:
-                raise KeyError(f"unexpected torchvision key {key!r}")
-            out[f"layers.{k // 2}.blocks.{b.group(1)}.{_swap_prefix(b.group(2), _MLP_TV_TO_OFF)}"] = value
-        else:
-            out[f"layers.{(k - 1) // 2}.downsample.{rest}"] = value
-    return out
-
-
 # --------------------------------------------------------------------------- reading
 
 
+def _numpy_safe_globals() -> list[Any]:
+    """What a numpy scalar in a pickle needs: `multiarray.scalar` under its numpy 1.x and
+    2.x names, `numpy.dtype`, and the dtype classes (BUILD targets of a dtype)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    dtype_types = []
+    for code in np.typecodes["All"]:
+        with contextlib.suppress(TypeError):
+            t = type(np.dtype(code))
+            if t not in dtype_types:
+                dtype_types.append(t)
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+            np.dtype, *dtype_types]
+
+
+@contextlib.contextmanager
+def _numpy_scalars_allowed() -> Iterator[None]:
+    """`torch.serialization.safe_globals` with the numpy scalar globals (torch >= 2.5;
+    on older torch a file with numpy scalars stays refused, with the global named)."""
+    ctx = getattr(torch.serialization, "safe_globals", None)
+    if ctx is None:
+        yield
+        return
+    with ctx(_numpy_safe_globals()):
+        yield
+
+
+def _load_error(path: Path, exc: BaseException) -> WeightsError:
+    """torch's long `weights_only` message -> one line naming the file (and the global)."""
+    text = str(exc)
+    name = re.search(r"GLOBAL ([\w.]+)", text)
+    if name:
+        return WeightsError(
+            f"{path}: refused to load: the file holds a Python object {name.group(1)}, which "
+            "torch.load(weights_only=True) does not construct (only tensors, plain containers "
+            "and numpy scalars); if you trust the file, save its tensors alone: "
+            "torch.save(torch.load(FILE, weights_only=False)['state_dict'], NEW_FILE)"
+        )
+    marker = "WeightsUnpickler error:"
+    detail = text.split(marker, 1)[1].strip().splitlines()[0].strip() if marker in text else ""
+    if detail and not detail.startswith("Unsupported operand"):
+        return WeightsError(f"{path}: refused to load with weights_only=True: {detail}")
+    what = "the file is empty" if path.stat().st_size == 0 else "not a file written by torch.save"
+    return WeightsError(f"{path}: not a PyTorch checkpoint ({what}); check the path")
+
+
 def read_checkpoint(path: str | Path) -> Any:
-    """`torch.load(path, map_location="cpu", weights_only=True)` with errors naming the file."""
+    """`torch.load(path, map_location="cpu", weights_only=True)`, numpy scalars allowed;
+    any failure is one `WeightsError` line naming the file."""
     p = Path(path)
+    if p.is_dir():
+        raise WeightsError(f"{p}: is a folder, not a weights file")
     if not p.is_file():
         raise WeightsError(f"{p}: weights file not found")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with _numpy_scalars_allowed():
+            return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip errors come in many types
-        raise WeightsError(
-            f"{p}: cannot be read as a PyTorch checkpoint with weights_only=True ({exc})"
-        ) from None
+        raise _load_error(p, exc) from None
 
 
 def _unwrap(obj: Any, source: str) -> dict[str, Tensor]:
@@ -273,10 +312,8 @@ def match_preset(arch: Mapping[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- loading
 
 
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = len(items) - _MAX_LISTED
-    return shown + (f", ... and {more} more" if more > 0 else "")
+def _listing(items: Sequence[str]) -> str:
+    return name_list(items, _MAX_LISTED)
 
 
 def _module_arch(module: nn.Module) -> str:
@@ -320,14 +357,55 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str
     return {k: v for k, v in state.items() if not k.endswith(_INDEX)}
 
 
+def arch_override(shape: Mapping[str, Any]) -> str:
+    """The config override(s) that build a backbone of this shape: `model.backbone.arch=swin_b`
+    for a preset, else `model.backbone.arch=custom` with the five shape fields."""
+    preset = match_preset(shape)
+    if preset is not None:
+        return f"model.backbone.arch={preset}"
+    fields = " ".join(
+        f"model.backbone.{k}={json.dumps(shape[k], separators=(',', ':'))}"
+        for k in ("embed_dim", "depths", "num_heads", "window_size", "patch_size")
+    )
+    return f"model.backbone.arch=custom {fields}"
+
+
+def _arch_name(shape: Mapping[str, Any]) -> str:
+    preset = match_preset(shape)
+    return preset if preset is not None else "a custom Video Swin"
+
+
+def _check_arch(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """One line when the file's architecture differs from the module's (if it can be told)."""
+    arch = getattr(module, "arch", None)
+    if not isinstance(arch, SwinArch):
+        return
+    want = arch.shape_dict()
+    window = (int(arch.window_size[0]), int(arch.window_size[1]), int(arch.window_size[2]))
+    try:
+        have = infer_arch(state, prefer_window=window, source=source)
+    except WeightsError:
+        return  # the architecture cannot be told: the key listing says what is wrong
+    if have == want:
+        return
+    diffs = ", ".join(f"{k} {have[k]} (model {want[k]})" for k in want if have[k] != want[k])
+    raise WeightsError(
+        f"{source}: the weights are {_arch_name(have)} but the model is {_arch_name(want)} "
+        f"({diffs}); set {arch_override(have)}"
+    )
+
+
 def load_backbone_weights(module: nn.Module, path: str | Path) -> str:
     """Load official / torchvision / tallformer weights into a `VideoSwinBackbone`.
 
     Returns the detected format ("official", "torchvision" or "tallformer"). Raises
-    `WeightsError` naming the file and listing any missing, unexpected or mis-shaped key.
+    `WeightsError` naming the file: for weights of another architecture, which one and the
+    override that fits (`model.backbone.arch=swin_b`); otherwise listing any missing,
+    unexpected or mis-shaped key.
     """
     source = str(path)
     state, fmt = extract_backbone_state(read_checkpoint(path), source)
+    _check_arch(module, state, source)
     state = check_state_dict(module, state, source)
     result = module.load_state_dict(state, strict=False)
     leftover = [k for k in result.missing_keys if not k.endswith(_INDEX)] + list(result.unexpected_keys)
@@ -336,32 +414,62 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> str:
     return fmt
 
 
-# --------------------------------------------------------------------------- writing
+# --------------------------------------------------------------------------- conversion
 
 
-def to_official_state_dict(module: nn.Module, num_classes: int = 400, seed: int = 0) -> dict[str, Tensor]:
-    """`module`'s weights in the official Video Swin release layout (spec §4): keys
-    `backbone.layers.{i}.blocks.{j}...`, `backbone.layers.{i}.downsample...`,
-    `backbone.patch_embed...`, `backbone.norm...`, the `relative_position_index` buffers,
-    and a random classifier `cls_head.fc_cls.{weight [num_classes, C], bias [num_classes]}`."""
-    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    out = {f"backbone.{k}": v for k, v in torchvision_to_official(state).items()}
-    c = int(state["norm.weight"].shape[0])
-    device = state["norm.weight"].device
-    if device.type == "meta":
-        out["cls_head.fc_cls.weight"] = torch.empty(num_classes, c, device=device)
-        out["cls_head.fc_cls.bias"] = torch.empty(num_classes, device=device)
-    else:
-        g = torch.Generator().manual_seed(seed)
-        out["cls_head.fc_cls.weight"] = torch.randn(num_classes, c, generator=g) * 0.01
-        out["cls_head.fc_cls.bias"] = torch.randn(num_classes, generator=g) * 0.01
-    return out
+def _window_arg(window: Sequence[int] | None) -> tuple[int, int, int] | None:
+    if window is None:
+        return None
+    if len(window) != 3:
+        raise WeightsError(f"window must be 3 integers (T H W), got {list(window)}")
+    return int(window[0]), int(window[1]), int(window[2])
 
 
-def save_official_format(module: nn.Module, path: str | Path, num_classes: int = 400) -> None:
-    """Write `{"meta": {...}, "state_dict": to_official_state_dict(module)}` to `path`."""
-    torch.save(
-        {"meta": {"written_by": "tallformer.models.weights.save_official_format"},
-         "state_dict": to_official_state_dict(module, num_classes)},
-        Path(path),
-    )
+def convert_checkpoint(src: str | Path, out: str | Path, arch: str | None = None,
+                       window: Sequence[int] | None = None) -> dict[str, Any]:
+    """Convert a Video Swin checkpoint to a plain tallformer backbone state dict.
+
+    Reads `src` (official, torchvision or tallformer format), renames the keys, infers the
+    architecture from the keys and shapes (`window` picks the attention window of files
+    without `relative_position_index` buffers), checks every key and shape against the
+    backbone it implies (or against preset `arch`, an error if they differ) and writes
+    `torch.save(backbone.state_dict())` to `out` and a JSON sidecar `out.json`, both
+    atomically. Returns the sidecar's content: `{"arch", "preset", "num_features",
+    "num_parameters", "source", "source_format", "config"}`.
+    """
+    src, out = Path(src), Path(out)
+    if arch is not None and arch not in PRESETS:
+        raise WeightsError(f"unknown backbone arch {arch!r}; choose one of {', '.join(PRESETS)}")
+    state, fmt = extract_backbone_state(read_checkpoint(src), str(src))
+    prefer = _window_arg(window)
+    if prefer is None and arch is not None:
+        prefer = PRESETS[arch].window_size
+    shape = infer_arch(state, prefer_window=prefer, source=str(src))
+    if arch is not None and PRESETS[arch].shape_dict() != shape:
+        want = PRESETS[arch].shape_dict()
+        diffs = ", ".join(f"{k}: file {shape[k]} vs {arch} {want[k]}" for k in want if want[k] != shape[k])
+        raise WeightsError(f"{src}: the weights are not {arch} ({diffs}); drop --arch to convert them as they are")
+    preset = arch or match_preset(shape)
+    with torch.device("cpu"):
+        try:
+            backbone = build_backbone(preset if preset else shape, chunk_size=None)
+        except ModelError as exc:
+            raise WeightsError(f"{src}: the weights imply a backbone that cannot be built: {exc}") from None
+    state = check_state_dict(backbone, state, str(src))
+    backbone.load_state_dict(state, strict=False)
+
+    with atomic_path(out) as tmp:
+        torch.save(backbone.state_dict(), tmp)
+    backbone_cfg: dict[str, Any] = {"arch": preset} if preset else {"arch": "custom", **shape}
+    backbone_cfg["weights"] = str(out)
+    info = {
+        "arch": shape,
+        "preset": preset,
+        "num_features": backbone.num_features,
+        "num_parameters": sum(p.numel() for p in backbone.parameters()),
+        "source": str(src),
+        "source_format": fmt,
+        "config": {"model": {"backbone": backbone_cfg}},
+    }
+    write_text(Path(str(out) + ".json"), json.dumps(info, indent=2) + "\n")
+    return info

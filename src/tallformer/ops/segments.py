@@ -2,8 +2,8 @@
 
 Segments are `[N, 2]` tensors of (start, end) in any unit (frames or seconds), float32 or
 float64. Every function accepts empty inputs and zero-length segments. IoU follows the
-original's 1-D rule (spec model-thumos14 §11: no +1, union clamped to >= 1e-6), so two
-zero-length segments have IoU 0 and every value lies in [0, 1].
+original's 1-D rule (vedatad/misc/segment/segment.py:9-107: no +1, union clamped to
+>= 1e-6), so two zero-length segments have IoU 0 and every value lies in [0, 1].
 
 NMS runs the classes in parallel: a greedy per-class NMS only ever compares segments of
 one class, so each "round" takes the best remaining segment of *every* class at once and
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "NmsMethod",
     "decode",
     "encode",
     "filter_topk",
@@ -27,8 +28,9 @@ __all__ = [
     "segment_iou",
 ]
 
-_EPS = 1e-6  # union / length clamp (spec model-thumos14 §11, §12)
-_MAX_LOG_WIDTH_DELTA = 1.0  # hard-coded decode clamp (spec model-thumos14 §11, §18.8)
+_EPS = 1e-6  # union / length clamp (original: vedatad/misc/segment/segment.py:9-107)
+# hard-coded decode clamp (original: vedatad/misc/segment/coders/delta_segment_coder.py:161)
+_MAX_LOG_WIDTH_DELTA = 1.0
 
 NmsMethod = Literal["hard", "nmw", "soft_linear", "soft_gaussian"]
 
@@ -74,7 +76,8 @@ def segment_iof(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def encode(segments: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """Centre / log-length deltas of `segments [N, 2]` w.r.t. `anchors [N, 2]` -> `[N, 2]`.
 
-    dc = (c_g - c_a) / w_a, dw = log(w_g / w_a); means 0, stds 1 (spec model-thumos14 §11).
+    dc = (c_g - c_a) / w_a, dw = log(w_g / w_a); means 0, stds 1 (original:
+    vedatad/misc/segment/coders/delta_segment_coder.py:69-173).
     """
     _check_segments("segments", segments)
     _check_segments("anchors", anchors)
@@ -88,7 +91,7 @@ def encode(segments: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 def decode(deltas: torch.Tensor, anchors: torch.Tensor, max_length: float | None = None) -> torch.Tensor:
     """Segments `[N, 2]` from deltas `[N, 2]` and anchors `[N, 2]`.
 
-    The log-length delta is clamped at 1.0 from above (spec model-thumos14 §11, §18.8);
+    The log-length delta is clamped at 1.0 from above (original: delta_segment_coder.py:161);
     with `max_length`, both ends are clamped to `[0, max_length]` (test time).
     """
     _check_segments("deltas", deltas)
@@ -148,9 +151,10 @@ def nms(
     Args:
         segments: `[N, 2]`. scores: `[N]`. labels: `[N]` integer class ids.
         method: "hard" (drop same-class segments with IoU > threshold, strict);
-            "nmw" (weighted NMS, spec model-thumos14 §12: merge same-class segments with
-            IoU >= threshold into the top one; boundaries = score*IoU weighted mean with the
-            top's IoU taken as 1; score = the top's); "soft_linear" (score *= 1 - IoU when
+            "nmw" (weighted NMS, original: vedatad/misc/segment/segment.py:268-359: merge
+            same-class segments with IoU >= threshold into the top one; boundaries =
+            score*IoU weighted mean with the top's IoU taken as 1; score = the top's);
+            "soft_linear" (score *= 1 - IoU when
             IoU > threshold) and "soft_gaussian" (score *= exp(-IoU^2 / sigma)), both
             dropping scores below `min_score`.
         max_num: keep at most this many (the first ones produced).
@@ -218,7 +222,7 @@ def _greedy_nms(
         starts, group = _group_starts(cls)
         top = starts[group]  # index of each element's class leader (its best remaining)
         iou = _pair_iou(s, e, s[top], e[top])
-        iou[starts] = 1.0  # the top counts itself fully (spec §12: u_top := 1)
+        iou[starts] = 1.0  # the top counts itself fully (u_top := 1, segment.py:268-359)
         if merge:
             members = iou >= thr
             w = score * iou * members

@@ -1,22 +1,24 @@
 """Fill a memory bank by running the backbone over every training video.
 
-What one bank row holds (spec memory-data-training §2.2, with our decisions of design.md §8):
+What one bank row holds (original: tools/data/extract_features.py:146-179; where we differ,
+the reason is given):
 
 - The chunk grid starts at frame 0: chunk ``c`` of a video is frames ``32c .. 32c+31``
   (``model.backbone.chunk_size``), and its features are bank rows ``16c .. 16c+15``.
 - Each chunk is decoded on its own (``source.read(32c, 32c+32)``, never the whole video),
-  centre-cropped to ``data.crop_size`` and normalised (the test-time transform, spec §5),
-  and run through the backbone by itself (``forward_chunks``), so a row depends only on
-  its chunk, as in the original.
+  centre-cropped to ``data.crop_size`` and normalised (the test-time transform, as the
+  original: tools/data/extract_features.py:123-124,166-167), and run through the backbone by
+  itself (``forward_chunks``), so a row depends only on its chunk, as in the original.
 - The last, partial chunk of ``f < 32`` frames is zero-padded at the end *after*
-  normalisation (zero = the mean colour, spec §2.2 step 3) and only its first
-  ``ceil(f / 2)`` rows are kept, so a video of ``N`` frames has ``ceil(N / 2)`` rows.
-- The backbone runs in eval mode under ``torch.inference_mode()`` (the original built the
-  bank in train mode, where stochastic depth makes it random; design.md §8), so a
-  rebuild gives the same bank.
+  normalisation (zero = the mean colour) and only its first ``ceil(f / 2)`` rows are kept
+  (original: vedatad/models/backbones/chunk_model.py:88-124), so a video of ``N`` frames
+  has ``ceil(N / 2)`` rows.
+- The backbone runs in eval mode under ``torch.inference_mode()``, so a rebuild gives the
+  same bank (the original builds it in train mode, where stochastic depth makes it random:
+  tools/data/extract_features.py:118).
 - ``N`` is the exact decoded frame count at the video's rate (its annotation's fps, else
-  ``data.fps``; ``len(open_source(...))``,
-  design.md §8), not ``round(duration * fps)``.
+  ``data.fps``; ``len(open_source(...))``), not a count derived from the metadata's
+  duration (the original: vedatad/datasets/thumos14.py:61).
 
 Building is resumable: every video is marked complete (``MemoryBank.mark_complete``)
 only after all its rows were written; a re-run skips complete videos and redoes any
@@ -24,9 +26,18 @@ half-written one. A video that cannot be read (missing, corrupt) is reported and
 others are built; a backbone error on a batch (which may span videos) fails every video
 with a chunk in it, never leaving one silently unfinished.
 
+Each video's entry in the bank records its source (file name and size in bytes; a frame
+folder's name, file count and total size), so building another dataset whose videos share
+ids into an existing bank is refused, naming the videos (``overwrite=True`` rebuilds
+them). The modification time is not part of it: copying a dataset changes it.
+
+Nothing is written before the work starts: a missing videos folder, unknown ids, a bad
+device or weights file, or a run where no video can be read raise ``BuildError`` and leave
+no bank folder behind.
+
 Usage::
 
-    report = build_bank(cfg, "banks/thumos14_swin_b", weights="swin_b_k400.pth", device="cuda")
+    report = build_bank(cfg, "banks/thumos14_swin_b", weights="pretrained/swin_b.pth", device="cuda")
     print(report.summary())
     if report.failed: ...
 """
@@ -44,19 +55,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tallformer.config import Config, config_to_dict
+from tallformer.engine.device import resolve_device
+from tallformer.errors import TallformerError, TallformerWarning, name_list
 
 if TYPE_CHECKING:
     import torch
 
+    from tallformer.data.video import FrameSource
     from tallformer.memory.bank import MemoryBank
     from tallformer.models.backbone import VideoSwinBackbone
 
 __all__ = ["BuildError", "BuildReport", "build_bank", "training_videos"]
 
 
-class BuildError(ValueError):
-    """The build cannot start: config paths unset, unknown video ids, a bad device, or an
-    existing bank built with other settings. The message names the key or file and the fix."""
+class BuildError(TallformerError, ValueError):
+    """The build cannot start: config paths unset or missing, unknown video ids, a bad
+    device, no readable video. The message names the key or file and the fix."""
 
 
 @dataclass
@@ -117,8 +131,7 @@ def training_videos(cfg: Config) -> list[str]:
 def _training_rates(cfg: Config) -> dict[str, float]:
     """``{video_id: fps}`` of the training subset, decoded at the rate the dataset uses
     (the annotation's own fps when it has one, else ``data.fps``)."""
-    from tallformer.data.annotations import load_annotations
-    from tallformer.data.dataset import video_fps
+    from tallformer.data.annotations import load_annotations, video_fps
 
     if not cfg.data.annotations:
         raise BuildError(
@@ -127,18 +140,6 @@ def _training_rates(cfg: Config) -> dict[str, float]:
         )
     aset = load_annotations(cfg.data.annotations)
     return {v.video_id: video_fps(v, cfg.data) for v in aset.subset(cfg.data.train_subset)}
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise BuildError(f"device {device!r} is not a torch device ({exc}); use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BuildError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
-    return dev
 
 
 def _make_backbone(cfg: Config, weights: str | None) -> VideoSwinBackbone:
@@ -161,15 +162,26 @@ def _make_backbone(cfg: Config, weights: str | None) -> VideoSwinBackbone:
         warnings.warn(
             "no backbone weights given (--weights / model.backbone.weights): the bank holds "
             f"features of a randomly initialised backbone (seed {cfg.seed})",
+            TallformerWarning,
             stacklevel=3,
         )
     return backbone
 
 
 def _chunk_rows(frames: int, stride: int) -> int:
-    """Rows of a chunk of ``frames`` real frames: ceil(frames / stride) (spec §2.2 step 3:
-    the padded chunk's last floor(pad / stride) rows are dropped)."""
+    """Rows of a chunk of ``frames`` real frames: ceil(frames / stride) (the padded chunk's
+    last floor(pad / stride) rows are dropped, as the original:
+    vedatad/models/backbones/chunk_model.py:119)."""
     return math.ceil(frames / stride)
+
+
+def _source_record(path: Path) -> dict[str, Any]:
+    """What a video's rows are computed from, as its bank entry records it: a file's name
+    and size; a frame folder's name, number of files and their total size."""
+    if path.is_dir():
+        sizes = [e.stat().st_size for e in os.scandir(path) if e.is_file()]
+        return {"name": f"{path.name}/", "files": len(sizes), "bytes": sum(sizes)}
+    return {"name": path.name, "bytes": path.stat().st_size}
 
 
 @dataclass
@@ -228,14 +240,14 @@ class _Builder:
         try:
             batch = torch.stack([j.clip for j in jobs]).to(self.device)  # [N, 3, chunk, h, w]
             feats = self.backbone.forward_chunks(batch)  # [N, C, chunk / stride]
-        except Exception as exc:  # noqa: BLE001 - a batch spans videos: all of them failed
+        except Exception as exc:
             message = f"the backbone failed on a batch of its chunks: {_message(exc)}"
             for video in dict.fromkeys(j.video for j in jobs):
                 self.fail(video, message)
             return
-        feats = feats.float().cpu().transpose(1, 2).numpy()  # [N, rows_per_chunk, C]
-        for job, f in zip(jobs, feats):
-            # chunk c -> rows 16c .. 16c + rows - 1 (spec §2.2)
+        rows = feats.float().cpu().transpose(1, 2).numpy()  # [N, rows_per_chunk, C]
+        for job, f in zip(jobs, rows, strict=True):
+            # chunk c -> rows 16c .. 16c + rows - 1
             self.bank.write(job.video, job.chunk * self.rows_per_chunk, f[: job.rows])
             self.report.chunks += 1
             self.remaining[job.video] -= 1
@@ -258,6 +270,7 @@ def build_bank(
     batch_chunks: int = 8,
     videos: Sequence[str] | None = None,
     backbone: VideoSwinBackbone | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> BuildReport:
     """Build (or resume building) the memory bank of ``cfg``'s training videos in ``out_dir``.
@@ -268,34 +281,75 @@ def build_bank(
             ``data.mean``/``std`` the frames, ``model.backbone`` the network,
             ``memory.dtype`` the storage type.
         out_dir: the bank folder (created; an existing bank there is resumed: it must have
-            been built with the same backbone config, weights, dtype and fps).
+            been built with the same backbone config, weights, dtype and fps, from the same
+            video files).
         weights: backbone checkpoint (official / torchvision / tallformer); default
             ``model.backbone.weights``. None of both: random init seeded by ``cfg.seed``
             (a warning).
-        device: where the backbone runs ("cpu", "cuda", "cuda:1").
+        device: where the backbone runs ("cpu", "cuda", "cuda:1", "auto").
         batch_chunks: chunks per backbone call (batches may span videos).
         videos: build only these training video ids (default: every training video).
         backbone: use this backbone instead of building one from the config (e.g. the one
             being trained); it is moved to ``device`` and run in eval mode (its train/eval
             mode is restored afterwards); ``weights`` is then only recorded in the meta.
-        progress: show a tqdm bar over chunks.
+        overwrite: rebuild the videos already in the bank whose frame count or source file
+            differs from the videos now (without it, such videos are an error).
+        progress: show tqdm bars (counting frames, then chunks).
 
     Returns:
         A `BuildReport`. Videos that cannot be read are in ``report.failed`` and are not
         marked complete; every other video is complete in the bank.
 
     Raises:
-        BuildError: unset paths, unknown ids, unusable device, bad ``batch_chunks``.
-        BankError: ``out_dir`` holds a bank built with other settings, or another folder.
+        BuildError: unset or missing paths, unknown ids, unusable device, bad
+            ``batch_chunks``, no readable video (nothing is written then).
+        BankError: ``out_dir`` holds a bank built with other settings or from other video
+            files (without ``overwrite``), or is another folder.
     """
-    import torch
-    from tqdm import tqdm
-
-    from tallformer.data.transforms import test_transform
-    from tallformer.data.video import open_source, resolve_video
-    from tallformer.memory.bank import MemoryBank
-
     t0 = time.perf_counter()
+    videos_dir = _check_inputs(cfg, batch_chunks)
+    dev = resolve_device(device, what="--device")
+    rates = _training_rates(cfg)
+    ids = _wanted_ids(cfg, list(rates), videos)
+
+    bb_cfg = cfg.model.backbone
+    weights_path = str(weights) if weights is not None else bb_cfg.weights
+    chunk = bb_cfg.chunk_size  # 32 frames per chunk (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:8)
+    report = BuildReport(out_dir=Path(out_dir))
+    if backbone is None:
+        backbone = _make_backbone(cfg, weights_path)
+    stride = int(backbone.temporal_stride)  # 2 frames per row (original: the same config, line 15)
+    if chunk % stride:
+        raise BuildError(f"model.backbone.chunk_size {chunk} is not a multiple of the backbone's "
+                         f"temporal stride {stride}")
+
+    counted = _count_frames(cfg, videos_dir, ids, rates, report, progress)
+    if ids and not counted:
+        vid, message = next(iter(report.failed.items()))
+        raise BuildError(
+            f"none of the {len(ids)} training videos could be read (the first, {vid}: {message}); "
+            "check data.videos and the ids in data.annotations (no bank was written)"
+        )
+    was_training = backbone.training
+    try:
+        backbone = backbone.to(dev).eval()
+        bank = _open_bank(cfg, out_dir, counted, backbone.num_features, stride, weights_path,
+                          overwrite)
+        try:
+            todo = [vid for vid in counted if not bank.is_complete(vid)]
+            report.skipped.extend(vid for vid in counted if bank.is_complete(vid))
+            _build_videos(cfg, bank, backbone, dev, batch_chunks, todo, counted, rates, stride,
+                          report, progress)
+        finally:
+            bank.close()
+    finally:
+        backbone.train(was_training)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _check_inputs(cfg: Config, batch_chunks: int) -> Path:
+    """Checks made before any work; returns the videos folder."""
     if isinstance(batch_chunks, bool) or not isinstance(batch_chunks, int) or batch_chunks < 1:
         raise BuildError(f"batch_chunks must be an integer >= 1, got {batch_chunks!r}")
     if not cfg.data.videos:
@@ -303,116 +357,143 @@ def build_bank(
             "data.videos is not set; give the folder of videos (or frame folders) in the "
             "config or as data.videos=DIR on the command line"
         )
-    dev = _resolve_device(device)
-    rates = _training_rates(cfg)
-    ids = list(rates)
-    if videos is not None:
-        known = set(ids)
-        unknown = [v for v in videos if v not in known]
-        if unknown:
-            raise BuildError(
-                f"video id(s) {unknown[:10]} are not in subset {cfg.data.train_subset!r} of "
-                f"{cfg.data.annotations} ({len(ids)} videos); check the ids or data.train_subset"
-            )
-        wanted = set(videos)
-        ids = [v for v in ids if v in wanted]
+    if not Path(cfg.data.videos).is_dir():
+        raise BuildError(
+            f"data.videos: folder {cfg.data.videos} does not exist; give the folder of videos "
+            "(or frame folders) as data.videos=DIR (nothing was built)"
+        )
+    return Path(cfg.data.videos)
 
-    bb_cfg = cfg.model.backbone
-    weights_path = str(weights) if weights is not None else bb_cfg.weights
-    chunk = bb_cfg.chunk_size  # spec §0: 32 frames per chunk
-    fps = float(cfg.data.fps)  # nominal, recorded in meta; each video decodes at rates[vid]
+
+def _wanted_ids(cfg: Config, ids: list[str], videos: Sequence[str] | None) -> list[str]:
+    """The training ids to build: all, or those of ``videos`` (in annotation file order)."""
+    if videos is None:
+        return ids
+    known = set(ids)
+    unknown = [v for v in videos if v not in known]
+    if unknown:
+        raise BuildError(
+            f"video id(s) {name_list(unknown)} are not in subset {cfg.data.train_subset!r} of "
+            f"{cfg.data.annotations} ({len(ids)} videos); check the ids or data.train_subset"
+        )
+    wanted = set(videos)
+    return [v for v in ids if v in wanted]
+
+
+@dataclass
+class _Video:
+    """A training video that could be opened: its file, exact frame count and source record."""
+
+    path: Path
+    frames: int
+    source: dict[str, Any]
+
+
+def _count_frames(cfg: Config, videos_dir: Path, ids: list[str], rates: dict[str, float],
+                  report: BuildReport, progress: bool) -> dict[str, _Video]:
+    """Exact frame counts (a demux-only pass per video file; no decoding). A video that
+    cannot be opened goes to ``report.failed``."""
+    from tqdm import tqdm
+
+    from tallformer.data.video import open_source, resolve_video
+
     size = (int(cfg.data.frame_size[0]), int(cfg.data.frame_size[1]))
-    report = BuildReport(out_dir=Path(out_dir))
-
-    if backbone is None:
-        backbone = _make_backbone(cfg, weights_path)
-    stride = int(backbone.temporal_stride)  # spec §0: 2 frames per row
-    if chunk % stride:
-        raise BuildError(f"model.backbone.chunk_size {chunk} is not a multiple of the backbone's "
-                         f"temporal stride {stride}")
-
-    # 1. exact frame counts (a demux-only pass per video file; no decoding)
-    paths: dict[str, Path] = {}
-    counts: dict[str, int] = {}
+    counted: dict[str, _Video] = {}
     for vid in tqdm(ids, desc="counting frames", unit="video", disable=not progress or not ids,
                     leave=False):
         try:
-            path = resolve_video(cfg.data.videos, vid)
+            path = resolve_video(videos_dir, vid)
             source = open_source(path, rates[vid], size)
             try:
                 n = len(source)
             finally:
                 source.close()
             if n < 1:
-                raise ValueError(f"{path}: no frames at {rates[vid]:g} fps")
-        except Exception as exc:  # noqa: BLE001 - any unreadable video is reported, not fatal
+                raise BuildError(f"{path}: no frames at {rates[vid]:g} fps")
+            counted[vid] = _Video(path, n, _source_record(path))
+        except Exception as exc:
             report.failed[vid] = _message(exc)
-            continue
-        paths[vid], counts[vid] = path, n
+    return counted
 
-    # 2. create the bank, or reopen it to resume (same settings required)
-    bb_dict = config_to_dict(bb_cfg)
+
+def _open_bank(cfg: Config, out_dir: str | os.PathLike[str], counted: dict[str, _Video],
+               feature_dim: int, stride: int, weights_path: str | None,
+               overwrite: bool) -> MemoryBank:
+    """Create the bank, or reopen it to resume (same settings and video files required)."""
+    from tallformer.memory.bank import MemoryBank
+
+    bb_dict = config_to_dict(cfg.model.backbone)
     bb_dict["weights"] = weights_path
-    bank = MemoryBank.create(
-        out_dir, counts, backbone.num_features, dtype=cfg.memory.dtype,
-        frames_per_row=stride, chunk_size=chunk, fps=fps, backbone=bb_dict,
-        weights=weights_path, exist_ok=True,
+    return MemoryBank.create(
+        out_dir, {v: c.frames for v, c in counted.items()}, feature_dim, dtype=cfg.memory.dtype,
+        frames_per_row=stride, chunk_size=cfg.model.backbone.chunk_size,
+        fps=float(cfg.data.fps),  # nominal, recorded in meta; each video decodes at its own rate
+        backbone=bb_dict, weights=weights_path, exist_ok=True,
+        sources={v: c.source for v, c in counted.items()}, overwrite=overwrite,
     )
-    todo = []
-    for vid in counts:
-        if bank.is_complete(vid):
-            report.skipped.append(vid)
-        else:
-            todo.append(vid)
 
-    # 3. chunk by chunk over the unfinished videos
-    was_training = backbone.training
-    backbone = backbone.to(dev).eval()
-    total_chunks = sum(math.ceil(counts[v] / chunk) for v in todo)
+
+def _build_videos(cfg: Config, bank: MemoryBank, backbone: VideoSwinBackbone,
+                  device: torch.device, batch_chunks: int, todo: list[str],
+                  counted: dict[str, _Video], rates: dict[str, float], stride: int,
+                  report: BuildReport, progress: bool) -> None:
+    """Chunk by chunk over the unfinished videos."""
+    import torch
+    from tqdm import tqdm
+
+    chunk = cfg.model.backbone.chunk_size
+    total_chunks = sum(math.ceil(counted[v].frames / chunk) for v in todo)
     bar = tqdm(total=total_chunks, desc="building bank", unit="chunk",
                disable=not progress or not total_chunks)
-    builder = _Builder(bank, backbone, dev, batch_chunks, report, bar)
-    cfg_data = cfg.data
+    builder = _Builder(bank, backbone, device, batch_chunks, report, bar)
     try:
         with torch.inference_mode():
             for vid in todo:
                 bar.set_postfix_str(vid, refresh=False)
-                n = counts[vid]
-                num_chunks = math.ceil(n / chunk)
-                builder.start(vid, num_chunks)
-                source = None
                 try:
-                    source = open_source(paths[vid], rates[vid], size)
-                    if len(source) != n:
-                        raise ValueError(f"{paths[vid]}: {len(source)} frames now, {n} when "
-                                         "counted; did the file change?")
-                    for c in range(num_chunks):
-                        if builder.failed(vid):  # its backbone batch failed
-                            break
-                        lo, hi = c * chunk, min((c + 1) * chunk, n)
-                        frames = source.read(lo, hi)  # uint8 [hi - lo, H, W, 3]
-                        clip = test_transform(frames, cfg_data.crop_size, cfg_data.mean,
-                                              cfg_data.std)  # [3, hi - lo, crop, crop]
-                        if hi - lo < chunk:  # zero-pad after normalisation (spec §2.2 step 3)
-                            clip = torch.nn.functional.pad(clip, (0, 0, 0, 0, 0, chunk - (hi - lo)))
-                        report.frames += hi - lo
-                        builder.add(_Job(vid, c, _chunk_rows(hi - lo, stride), clip))
-                except Exception as exc:  # noqa: BLE001 - report the video, build the rest
+                    _queue_video(cfg, builder, vid, counted[vid], rates[vid], stride)
+                except Exception as exc:
                     builder.fail(vid, _message(exc))
-                finally:
-                    if source is not None:
-                        source.close()
             builder.flush()
     finally:
         bar.close()
-        bank.close()
-        backbone.train(was_training)
-    report.seconds = time.perf_counter() - t0
-    return report
+
+
+def _queue_video(cfg: Config, builder: _Builder, vid: str, video: _Video, fps: float,
+                 stride: int) -> None:
+    """Decode, transform and queue every chunk of one video (the builder runs the batches)."""
+    import torch
+
+    from tallformer.data.transforms import test_transform
+    from tallformer.data.video import open_source
+
+    data = cfg.data
+    chunk = cfg.model.backbone.chunk_size
+    n = video.frames
+    num_chunks = math.ceil(n / chunk)
+    builder.start(vid, num_chunks)
+    source: FrameSource = open_source(video.path, fps, (int(data.frame_size[0]), int(data.frame_size[1])))
+    try:
+        if len(source) != n:
+            raise BuildError(f"{video.path}: {len(source)} frames now, {n} when counted; did "
+                             "the file change?")
+        for c in range(num_chunks):
+            if builder.failed(vid):  # its backbone batch failed
+                break
+            lo, hi = c * chunk, min((c + 1) * chunk, n)
+            frames = source.read(lo, hi)  # uint8 [hi - lo, H, W, 3]
+            clip = test_transform(frames, data.crop_size, data.mean, data.std)  # [3, hi - lo, crop, crop]
+            if hi - lo < chunk:  # zero-pad after normalisation (zero = the mean colour)
+                clip = torch.nn.functional.pad(clip, (0, 0, 0, 0, 0, chunk - (hi - lo)))
+            builder.report.frames += hi - lo
+            builder.add(_Job(vid, c, _chunk_rows(hi - lo, stride), clip))
+    finally:
+        source.close()
 
 
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if type(exc).__name__ not in ("VideoError", "ValueError", "AnnotationError"):
+    if not isinstance(exc, (TallformerError, ValueError)) and type(exc).__name__ not in (
+            "VideoError", "AnnotationError"):
         text = f"{type(exc).__name__}: {text}"
     return text

@@ -1,0 +1,74 @@
+"""The paper's learning-rate schedule: cosine annealing with restarts by epoch, linear warm-up.
+
+Per parameter group with base learning rate ``b`` (0.01 for the neck and head, 0.004 for
+the backbone in the paper), at ``e`` completed epochs:
+
+    lr(e) = m b + 0.5 (b - m b) (1 + cos(pi (e mod P) / P))         m = min_lr_ratio, P = cosine_period
+
+set once before each epoch (original: vedacore/hooks/lr_scheduler.py:115-124, 290-307, 403-417;
+configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:242-250). During the warm-up the
+epoch's value is scaled by ``r + (1 - r) it / W`` while ``it < W`` (r = warmup_ratio,
+W = warmup_iters; original: lr_scheduler.py:84-93, 126-142).
+
+The original counts ``it`` in optimizer steps, so its warm-up lasts 500 steps of whatever
+global batch the run has (38 epochs on 4 GPUs, 10 on one). Here ``it`` is counted in
+samples: ``it = samples_seen / warmup_batch`` with ``warmup_batch`` = 16 (the paper's global
+batch, 4 GPUs x 4 clips), so the warm-up covers the same 8,000 clips on any number of GPUs;
+``train.warmup_batch=null`` counts this run's own steps, as the original does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from tallformer.config import TrainConfig
+
+__all__ = ["LrSchedule"]
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """Cosine restarts by epoch plus a linear warm-up counted in samples (see the module)."""
+
+    cosine_period: int = 100
+    min_lr_ratio: float = 0.01
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.1
+    warmup_batch: int | None = 16
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> LrSchedule:
+        return cls(cfg.cosine_period, cfg.min_lr_ratio, cfg.warmup_iters, cfg.warmup_ratio,
+                   cfg.warmup_batch)
+
+    def epoch_lr(self, base: float, epoch: int) -> float:
+        """``lr(e)`` for a group of base rate ``base`` after ``epoch`` completed epochs."""
+        phase = (epoch % self.cosine_period) / self.cosine_period
+        low = self.min_lr_ratio * base
+        return low + 0.5 * (base - low) * (1 + math.cos(math.pi * phase))
+
+    def warmup_iteration(self, samples: int, global_batch: int) -> float:
+        """The warm-up's ``it`` after ``samples`` training samples (of all ranks)."""
+        return samples / (self.warmup_batch if self.warmup_batch is not None else global_batch)
+
+    def lr(self, base: float, epoch: int, samples: int, global_batch: int) -> float:
+        """The learning rate of the next step: ``lr(e)``, warmed up while ``it < W``."""
+        value = self.epoch_lr(base, epoch)
+        it = self.warmup_iteration(samples, global_batch)
+        if it < self.warmup_iters:
+            value *= self.warmup_ratio + (1 - self.warmup_ratio) * it / self.warmup_iters
+        return value
+
+    def apply(self, optimizer: torch.optim.Optimizer, epoch: int, samples: int,
+              global_batch: int) -> list[float]:
+        """Set every group's ``lr`` from its ``base_lr``; returns the rates, group by group."""
+        rates = []
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr(group["base_lr"], epoch, samples, global_batch)
+            rates.append(group["lr"])
+        return rates

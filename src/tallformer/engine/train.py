@@ -1,0 +1,683 @@
+"""The training engine: `train(cfg)` on one process or under `torchrun`, with exact resume.
+
+One call runs (or continues) a whole run in ``cfg.run_dir``::
+
+    RUN_DIR/config.yaml        the resolved config (written at the start)
+    RUN_DIR/log.jsonl          one JSON object per logged step
+    RUN_DIR/checkpoints/       epoch_NNNN.pt (every train.checkpoint_interval epochs, all kept),
+                               step_NNNNNN.pt (every train.checkpoint_steps steps, the last
+                               train.keep_checkpoints kept), last.pt (the latest complete one)
+    RUN_DIR/bank/              the run's memory bank (its own copy, or built here)
+    RUN_DIR/journal/           the bank's undo journal since the last checkpoint
+
+Order of work: process group (``torchrun`` sets ``RANK``/``WORLD_SIZE``), data (the built-in
+synthetic dataset when the config asks for it), annotations, the model (built after the
+process group exists, so ``model.sync_bn`` gives SyncBatchNorm), the bank (validated, or
+built from the initial backbone), the optimizer, then either a fresh start (backbone
+weights loaded) or a resume from ``last.pt`` (every state restored, the bank rolled back by
+its journal), then the epochs.
+
+Exactness: everything random is a function of the seed and the position in the run (the
+per-sample generators of the dataset, the sampler's per-epoch plan, the DataLoader's own
+generator) or is saved in the checkpoint (the global RNG states that dropout and stochastic
+depth use), the bank is restored to its checkpoint state, and a resumed epoch skips exactly
+the batches already done. So N steps straight and N/2 steps, a kill, and a resume to N give
+bit-identical weights, optimizer state and bank (tested on the CPU, one and two processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from tallformer import __version__
+from tallformer.config import Config, config_from_dict, config_to_dict, save_config
+from tallformer.engine.checkpoint import (
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from tallformer.engine.device import amp_dtype_for, resolve_device
+from tallformer.engine.distributed import unwrap, wrap_ddp
+from tallformer.engine.journal import BankJournal, JournaledBank, rollback
+from tallformer.engine.loader import TrainLoader, make_train_loader
+from tallformer.engine.optim import make_optimizer
+from tallformer.engine.schedule import LrSchedule
+from tallformer.engine.step import train_step
+from tallformer.errors import TallformerError
+from tallformer.memory.selection import num_kept
+
+if TYPE_CHECKING:
+    from tallformer.data.annotations import AnnotationSet
+    from tallformer.memory.bank import MemoryBank
+    from tallformer.models.detector import TALLFormer
+
+__all__ = ["RESUMABLE_KEYS", "TrainingError", "check_param_groups", "train"]
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.pt"
+JOURNAL = "journal"
+LOG = "log.jsonl"
+SYNTHETIC_DIR = Path("data") / "synthetic"
+
+# config keys a resume may change: run length, logging, checkpoint cadence, workers, device
+# (and the test settings, which training never reads)
+RESUMABLE_KEYS = (
+    "train.max_epochs", "train.max_steps", "train.log_interval", "train.checkpoint_interval",
+    "train.checkpoint_steps", "train.keep_checkpoints", "train.resume", "train.device",
+    "data.num_workers", "test.",
+)
+
+
+class TrainingError(TallformerError):
+    """A run that cannot start or continue; the message names the file, key or step."""
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclasses.dataclass
+class _Processes:
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _start_processes(cfg: Config) -> _Processes:
+    """The process group under ``torchrun`` (gloo on the CPU, nccl on CUDA), else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Processes(0, 1, resolve_device(cfg.train.device), False)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = not torch.distributed.is_initialized()
+    if owns:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Processes(torch.distributed.get_rank(), torch.distributed.get_world_size(), device, owns)
+
+
+def _broadcast_error(procs: _Processes, error: str | None) -> None:
+    """Raise on every rank when any rank hit a user error (so no rank waits at a barrier)."""
+    if procs.world_size == 1:
+        if error:
+            raise TrainingError(error)
+        return
+    errors: list[str | None] = [None] * procs.world_size
+    torch.distributed.all_gather_object(errors, error)
+    first = next((e for e in errors if e), None)
+    if first:
+        raise TrainingError(first)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _synthetic_data(cfg: Config, procs: _Processes) -> Config:
+    """Fill null data paths with the built-in synthetic dataset (generated once, reused)."""
+    d = cfg.data
+    if d.synthetic_videos == 0 or (d.annotations is not None and d.videos is not None):
+        return cfg
+    from tallformer.data.synthetic import (
+        annotation_dict,
+        generate_synthetic_dataset,
+        plan_dataset,
+    )
+
+    out = SYNTHETIC_DIR.resolve()
+    size = (int(d.frame_size[0]), int(d.frame_size[1]))
+    classes = cfg.model.head.num_classes
+    ann = out / "annotations.json"
+    if procs.main:
+        wanted = annotation_dict(plan_dataset(d.synthetic_videos, d.synthetic_seed, num_classes=classes,
+                                              fps=d.fps, size=size), classes)
+        have = json.loads(ann.read_text()) if ann.is_file() else None
+        if have != json.loads(json.dumps(wanted)):
+            print(f"generating the synthetic dataset ({d.synthetic_videos} videos) in {out}")
+            generate_synthetic_dataset(out, d.synthetic_videos, d.synthetic_seed, num_classes=classes,
+                                       size=size, fps=d.fps)
+    procs.barrier()
+    return dataclasses.replace(cfg, data=dataclasses.replace(
+        d, annotations=d.annotations or str(ann), videos=d.videos or str(out / "videos")))
+
+
+def _annotations(cfg: Config) -> AnnotationSet:
+    from tallformer.data.annotations import load_annotations
+    from tallformer.data.dataset import _resolve_all as resolve_videos
+
+    if cfg.data.annotations is None:
+        raise TrainingError("data.annotations is not set: give the training annotations "
+                            "(ActivityNet JSON), e.g. data.annotations=data/thumos14/annotations.json")
+    if cfg.data.videos is None:
+        raise TrainingError("data.videos is not set: give the folder of training videos, "
+                            "e.g. data.videos=data/thumos14/videos")
+    if not Path(cfg.data.videos).is_dir():
+        raise TrainingError(f"data.videos={cfg.data.videos}: no such folder")
+    annotations = load_annotations(cfg.data.annotations)
+    videos = annotations.subset(cfg.data.train_subset)  # unknown or empty: an error naming both
+    resolve_videos(cfg.data.videos, [v.video_id for v in videos])  # one error listing the missing
+    num = len(annotations.classes)
+    if num != cfg.model.head.num_classes:
+        raise TrainingError(f"{cfg.data.annotations} has {num} classes but model.head.num_classes is "
+                            f"{cfg.model.head.num_classes}; set model.head.num_classes={num}")
+    return annotations
+
+
+def check_param_groups(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Every trainable parameter in exactly one group, and nothing else in any group."""
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    seen: dict[int, int] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    twice = sum(1 for n in seen.values() if n > 1)
+    missing = len(trainable - seen.keys())
+    extra = len(seen.keys() - trainable)
+    if twice or missing or extra:
+        raise TrainingError(f"optimizer parameter groups: {missing} trainable parameters in no group, "
+                            f"{twice} in several, {extra} frozen or foreign ones in a group")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _config_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
+    old, new = _flat(saved), _flat(config_to_dict(cfg))
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
+            if old.get(k) != new.get(k) and k != "run_dir"
+            and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]
+
+
+# --------------------------------------------------------------------------- the bank
+
+
+def _frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
+    from tallformer.engine.run_bank import training_frame_counts
+
+    return training_frame_counts(cfg, annotations)
+
+
+def _open_bank(cfg: Config, run: Path, model: TALLFormer, annotations: AnnotationSet,
+               procs: _Processes) -> MemoryBank | None:
+    """The run's bank (None when every chunk goes through the backbone)."""
+    from tallformer.memory.bank import MemoryBank
+
+    chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
+    if num_kept(chunks, cfg.memory.keep_ratio) == chunks:
+        return None
+    counts = _frame_counts(cfg, annotations)
+    dim = unwrap(model).backbone.num_features
+    error: str | None = None
+    if cfg.memory.bank_dir is not None:
+        from tallformer.engine.run_bank import open_training_bank
+
+        if procs.main:
+            try:
+                open_training_bank(cfg, run, counts, dim).close()
+            except TallformerError as exc:
+                error = str(exc)
+        _broadcast_error(procs, error)
+        return open_training_bank(cfg, run, counts, dim)
+    own = run / "bank"
+    if procs.main and not _complete(own, counts):
+        from tallformer.engine.bank_build import build_bank
+
+        print(f"building the memory bank in {own} from the initial backbone")
+        report = build_bank(cfg, own, weights=cfg.model.backbone.weights, device=procs.device,
+                            backbone=unwrap(model).backbone, progress=True)
+        if not report.ok:
+            error = f"memory bank build in {own} failed: {report.summary()}"
+    _broadcast_error(procs, error)
+    return MemoryBank.open(own, mode="r+", videos=counts, feature_dim=dim, dtype=cfg.memory.dtype,
+                           fps=cfg.data.fps)
+
+
+def _complete(root: Path, counts: dict[str, int]) -> bool:
+    from tallformer.memory.bank import MemoryBank
+
+    if not (root / "meta.json").is_file():
+        return False
+    bank = MemoryBank.open(root, mode="r")
+    try:
+        return all(v in bank and bank.is_complete(v) for v in counts)
+    finally:
+        bank.close()
+
+
+def _refresh_repeats(batch: dict[str, Any], bank: MemoryBank, repeats: set[int]) -> None:
+    """Re-read the cached features of samples whose video an earlier step of the epoch wrote.
+
+    The loader reads bank rows in its workers, ahead of the step; a video appears once per
+    epoch except in the padding of the last step, and only such a repeat can have rows that
+    a step in between wrote. Reading those here, after every earlier step, keeps a run
+    independent of how far ahead the workers happened to be.
+    """
+    n = batch["keep_mask"].shape[1]
+    for b in sorted(repeats):
+        keep = {int(c) for c in batch["keep"][b]}
+        dropped = [c for c in range(n) if c not in keep]
+        if not dropped:
+            continue
+        rows = bank.read_chunks(batch["video_id"][b], int(batch["offset"][b]) // bank.frames_per_row,
+                                dropped, bank.rows_per_chunk)
+        batch["cached"][b] = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@dataclasses.dataclass
+class _Position:
+    epoch: int = 0  # the epoch in progress (completed epochs)
+    batch: int = 0  # batches of that epoch done
+    step: int = 0  # optimizer steps in all
+    samples: int = 0  # training samples in all (every rank)
+
+
+def _state(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, pos: _Position,
+           classes: list[str], bank: MemoryBank | None, world_size: int) -> dict[str, Any]:
+    return {
+        "format": "tallformer-train",
+        "version": __version__,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": dataclasses.asdict(LrSchedule.from_config(cfg.train)),
+        "epoch": pos.epoch, "batch_in_epoch": pos.batch, "step": pos.step, "samples": pos.samples,
+        "world_size": world_size,
+        "config": config_to_dict(cfg),
+        "classes": list(classes),
+        "rng": get_rng_state(),
+        "bank": None if bank is None else {"path": str(bank.root.resolve()), "fingerprint": bank.fingerprint()},
+    }
+
+
+def _save(run: Path, state: dict[str, Any], cfg: Config, *, epoch_end: bool) -> None:
+    """last.pt always; epoch_NNNN.pt / step_NNNNNN.pt by the configured cadence."""
+    folder = run / CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    if epoch_end and state["epoch"] % cfg.train.checkpoint_interval == 0:
+        names.append(f"epoch_{state['epoch']:04d}.pt")
+    steps = cfg.train.checkpoint_steps
+    if steps and state["step"] % steps == 0:
+        names.append(f"step_{state['step']:06d}.pt")
+    first = folder / (names[0] if names else LAST)
+    save_checkpoint(first, state)
+    for name in [*names[1:], LAST] if names else []:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / f".{name}.link").unlink()
+        os.link(first, folder / f".{name}.link")  # hard link: one write, several names
+        os.replace(folder / f".{name}.link", folder / name)
+    old = sorted(folder.glob("step_*.pt"))
+    for path in old[:max(0, len(old) - cfg.train.keep_checkpoints)]:
+        path.unlink(missing_ok=True)
+
+
+def _due(cfg: Config, pos: _Position, *, epoch_end: bool) -> bool:
+    if epoch_end and pos.epoch % cfg.train.checkpoint_interval == 0:
+        return True
+    return bool(cfg.train.checkpoint_steps) and pos.step % cfg.train.checkpoint_steps == 0
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class _Log:
+    """``log.jsonl`` (rank 0) and TensorBoard scalars when ``tensorboard`` is installed."""
+
+    def __init__(self, run: Path, enabled: bool, resume_step: int | None) -> None:
+        self.enabled = enabled
+        self.path = run / LOG
+        self.tb: Any = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.is_file():
+            # lines of a killed run past the checkpoint are redone by the resume
+            kept = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            self.path.write_text("".join(f"{ln}\n" for ln in kept))
+        elif resume_step is None:
+            self.path.write_text("")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the optional extra `tensorboard` is not installed
+            return
+        self.tb = SummaryWriter(str(run / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in _flat(record).items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(key.replace(".", "/"), value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _epoch_loader(tl: TrainLoader, epoch: int, start: int, cfg: Config, pin: bool
+                  ) -> tuple[list[list[int]], DataLoader]:
+    """This rank's batches of ``epoch`` and a DataLoader over those from ``start`` on."""
+    tl.set_epoch(epoch)
+    batches = list(tl.sampler)
+    workers = cfg.data.num_workers
+    loader = DataLoader(
+        tl.dataset, batch_sampler=batches[start:], collate_fn=tl.loader.collate_fn,
+        num_workers=workers, pin_memory=pin, persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+        # its own generator: creating the iterator never draws from the global RNG
+        generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
+    )
+    return batches, loader
+
+
+def _repeats(tl: TrainLoader, batches: list[list[int]]) -> list[set[int]]:
+    """Per step of this rank: the batch positions whose video an earlier step already had."""
+    ids = [v.video_id for v in tl.dataset.videos]
+    seen: set[str] = set()
+    out = []
+    for s, step in enumerate(tl.sampler.plan()):
+        mine = step[tl.sampler.rank] if s < len(batches) else []
+        out.append({b for b, i in enumerate(mine) if ids[i] in seen})
+        seen.update(ids[i] for rank_batch in step for i in rank_batch)
+    return out
+
+
+def _timed(loader: DataLoader) -> Iterator[tuple[dict[str, Any], float]]:
+    """Batches and the seconds the loop waited for each."""
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - t0
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config, *, resume: bool | None = None, progress: bool = True) -> Path:
+    """Train (or continue) the run of ``cfg``; returns the run directory.
+
+    Args:
+        cfg: the run's config (``run_dir`` is where everything goes).
+        resume: True: continue from ``RUN_DIR/checkpoints/last.pt`` (an error if there is
+            none); False: start fresh (an error if the run has checkpoints); None: as
+            ``train.resume`` says ("auto": resume when there is a checkpoint).
+        progress: tqdm bars (rank 0).
+
+    Raises:
+        TrainingError (and the library's other `TallformerError`s) for anything the user
+        can fix, before the first step where possible; a non-finite loss stops the run
+        with the step and its losses named.
+    """
+    procs = _start_processes(cfg)
+    try:
+        return _train(cfg, procs, resume, progress)
+    finally:
+        procs.close()
+
+
+def _resume_from(cfg: Config, run: Path, resume: bool | None) -> Path | None:
+    last = run / CHECKPOINTS / LAST
+    mode = {True: "always", False: "never", None: cfg.train.resume}[resume]
+    if mode == "always" and not last.is_file():
+        raise TrainingError(f"{run}: nothing to resume (no {CHECKPOINTS}/{LAST}); drop --resume to start")
+    if mode == "never" and last.is_file():
+        raise TrainingError(f"{run} already holds a run ({CHECKPOINTS}/{LAST}); resume it "
+                            "(--resume or train.resume=auto) or choose another run_dir")
+    return last if last.is_file() and mode != "never" else None
+
+
+class _Run:
+    """One call of `train`: set up (or restore) everything, then run the epochs."""
+
+    def __init__(self, cfg: Config, procs: _Processes, resume: bool | None, progress: bool) -> None:
+        self.procs = procs
+        self.progress = progress
+        self.run = Path(cfg.run_dir)
+        self.last = _resume_from(cfg, self.run, resume)
+        self.saved = None if self.last is None else self._checked_checkpoint(self.last, cfg)
+        self.cfg = _synthetic_data(cfg, procs)
+        self.annotations = _annotations(self.cfg)
+        self.classes = list(self.annotations.classes)
+        if procs.main:
+            self.run.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run / "config.yaml")
+        self._build()
+        self.pos = _Position()
+        self._restore()
+
+    def _checked_checkpoint(self, last: Path, cfg: Config) -> dict[str, Any]:
+        saved = load_checkpoint(last)
+        if saved.get("format") != "tallformer-train":
+            raise CheckpointError(f"{last}: not a tallformer training checkpoint")
+        changes = _config_changes(saved["config"], cfg)
+        if changes:
+            raise TrainingError(f"{last}: the config differs from the run's in " + "; ".join(changes)
+                                + " (a resume may change only run length, logging, checkpoint "
+                                "cadence, workers and device); use another run_dir for a new run")
+        if saved["world_size"] != self.procs.world_size:
+            raise TrainingError(f"{last} was written by {saved['world_size']} processes but this "
+                                f"resume has {self.procs.world_size}; resume with the same number")
+        return saved
+
+    def _build(self) -> None:
+        from tallformer.models.detector import build_detector
+        from tallformer.models.weights import load_backbone_weights
+
+        cfg, procs = self.cfg, self.procs
+        _seed_everything(cfg.seed)
+        self.detector = build_detector(cfg)  # after the process group: SyncBatchNorm with model.sync_bn
+        if self.saved is None and cfg.model.backbone.weights:
+            load_backbone_weights(self.detector.backbone, cfg.model.backbone.weights)
+        self.detector.to(procs.device)
+        self.bank = _open_bank(cfg, self.run, self.detector, self.annotations, procs)
+        chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
+        self.model = (wrap_ddp(self.detector, cfg.memory.keep_ratio, chunks, procs.device)
+                      if procs.world_size > 1 else self.detector)
+        self.optimizer = make_optimizer(self.detector, cfg.train)
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+        check_param_groups(self.detector, self.optimizer)
+        self.schedule = LrSchedule.from_config(cfg.train)
+
+    def _restore(self) -> None:
+        """Checkpoint state, then the bank rolled back to it, then the random states."""
+        saved, bank, procs = self.saved, self.bank, self.procs
+        if saved is not None:
+            self.detector.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.pos = _Position(saved["epoch"], saved["batch_in_epoch"], saved["step"], saved["samples"])
+            if bank is not None and saved["bank"] is not None and saved["bank"]["fingerprint"] != bank.fingerprint():
+                raise TrainingError(f"{self.last} goes with memory bank {saved['bank']['path']} (fingerprint "
+                                    f"{saved['bank']['fingerprint'][:12]}) but the run's bank {bank.root} "
+                                    f"has {bank.fingerprint()[:12]}")
+        journal_dir = self.run / JOURNAL
+        if bank is not None:
+            if procs.main:  # undo the writes after the checkpoint (or of an abandoned first try)
+                restored = rollback(bank, journal_dir, self.pos.step)
+                if restored:
+                    print(f"memory bank: rolled back {restored} rows written after step {self.pos.step}")
+            procs.barrier()
+        if saved is not None:  # last: nothing above may draw from them after the restore
+            set_rng_state(saved["rng"][procs.rank])
+        self.journal = (BankJournal(journal_dir, procs.rank)
+                        if bank is not None and not self.cfg.memory.frozen else None)
+        if self.journal is not None:
+            self.journal.begin(self.pos.step)
+        self.write_bank: Any = bank if self.journal is None or bank is None else JournaledBank(bank, self.journal)
+
+    def checkpoint(self, *, epoch_end: bool) -> None:
+        """Bank flushed by every rank, checkpoint by rank 0, then every rank cuts its journal."""
+        procs = self.procs
+        if self.bank is not None:
+            self.bank.flush()
+        rng = get_rng_state()
+        states: list[Any] = [rng]
+        if procs.world_size > 1:
+            states = [None] * procs.world_size
+            torch.distributed.all_gather_object(states, rng)
+        procs.barrier()
+        if procs.main:
+            state = _state(self.cfg, self.model, self.optimizer, self.pos, self.classes, self.bank,
+                           procs.world_size)
+            state["rng"] = states
+            _save(self.run, state, self.cfg, epoch_end=epoch_end)
+        procs.barrier()
+        if self.journal is not None:
+            self.journal.begin(self.pos.step)
+
+    def loop(self) -> None:
+        cfg, procs, pos = self.cfg, self.procs, self.pos
+        tl = make_train_loader(cfg, self.annotations, self.bank, classes=self.classes, rank=procs.rank,
+                               world_size=procs.world_size)
+        self.global_batch = cfg.data.batch_size * procs.world_size
+        self.amp = amp_dtype_for(cfg.train.amp, procs.device)
+        self.scaler = torch.amp.GradScaler(procs.device.type) if self.amp == torch.float16 else None
+        self.log = _Log(self.run, procs.main, None if self.saved is None else pos.step)
+        if procs.main:
+            what = "resuming" if self.saved is not None else "training"
+            print(f"{what} {self.run}: epoch {pos.epoch}, step {pos.step}, {procs.world_size} "
+                  f"process(es) on {procs.device}, {len(tl)} steps per epoch")
+        try:
+            while pos.epoch < cfg.train.max_epochs and not self._stop():
+                if not self._epoch(tl):
+                    break  # stopped by train.max_steps inside the epoch
+                pos.epoch += 1
+                pos.batch = 0
+                procs.barrier()
+                if _due(cfg, pos, epoch_end=True):
+                    self.checkpoint(epoch_end=True)
+            self.checkpoint(epoch_end=False)
+        finally:
+            self.log.close()
+            if self.journal is not None:
+                self.journal.close()
+            tl.dataset.close()
+        if procs.main:
+            print(f"done: epoch {pos.epoch}, step {pos.step}; checkpoints in {self.run / CHECKPOINTS}")
+
+    def _stop(self) -> bool:
+        return self.cfg.train.max_steps is not None and self.pos.step >= self.cfg.train.max_steps
+
+    def _epoch(self, tl: TrainLoader) -> bool:
+        """The rest of the current epoch; False when train.max_steps stopped it early."""
+        from tqdm import tqdm
+
+        cfg, pos = self.cfg, self.pos
+        batches, loader = _epoch_loader(tl, pos.epoch, pos.batch, cfg, self.procs.device.type == "cuda")
+        repeats = _repeats(tl, batches) if self.bank is not None else None
+        bar = tqdm(total=len(batches), initial=pos.batch, desc=f"epoch {pos.epoch}", unit="step",
+                   disable=not (self.progress and self.procs.main), leave=False, dynamic_ncols=True)
+        try:
+            for batch, wait in _timed(loader):
+                if self._stop():
+                    break
+                if repeats is not None and self.bank is not None and repeats[pos.batch]:
+                    _refresh_repeats(batch, self.bank, repeats[pos.batch])
+                stats, rates, seconds = self._step(batch)
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{rates[0]:.2e}", s_step=f"{seconds:.2f}")
+                if pos.step % cfg.train.log_interval == 0 or pos.step == 1:
+                    self.log.write(_record(pos, stats, self.optimizer, seconds, wait, self.procs.device))
+                if cfg.train.checkpoint_steps and pos.step % cfg.train.checkpoint_steps == 0:
+                    self.checkpoint(epoch_end=False)
+        finally:
+            bar.close()
+        return pos.batch >= len(batches)
+
+    def _step(self, batch: dict[str, Any]) -> tuple[dict[str, float], list[float], float]:
+        cfg, pos = self.cfg, self.pos
+        t0 = time.perf_counter()
+        rates = self.schedule.apply(self.optimizer, pos.epoch, pos.samples, self.global_batch)
+        if self.journal is not None:
+            self.journal.step = pos.step
+        try:
+            stats = train_step(self.model, batch, self.optimizer, self.write_bank, frozen=cfg.memory.frozen,
+                               device=self.procs.device, amp_dtype=self.amp, grad_clip=cfg.train.grad_clip,
+                               scaler=self.scaler)
+        except FloatingPointError as exc:
+            raise TrainingError(f"step {pos.step + 1} (epoch {pos.epoch}): {exc}; the last good "
+                                f"checkpoint is {self.run / CHECKPOINTS / LAST}") from None
+        pos.step += 1
+        pos.batch += 1
+        pos.samples += self.global_batch
+        return stats, rates, time.perf_counter() - t0
+
+
+def _train(cfg: Config, procs: _Processes, resume: bool | None, progress: bool) -> Path:
+    run = _Run(cfg, procs, resume, progress)
+    run.loop()
+    return run.run
+
+
+def _record(pos: _Position, stats: dict[str, float], optimizer: torch.optim.Optimizer, seconds: float,
+            wait: float, device: torch.device) -> dict[str, Any]:
+    record: dict[str, Any] = {"step": pos.step, "epoch": pos.epoch}
+    record.update({k: v for k, v in stats.items() if k.startswith("loss") or k == "grad_norm"})
+    record["lr"] = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
+    record["step_time"] = seconds
+    record["data_time"] = wait
+    record["data_wait_fraction"] = wait / (wait + seconds) if wait + seconds > 0 else 0.0
+    if device.type == "cuda":
+        record["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if not all(math.isfinite(v) for v in stats.values()):
+        record["non_finite"] = True
+    return record
+
+
+def load_run_config(run_dir: str | os.PathLike[str]) -> Config:
+    """The config a run was trained with (from its last checkpoint)."""
+    state = load_checkpoint(Path(run_dir) / CHECKPOINTS / LAST)
+    if state.get("format") != "tallformer-train":
+        raise CheckpointError(f"{run_dir}: {LAST} is not a tallformer training checkpoint")
+    return config_from_dict(state["config"], f"{run_dir}/{CHECKPOINTS}/{LAST}")

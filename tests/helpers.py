@@ -1,0 +1,148 @@
+"""Helpers shared by the tests (imported as `helpers`; pytest puts tests/ on the path).
+
+- Synthetic H.264 videos written with PyAV: `write_video` draws each frame's index as a
+  4x4 grid of black/white blocks (16 bits, most significant first, row-major), so a
+  decoded frame can be identified with `frame_index` even after resizing and lossy coding.
+- `REFERENCE_DATA`: the real THUMOS14 / ActivityNet annotation files beside the repository.
+- `train_epochs`: a minimal loop of `train_step` (no schedule, no checkpoints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from tallformer.engine.step import train_step
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tallformer.config import Config
+    from tallformer.engine.loader import TrainLoader
+    from tallformer.memory.bank import MemoryBank
+
+GRID = 4  # blocks per side; GRID * GRID bits encode the frame index
+
+# The real annotation files beside the repository: put the shared folder next to the clone.
+REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "data"
+
+
+def index_image(index: int, size: tuple[int, int]) -> np.ndarray:
+    """The picture of frame `index`: uint8 [H, W, 3] RGB, bit b of the index as block b."""
+    h, w = size
+    bits = [(index >> (GRID * GRID - 1 - b)) & 1 for b in range(GRID * GRID)]
+    grid = np.array(bits, dtype=np.uint8).reshape(GRID, GRID) * 255
+    ys = np.arange(h) * GRID // h
+    xs = np.arange(w) * GRID // w
+    img = grid[ys][:, xs]
+    return np.repeat(img[:, :, None], 3, axis=2)
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Read back the index drawn by `index_image` from a decoded uint8 [H, W, 3] frame."""
+    h, w = frame.shape[:2]
+    gray = frame.astype(np.float32).mean(axis=2)
+    value = 0
+    for b in range(GRID * GRID):
+        r, c = divmod(b, GRID)
+        y0, y1 = r * h // GRID, (r + 1) * h // GRID
+        x0, x1 = c * w // GRID, (c + 1) * w // GRID
+        cy, cx = (y1 - y0) // 4, (x1 - x0) // 4  # the block's central half, away from edges
+        centre = gray[y0 + cy : y1 - cy, x0 + cx : x1 - cx]
+        value = (value << 1) | int(centre.mean() > 127.5)
+    return value
+
+
+def write_video(
+    path: Path | str,
+    num_frames: int,
+    fps: float = 30,
+    size: tuple[int, int] = (64, 64),
+    *,
+    gop: int = 32,
+    start_pts: int = 0,
+    faststart: bool = False,
+    bframes: bool = True,
+) -> Path:
+    """Write an H.264 mp4 of `num_frames` frames (frame i shows `index_image(i)`).
+
+    size is (H, W); `gop` the keyframe interval (scene-cut keyframes disabled);
+    `start_pts` the first frame's timestamp in frames (a non-zero start);
+    `faststart` puts the index (moov) before the data, so a truncated file still opens.
+    """
+    import av
+
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001000)
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=options) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.options = {
+            "preset": "veryfast",
+            "crf": "18",
+            "x264-params": f"scenecut=0:keyint={gop}:min-keyint={gop}:bframes={3 if bframes else 0}",
+        }
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(index_image(i, size), format="rgb24")
+            frame.pts = start_pts + i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+
+def train_epochs(
+    cfg: Config,
+    model: nn.Module,
+    loader: TrainLoader,
+    optimizer: torch.optim.Optimizer,
+    bank: MemoryBank | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    epochs: int = 1,
+    start_epoch: int = 0,
+    max_steps: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    on_step: Callable[[int, int, dict[str, Any], dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """A minimal loop for tests and benchmarks: ``epochs`` epochs of ``train_step`` (no
+    schedule, no checkpoints: that is the training engine's job).
+
+    ``on_step(epoch, step, batch, stats)`` is called after each step. Stops after
+    ``max_steps`` steps in all. Flushes the bank at the end. Returns every step's stats.
+    """
+    from tqdm import tqdm
+
+    # fp16 autocast needs loss scaling (small gradients underflow to zero); bf16 does not
+    scaler = (torch.amp.GradScaler(torch.device(device).type) if amp_dtype == torch.float16
+              else None)
+    history: list[dict[str, float]] = []
+    for epoch in range(start_epoch, start_epoch + epochs):
+        loader.set_epoch(epoch)
+        bar = tqdm(loader, desc=f"epoch {epoch}", unit="step", disable=not progress, leave=False)
+        for step, batch in enumerate(bar):
+            if max_steps is not None and len(history) >= max_steps:
+                break
+            stats = train_step(model, batch, optimizer, bank, frozen=cfg.memory.frozen,
+                               device=device, amp_dtype=amp_dtype, grad_clip=cfg.train.grad_clip,
+                               scaler=scaler)
+            history.append(stats)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}")
+            if on_step is not None:
+                on_step(epoch, step, batch, stats)
+        if max_steps is not None and len(history) >= max_steps:
+            break
+    if bank is not None:
+        bank.flush()
+    return history

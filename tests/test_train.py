@@ -1,0 +1,402 @@
+"""`tallformer train`: the schedule, parameter groups, checkpoints, and exact resume after a kill.
+
+The resume tests run the real command in real processes (one process, and two under
+`torch.distributed.run` with gloo), on the demo config as shipped with its data workers on,
+kill them with SIGKILL in the middle of the run, resume, and compare the final weights,
+optimizer state and memory bank bit for bit with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tallformer.config import load_config
+from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
+from tallformer.engine.schedule import LrSchedule
+from tallformer.engine.train import TrainingError, check_param_groups, train
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 7  # 5 training videos, batch 2: 3 steps per epoch (the last one padded)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    from tallformer.data.synthetic import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("train_data")
+    ann = generate_synthetic_dataset(root / "syn", 6, seed=3, min_length=10, max_length=14,
+                                     val_fraction=0.2, progress=False)
+    return {"annotations": ann, "videos": root / "syn" / "videos", "root": root}
+
+
+def _args(data: dict[str, Path], run: Path, *extra: str) -> list[str]:
+    return ["--config", "demo", f"data.annotations={data['annotations']}", f"data.videos={data['videos']}",
+            f"run_dir={run}", "train.log_interval=1", "--no-progress", *extra]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _command(args: list[str], nproc: int) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m", "tallformer", "train", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "tallformer", "train", *args]
+
+
+def _run(args: list[str], nproc: int = 1, *, expect: int = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_command(args, nproc), env=_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _logged_steps(run: Path) -> list[int]:
+    log = run / "log.jsonl"
+    if not log.is_file():
+        return []
+    steps = []
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError, KeyError):  # a line being written
+            steps.append(json.loads(line)["step"])
+    return steps
+
+
+def _run_and_kill(args: list[str], run: Path, after_step: int, nproc: int = 1) -> None:
+    """Start the command and SIGKILL its whole process group once `after_step` is logged."""
+    proc = subprocess.Popen(_command(args, nproc), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while max(_logged_steps(run), default=0) < after_step:
+            assert proc.poll() is None, f"the run ended before step {after_step}: {proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the run did not reach the kill step in time"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _final_state(run: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    bank = {p.name: np.load(p) for p in sorted((run / "bank").rglob("*.npy"))}
+    return state, bank
+
+
+def _equal(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _assert_same_run(a: Path, b: Path, steps: int = STEPS) -> None:
+    sa, bank_a = _final_state(a)
+    sb, bank_b = _final_state(b)
+    assert sa["step"] == sb["step"] == steps
+    for key in ("model", "optimizer", "epoch", "batch_in_epoch", "samples", "rng"):
+        assert _equal(sa[key], sb[key]), f"{key} differs between {a.name} and {b.name}"
+    assert bank_a.keys() == bank_b.keys()
+    assert len(bank_a) == 5
+    for name in bank_a:
+        assert np.array_equal(bank_a[name], bank_b[name]), f"bank {name} differs"
+
+
+# --------------------------------------------------------------------------- the schedule
+
+
+def test_schedule_values_against_the_formulas():
+    cfg = load_config("thumos14_swin_b")
+    s = LrSchedule.from_config(cfg.train)
+    for b in (0.01, 0.004):
+        for e in (0, 1, 37, 99, 100, 250, 999):
+            want = 0.01 * b + 0.5 * (b - 0.01 * b) * (1 + math.cos(math.pi * (e % 100) / 100))
+            assert s.epoch_lr(b, e) == pytest.approx(want, rel=1e-12)
+        # warm-up: it = samples / 16 (the paper's global batch), whatever the run's batch
+        for samples, it in ((0, 0), (16 * 250, 250), (16 * 499, 499), (16 * 500, 500), (16 * 9000, 9000)):
+            for global_batch in (4, 16, 64):
+                lr = s.lr(b, 3, samples, global_batch)
+                factor = 0.1 + 0.9 * it / 500 if it < 500 else 1.0
+                assert lr == pytest.approx(s.epoch_lr(b, 3) * factor, rel=1e-12)
+    assert s.epoch_lr(0.01, 100) == pytest.approx(0.01)  # each cycle restarts at the base rate
+    assert s.epoch_lr(0.01, 99) == pytest.approx(0.01 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.99))))
+    # train.warmup_batch=null: the original's count of this run's own steps
+    orig = LrSchedule.from_config(load_config("thumos14_swin_b", ["train.warmup_batch=null"]).train)
+    assert orig.lr(0.01, 0, 4 * 250, 4) == pytest.approx(0.01 * (0.1 + 0.9 * 250 / 500))
+
+
+def test_every_trainable_parameter_is_in_exactly_one_group():
+    from tallformer.engine.optim import make_optimizer
+    from tallformer.models.detector import build_detector
+
+    for name in ("demo", "thumos14_swin_b"):
+        cfg = load_config(name)
+        with torch.device("meta"):
+            model = build_detector(cfg)
+        opt = make_optimizer(model, cfg.train)
+        check_param_groups(model, opt)
+        n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+        assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert [g["name"] for g in opt.param_groups] == ["neck_head", "backbone"]
+        assert opt.param_groups[1]["lr"] == pytest.approx(cfg.train.lr * 0.4)
+    frozen = next(p for p in model.parameters() if not p.requires_grad)
+    opt.param_groups[0]["params"].append(frozen)
+    with pytest.raises(TrainingError, match="1 frozen or foreign"):
+        check_param_groups(model, opt)
+
+
+# --------------------------------------------------------------------------- exact resume
+
+
+@pytest.fixture(scope="module")
+def straight(data) -> Path:
+    run = data["root"] / "straight"
+    _run(_args(data, run, f"train.max_steps={STEPS}"))
+    return run
+
+
+def test_run_writes_its_files(straight):
+    assert (straight / "config.yaml").is_file()
+    assert load_config(straight / "config.yaml").train.max_steps == STEPS
+    names = sorted(p.name for p in (straight / "checkpoints").iterdir())
+    assert names == ["last.pt"]
+    state = load_checkpoint(straight / "checkpoints" / "last.pt")
+    from tallformer.data.synthetic import class_names
+
+    assert state["classes"] == sorted(class_names(4))
+    assert state["epoch"] == 2
+    assert state["batch_in_epoch"] == 1
+    assert state["bank"]["fingerprint"]
+    records = [json.loads(ln) for ln in (straight / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    first = records[0]
+    for key in ("loss", "loss_cls", "loss_reg", "lr", "step_time", "data_time", "data_wait_fraction"):
+        assert key in first
+    assert set(first["lr"]) == {"neck_head", "backbone"}
+    assert all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_max_steps_then_resume_is_the_same_run(data, straight):
+    run = data["root"] / "in_two"
+    _run(_args(data, run, "train.max_steps=3"))
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+    _run(_args(data, run, f"train.max_steps={STEPS}"))
+    _assert_same_run(straight, run)
+
+
+def test_sigkill_and_resume_is_bit_identical(data, straight):
+    run = data["root"] / "killed"
+    args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=3")
+    _run_and_kill(args, run, after_step=5)
+    journal = list((run / "journal").glob("*.bin"))
+    assert journal, "the killed run left no bank journal"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+    proc = _run(args)
+    assert "rolled back" in proc.stdout
+    _assert_same_run(straight, run)
+    steps = _logged_steps(run)
+    assert steps == sorted(set(steps))  # the killed run's lines past step 3 were redone once
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data, straight, tmp_path):
+    """The process dies inside torch.save of the step-6 checkpoint: last.pt stays step 3."""
+    run = data["root"] / "killed_in_save"
+    args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=3")
+    driver = tmp_path / "die_in_save.py"
+    driver.write_text(
+        "import os, signal, sys, torch\n"
+        "real = torch.save\n"
+        "def save(obj, f, *a, **k):\n"
+        "    if isinstance(obj, dict) and obj.get('step') == 6:\n"
+        "        with open(f, 'wb') as out:\n"
+        "            out.write(b'PK half a checkpoint')\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(obj, f, *a, **k)\n"
+        "torch.save = save\n"
+        "from tallformer.cli import main\n"
+        "sys.exit(main(['train', *sys.argv[1:]]))\n")
+    proc = subprocess.run([sys.executable, str(driver), *args], env=_env(), capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+    visible = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert visible == ["last.pt", "step_000003.pt"]  # the half-written one only under a temp name
+    _run(args)
+    _assert_same_run(straight, run)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_two_processes_killed_and_resumed_match_straight_and_a_replay(data, tmp_path):
+    over = ["data.batch_size=1", "model.backbone.drop_path_rate=0", "train.backbone_lr_mult=0"]
+    steps = 4  # 5 videos on 2 ranks of 1: 3 steps per epoch, the last one padded
+    straight2 = data["root"] / "straight2"
+    _run(_args(data, straight2, f"train.max_steps={steps}", *over), nproc=2)
+    run = data["root"] / "killed2"
+    args = _args(data, run, f"train.max_steps={steps}", "train.checkpoint_steps=2", *over)
+    _run_and_kill(args, run, after_step=3, nproc=2)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    _run(args, nproc=2)
+    _assert_same_run(straight2, run, steps)
+    # the bank against a single-process replay of the ranks' samples (the backbone's lr is 0
+    # and drop-path off, so a written feature depends only on its input frames)
+    _, got = _final_state(run)
+    want = _replay_two_ranks(data, tmp_path, over, steps)
+    assert got.keys() == want.keys()
+    for name in got:
+        assert np.array_equal(got[name], want[name]), f"bank {name} differs from the replay"
+
+
+def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], steps: int
+                      ) -> dict[str, np.ndarray]:
+    from tallformer.data.annotations import load_annotations
+    from tallformer.engine.bank_build import build_bank
+    from tallformer.engine.loader import make_train_loader
+    from tallformer.engine.optim import make_optimizer
+    from tallformer.engine.step import train_step
+    from tallformer.memory.bank import MemoryBank
+    from tallformer.models.detector import build_detector
+
+    cfg = load_config("demo", [f"data.annotations={data['annotations']}", f"data.videos={data['videos']}",
+                               "data.num_workers=0", *over])
+    torch.manual_seed(cfg.seed)
+    model = build_detector(cfg)
+    build_bank(cfg, tmp_path / "replay_bank", backbone=model.backbone, progress=False)
+    bank = MemoryBank.open(tmp_path / "replay_bank", "r+")
+    ann = load_annotations(cfg.data.annotations)
+    optimizer = make_optimizer(model, cfg.train)
+    loaders = [make_train_loader(cfg, ann, bank, rank=r, world_size=2) for r in range(2)]
+    done = 0
+    epoch = 0
+    while done < steps:
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        for batches in zip(*loaders, strict=True):
+            if done == steps:
+                break
+            for batch in batches:
+                train_step(model, batch, optimizer, bank, device="cpu")
+            done += 1
+        epoch += 1
+    bank.flush()
+    return {p.name: np.load(p) for p in sorted((tmp_path / "replay_bank").rglob("*.npy"))}
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_a_resume_with_a_changed_config_is_refused(data, straight):
+    proc = _run(_args(data, straight, "train.lr=0.02", "memory.keep_ratio=0.25", "train.max_steps=9"),
+                expect=2)
+    err = proc.stderr.strip()
+    assert err.startswith("error: ")
+    assert "train.lr: 0.01 -> 0.02" in err
+    assert "memory.keep_ratio: 0.5 -> 0.25" in err
+    assert "max_steps" not in err  # run length may change
+    assert len(err.splitlines()) == 1
+
+
+def _cfg(data: dict[str, Path], run: Path, *extra: str):
+    return load_config("demo", [f"data.annotations={data['annotations']}", f"data.videos={data['videos']}",
+                                f"run_dir={run}", "data.num_workers=0", *extra])
+
+
+def test_resume_flags(data, straight, tmp_path):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(_cfg(data, tmp_path / "none"), resume=True)
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(_cfg(data, straight, "data.num_workers=2"), resume=False)
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(_cfg(data, straight, "train.resume=never"))
+
+
+def test_a_crafted_checkpoint_is_refused(data, tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    run = tmp_path / "crafted"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"format": "tallformer-train", "model": Evil()}, run / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match=r"refused to load: the file holds a Python object posix\.system"):
+        load_checkpoint(run / "checkpoints" / "last.pt")
+    proc = _run(_args(data, run, "--resume"), expect=2)
+    assert "refused to load" in proc.stderr
+    assert not (tmp_path / "pwned").exists()
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(run / "checkpoints" / "last.pt")
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
+    import tallformer.engine.train as T
+
+    real = T.train_step
+    calls = []
+
+    def poisoned(model, batch, *a, **k):
+        calls.append(1)
+        if len(calls) == 4:  # a corrupt clip: the forward gives NaN
+            batch["chunks"] = batch["chunks"] * float("nan")
+        return real(model, batch, *a, **k)
+
+    monkeypatch.setattr(T, "train_step", poisoned)
+    run = tmp_path / "nan"
+    cfg = _cfg(data, run, "train.checkpoint_steps=2")
+    with pytest.raises(TrainingError, match=r"step 4 \(epoch 1\): training loss is nan"):
+        train(cfg, progress=False)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    for path in (run / "bank").rglob("*.npy"):
+        assert np.isfinite(np.load(path)).all()
+
+
+def test_bad_inputs_fail_before_the_first_step(data, tmp_path):
+    from tallformer.errors import TallformerError
+
+    ann = json.loads(Path(data["annotations"]).read_text())
+    for entry in ann["database"].values():
+        entry["subset"] = "validation"
+    no_train = tmp_path / "no_train.json"
+    no_train.write_text(json.dumps(ann))
+    empty = tmp_path / "empty_videos"
+    empty.mkdir()
+    cases = [
+        ([f"data.annotations={no_train}"], "'training'"),
+        ([f"data.videos={tmp_path / 'nowhere'}"], "nowhere"),
+        ([f"memory.bank_dir={tmp_path / 'no_bank'}"], "no_bank"),
+        ([f"data.videos={empty}"], "empty_videos"),
+    ]
+    for i, (over, needle) in enumerate(cases):
+        run = tmp_path / f"bad{i}"
+        with pytest.raises(TallformerError, match=needle):
+            train(_cfg(data, run, *over), progress=False)
+        assert not (run / "checkpoints").exists()
+        assert not (run / "log.jsonl").exists()
+    # on the command line: one line, exit status 2
+    proc = _run(_args(data, tmp_path / "cli", f"data.videos={empty}"), expect=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert "empty_videos" in lines[0]
