@@ -22,10 +22,19 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from tallformer import __version__
-from tallformer.commands import bank, convert_weights, evaluate, model_info, prepare, train
+from tallformer.commands import (
+    bank,
+    convert_weights,
+    detect,
+    evaluate,
+    model_info,
+    prepare,
+    test,
+    train,
+)
 from tallformer.errors import TallformerError
 
-_COMMANDS = (prepare, bank, train, evaluate, model_info, convert_weights)
+_COMMANDS = (prepare, bank, train, test, detect, evaluate, model_info, convert_weights)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -199,6 +199,9 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     afsd: AfsdConfig = field(default_factory=AfsdConfig)
     sync_bn: bool = True  # SyncBatchNorm in FPN/head under DDP (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:139,151)
+    # a fresh run starts from these detector weights (a tallformer checkpoint, e.g. one
+    # `tallformer convert-weights` made from an original release's detector): fine-tuning
+    init_from: str | None = None
 
 
 @dataclass

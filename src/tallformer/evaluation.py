@@ -67,6 +67,7 @@ __all__ = [
     "load_ground_truth",
     "load_predictions",
     "paired_segment_iou",
+    "precision_recall_curves",
 ]
 
 # THUMOS14 reports tIoU 0.3:0.1:0.7 (original: tools/test.py:87-93).
@@ -703,3 +704,43 @@ def format_table(result: Mapping[str, Any]) -> str:
         lines.append(f"{t:>6.2f}  {100 * m:>8.2f}")
     lines.append(f"{'avg':>6}  {100 * result['average_mAP']:>8.2f}")
     return "\n".join(lines)
+
+
+def precision_recall_curves(gt: str | Path | Mapping[str, Any] | Any, pred: str | Path | Mapping[str, Any],
+                            tiou_thresholds: Sequence[float] = ANET_THRESHOLDS, subset: str | None = None,
+                            *, ignore_unknown_labels: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Per class, the precision-recall curves the AP of `evaluate` integrates.
+
+    Same inputs and ranking as `evaluate` (`compute_average_precision`): per class the
+    predictions in official rank order, cumulated true and false positives at each tIoU
+    threshold. Returns ``{label: {"precision": [T, N], "recall": [T, N], "score": [N],
+    "ap": [T]}}`` for every ground-truth class (N = that class's predictions, best first;
+    N = 0 gives empty curves and AP 0); ``ap`` equals ``evaluate(...)["per_class_AP"]``.
+    """
+    thresholds = np.asarray([float(t) for t in tiou_thresholds], dtype=np.float64)
+    g = load_ground_truth(gt, subset)
+    p = load_predictions(pred, g, ignore_unknown_labels=ignore_unknown_labels)
+    num_c = len(g.classes)
+    by_label = np.argsort(p.label, kind="stable")
+    counts = np.bincount(p.label, minlength=num_c)
+    bounds = np.r_[0, np.cumsum(counts)]
+    pieces = []
+    for c in range(num_c):
+        idx = by_label[bounds[c]:bounds[c + 1]]
+        pieces.append(idx[p.score[idx].argsort()[::-1]])
+    ranked = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    tp = _match(g, p, thresholds, ranked)
+    npos = np.bincount(g.label, minlength=num_c)
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    for c, name in enumerate(g.classes):
+        block = tp[:, bounds[c]:bounds[c + 1]]
+        tp_cum = np.cumsum(block, axis=1).astype(np.float64)
+        fp_cum = np.cumsum(~block, axis=1).astype(np.float64)
+        recall = tp_cum / float(npos[c])
+        with np.errstate(invalid="ignore"):
+            precision = tp_cum / (tp_cum + fp_cum)
+        ap = (interpolated_average_precision(precision, recall) if counts[c]
+              else np.zeros(len(thresholds)))
+        curves[name] = {"precision": precision, "recall": recall,
+                        "score": p.score[ranked[bounds[c]:bounds[c + 1]]].astype(np.float64), "ap": ap}
+    return curves

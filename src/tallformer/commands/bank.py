@@ -77,8 +77,7 @@ def _register_build(inner: argparse._SubParsersAction) -> None:
             "data.videos=data/thumos14/videos memory.dtype=float32   # fp32 rows (twice the disk)",
         ),
     )
-    add_config_arguments(p)
-    _set_override_help(p, f"dotted config overrides, e.g. {_BUILD_OVERRIDES}")
+    add_config_arguments(p, override_examples=_BUILD_OVERRIDES)
     p.add_argument("--out", required=True, metavar="DIR",
                    help="bank folder (created; an unfinished bank there is resumed)")
     p.add_argument("--weights", metavar="FILE", default=None,
@@ -115,13 +114,6 @@ def _register_info(inner: argparse._SubParsersAction) -> None:
     p.add_argument("dir", metavar="DIR", help="bank folder (holds meta.json)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run_info)
-
-
-def _set_override_help(parser: argparse.ArgumentParser, text: str) -> None:
-    """This command's own examples for the KEY=VALUE overrides (keys it reads)."""
-    for action in parser._actions:
-        if action.dest == "overrides":
-            action.help = text
 
 
 # --------------------------------------------------------------------------- build

@@ -9,8 +9,10 @@ if TYPE_CHECKING:
     from tallformer.config import Config
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """`--config NAME|FILE` plus positional `key.sub=value` overrides."""
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True, *,
+                         override_examples: str = "memory.keep_ratio=0.25 train.max_epochs=3") -> None:
+    """`--config NAME|FILE` plus positional `key.sub=value` overrides (`override_examples`:
+    keys this command reads, shown in its --help)."""
     from tallformer.config import shipped_configs
 
     parser.add_argument(
@@ -19,7 +21,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
     )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE",
-        help="dotted config overrides, e.g. memory.keep_ratio=0.25 train.max_epochs=3",
+        help=f"dotted config overrides, e.g. {override_examples}",
     )
 
 

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "tallformer eval --gt activity_net.v1-3.min.json --pred results.json --subset validation "
             "--out metrics.json",
             "tallformer eval --gt gt.json --pred results.json --tiou 0.5 0.75 0.95",
+            "tallformer eval --gt data/thumos14/annotations.json --pred runs/th14/test/epoch_0600/results.json "
+            "--dataset thumos14 --subset test --plot runs/th14/test/epoch_0600/pr",
         ),
     )
     p.add_argument("--gt", required=True, metavar="FILE", help="ground truth, ActivityNet JSON")
@@ -43,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="also write the metrics as JSON (tiou_thresholds, mAP, average_mAP, "
                         "per_class_AP, num_videos, num_ground_truth, num_predictions)")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="also draw per-class precision-recall curves (one curve per tIoU) into DIR: "
+                        "pr_<class>.png and the overview pr_curves.png")
     p.add_argument("--ignore-unknown-labels", action="store_true",
                    help="drop predictions whose label is not a ground-truth class (with a "
                         "warning) instead of failing")
@@ -67,4 +72,15 @@ def run(args: argparse.Namespace) -> int:
             raise TallformerError(f"cannot write {args.out}: {exc.strerror or exc}; "
                                   "choose another --out") from None
         print(f"metrics written to {args.out}")
+    if args.plot:
+        import warnings
+
+        from tallformer.evaluation import EvaluationWarning
+        from tallformer.plots import plot_pr_curves
+
+        with warnings.catch_warnings():  # the same warnings as above: said once
+            warnings.simplefilter("ignore", EvaluationWarning)
+            files = plot_pr_curves(args.plot, args.gt, args.pred, thresholds, args.subset,
+                                   ignore_unknown_labels=args.ignore_unknown_labels)
+        print(f"precision-recall curves written to {args.plot} ({len(files)} files)")
     return 0

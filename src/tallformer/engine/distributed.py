@@ -1,18 +1,22 @@
-"""DDP helpers: run the detector's training forward under `DistributedDataParallel`."""
+"""Several processes: the process group under `torchrun`, and the detector under DDP."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import warnings
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from tallformer.engine.device import resolve_device
 from tallformer.memory.selection import num_kept
 
 if TYPE_CHECKING:
     from tallformer.models.detector import TALLFormer
 
-__all__ = ["TrainForward", "unwrap", "wrap_ddp"]
+__all__ = ["Processes", "TrainForward", "start_processes", "unwrap", "wrap_ddp"]
 
 
 class TrainForward(nn.Module):
@@ -51,9 +55,55 @@ def wrap_ddp(model: TALLFormer, keep_ratio: float, num_chunks: int,
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device is not None and device.type == "cuda" and device.index is not None else None
-    return DistributedDataParallel(
-        TrainForward(model),
-        device_ids=ids,
-        broadcast_buffers=False,
-        find_unused_parameters=num_kept(num_chunks, keep_ratio) == 0,
-    )
+    with warnings.catch_warnings():
+        # newer torch deprecates the flag for `forward_sync_buffers`, which would still sync
+        # buffers at init; rank-local buffers (BatchNorm statistics) are what we want here
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
+        return DistributedDataParallel(
+            TrainForward(model),
+            device_ids=ids,
+            broadcast_buffers=False,
+            find_unused_parameters=num_kept(num_chunks, keep_ratio) == 0,
+        )
+
+
+@dataclasses.dataclass
+class Processes:
+    """This process's place in the run: rank, world size, device, and whether it owns the group."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def start_processes(device_name: str = "auto") -> Processes:
+    """The process group under ``torchrun`` (gloo on the CPU, nccl on CUDA), else one process.
+
+    ``device_name`` is ``train.device``; under ``torchrun`` a CUDA run uses ``cuda:LOCAL_RANK``.
+    Build the detector after this, so ``model.sync_bn`` gives SyncBatchNorm.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Processes(0, 1, resolve_device(device_name), False)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = not torch.distributed.is_initialized()
+    if owns:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Processes(torch.distributed.get_rank(), torch.distributed.get_world_size(), device, owns)

@@ -581,12 +581,13 @@ def _state_dict_problem(model: torch.nn.Module, state: Mapping[str, Any]) -> str
 
 
 def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
-               overrides: Sequence[str] = (), device: str | torch.device = "auto") -> LoadedModel:
+               overrides: Sequence[str] = (), device: str | torch.device | None = None) -> LoadedModel:
     """Build the detector of a training checkpoint (``RUN_DIR/checkpoints/*.pt``) and load it.
 
     The model is built from `cfg` when given (its ``model`` section must describe the same
     network), else from the config saved in the checkpoint with `overrides` applied. Class
-    names come from the checkpoint. Raises `CheckpointError` naming the file when it is not
+    names come from the checkpoint. `device` None means ``train.device`` of that config.
+    Raises `CheckpointError` naming the file when it is not
     a training checkpoint or its weights do not fit the model.
     """
     from tallformer.models.detector import build_detector
@@ -604,7 +605,10 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
         where = f"the config saved in {path}"
     else:
         where = "the given config"
-    dev = resolve_device(device, "--device") if isinstance(device, str) else device
+    if device is None:
+        dev = resolve_device(cfg.train.device)
+    else:
+        dev = resolve_device(device, "--device") if isinstance(device, str) else device
     model = build_detector(cfg)
     problem = _state_dict_problem(model, state["model"])
     if problem:
@@ -651,7 +655,7 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike[str], config: str | os.PathLike[str] | Config | None = None,
-                        *, overrides: Sequence[str] = (), device: str | torch.device = "auto") -> Detector:
+                        *, overrides: Sequence[str] = (), device: str | torch.device | None = None) -> Detector:
         """`config`: a shipped name or YAML file (with `overrides`), a `Config`, or None for
         the checkpoint's own config."""
         from tallformer.config import load_config
@@ -695,7 +699,7 @@ class Detector:
 def detect(path: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | Detector, *,
            config: str | os.PathLike[str] | Config | None = None, overrides: Sequence[str] = (),
            score_threshold: float | None = None, top_k: int | None = None,
-           device: str | torch.device = "auto") -> list[Detection]:
+           device: str | torch.device | None = None) -> list[Detection]:
     """Detect actions in one video file or frame folder (`tallformer.detect`).
 
     ``tallformer.detect("match.mp4", "runs/th14/checkpoints/epoch_0600.pt")`` returns the

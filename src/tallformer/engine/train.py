@@ -51,14 +51,14 @@ from tallformer.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from tallformer.engine.device import amp_dtype_for, resolve_device
-from tallformer.engine.distributed import unwrap, wrap_ddp
+from tallformer.engine.device import amp_dtype_for
+from tallformer.engine.distributed import Processes, start_processes, unwrap, wrap_ddp
 from tallformer.engine.journal import BankJournal, JournaledBank, rollback
 from tallformer.engine.loader import TrainLoader, make_train_loader
 from tallformer.engine.optim import make_optimizer
 from tallformer.engine.schedule import LrSchedule
 from tallformer.engine.step import train_step
-from tallformer.errors import TallformerError
+from tallformer.errors import TallformerError, name_list
 from tallformer.memory.selection import num_kept
 
 if TYPE_CHECKING:
@@ -90,43 +90,7 @@ class TrainingError(TallformerError):
 # --------------------------------------------------------------------------- processes
 
 
-@dataclasses.dataclass
-class _Processes:
-    rank: int
-    world_size: int
-    device: torch.device
-    owns_group: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.owns_group and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _start_processes(cfg: Config) -> _Processes:
-    """The process group under ``torchrun`` (gloo on the CPU, nccl on CUDA), else one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Processes(0, 1, resolve_device(cfg.train.device), False)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    owns = not torch.distributed.is_initialized()
-    if owns:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Processes(torch.distributed.get_rank(), torch.distributed.get_world_size(), device, owns)
-
-
-def _broadcast_error(procs: _Processes, error: str | None) -> None:
+def _broadcast_error(procs: Processes, error: str | None) -> None:
     """Raise on every rank when any rank hit a user error (so no rank waits at a barrier)."""
     if procs.world_size == 1:
         if error:
@@ -142,7 +106,7 @@ def _broadcast_error(procs: _Processes, error: str | None) -> None:
 # --------------------------------------------------------------------------- setup
 
 
-def _synthetic_data(cfg: Config, procs: _Processes) -> Config:
+def _synthetic_data(cfg: Config, procs: Processes) -> Config:
     """Fill null data paths with the built-in synthetic dataset (generated once, reused)."""
     d = cfg.data
     if d.synthetic_videos == 0 or (d.annotations is not None and d.videos is not None):
@@ -234,7 +198,7 @@ def _frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
 
 
 def _open_bank(cfg: Config, run: Path, model: TALLFormer, annotations: AnnotationSet,
-               procs: _Processes) -> MemoryBank | None:
+               procs: Processes) -> MemoryBank | None:
     """The run's bank (None when every chunk goes through the backbone)."""
     from tallformer.memory.bank import MemoryBank
 
@@ -459,7 +423,7 @@ def train(cfg: Config, *, resume: bool | None = None, progress: bool = True) -> 
         can fix, before the first step where possible; a non-finite loss stops the run
         with the step and its losses named.
     """
-    procs = _start_processes(cfg)
+    procs = start_processes(cfg.train.device)
     try:
         return _train(cfg, procs, resume, progress)
     finally:
@@ -480,7 +444,7 @@ def _resume_from(cfg: Config, run: Path, resume: bool | None) -> Path | None:
 class _Run:
     """One call of `train`: set up (or restore) everything, then run the epochs."""
 
-    def __init__(self, cfg: Config, procs: _Processes, resume: bool | None, progress: bool) -> None:
+    def __init__(self, cfg: Config, procs: Processes, resume: bool | None, progress: bool) -> None:
         self.procs = procs
         self.progress = progress
         self.run = Path(cfg.run_dir)
@@ -517,7 +481,9 @@ class _Run:
         cfg, procs = self.cfg, self.procs
         _seed_everything(cfg.seed)
         self.detector = build_detector(cfg)  # after the process group: SyncBatchNorm with model.sync_bn
-        if self.saved is None and cfg.model.backbone.weights:
+        if self.saved is None and cfg.model.init_from:
+            self._init_from(cfg.model.init_from)
+        elif self.saved is None and cfg.model.backbone.weights:
             load_backbone_weights(self.detector.backbone, cfg.model.backbone.weights)
         self.detector.to(procs.device)
         self.bank = _open_bank(cfg, self.run, self.detector, self.annotations, procs)
@@ -529,6 +495,21 @@ class _Run:
             group["base_lr"] = group["lr"]
         check_param_groups(self.detector, self.optimizer)
         self.schedule = LrSchedule.from_config(cfg.train)
+
+    def _init_from(self, path: str) -> None:
+        """A fresh run from a detector checkpoint's weights (every key must fit)."""
+        state = load_checkpoint(path)
+        weights = state.get("model", state)
+        try:
+            self.detector.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise TrainingError(f"model.init_from={path}: the weights do not fit this config's "
+                                f"detector ({str(exc).splitlines()[0]}); use the config the "
+                                "checkpoint was made for") from None
+        classes = state.get("classes")
+        if classes is not None and list(classes) != self.classes:
+            raise TrainingError(f"model.init_from={path}: its classes {name_list(classes, 5)} are not "
+                                f"the annotations' {name_list(self.classes, 5)} (same order needed)")
 
     def _restore(self) -> None:
         """Checkpoint state, then the bank rolled back to it, then the random states."""
@@ -654,7 +635,7 @@ class _Run:
         return stats, rates, time.perf_counter() - t0
 
 
-def _train(cfg: Config, procs: _Processes, resume: bool | None, progress: bool) -> Path:
+def _train(cfg: Config, procs: Processes, resume: bool | None, progress: bool) -> Path:
     run = _Run(cfg, procs, resume, progress)
     run.loop()
     return run.run

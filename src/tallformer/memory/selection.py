@@ -30,6 +30,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from tallformer.config import ConfigError
+from tallformer.ops.seeding import sample_generator
 
 __all__ = [
     "MODES",
@@ -122,10 +123,6 @@ class ChunkSelector:
         _check_mode(self.mode)
 
     def __call__(self, seed: int, rank: int, epoch: int, index: int, num_chunks: int) -> list[int]:
-        # imported here: tallformer.ops.seeding imports torch, and `tallformer.memory`
-        # (e.g. `tallformer bank info`) must not
-        from tallformer.ops.seeding import sample_generator
-
         generator = sample_generator(seed, rank, epoch, index)
         return select_chunks(num_chunks, self.keep_ratio, self.mode, generator)
 

@@ -32,13 +32,75 @@ from tallformer.models.outputs import Detections, HeadOutputs
 
 if TYPE_CHECKING:
     from tallformer.config import Config
+    from tallformer.models.afsd import AFSD
 
-__all__ = ["TALLFormer", "build_detector", "num_tokens"]
+__all__ = ["TALLFormer", "build_detector", "compose_features", "num_tokens"]
 
 
 def num_tokens(num_frames: int, temporal_stride: int = 2) -> int:
     """TCM tokens of a window: SRM length of ceil(num_frames / stride) (480 frames -> 60)."""
     return srm_output_length(-(-num_frames // temporal_stride))
+
+
+def compose_features(backbone: VideoSwinBackbone, fresh_chunks: Tensor, cached_features: Tensor,
+                     keep_mask: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The backbone on the kept chunks, put back in time order with the bank's cached
+    features (original: vedatad/models/detectors/mem_single_stage_detector.py:38-71).
+
+    Args: as `TALLFormer.forward_train`; `like`: a parameter of the model (device and dtype
+    of the features when no chunk is fresh).
+    Returns:
+        (features `[B, C, n*rows]` in time order, fresh features `[B*k, C, rows]` detached).
+    """
+    if keep_mask.dim() != 2 or keep_mask.dtype != torch.bool:
+        raise ValueError(f"forward_train: keep_mask must be a bool [B, n] tensor, got "
+                         f"{keep_mask.dtype} {list(keep_mask.shape)}")
+    b, n = keep_mask.shape
+    num_keep = int(keep_mask.sum())
+    num_drop = b * n - num_keep
+    if fresh_chunks.shape[0] != num_keep:
+        raise ValueError(f"forward_train: keep_mask marks {num_keep} kept chunks but "
+                         f"fresh_chunks has {fresh_chunks.shape[0]} ({list(fresh_chunks.shape)})")
+    fresh: Tensor | None = None
+    if num_keep:
+        fresh = backbone.forward_chunks(fresh_chunks)  # [B*k, C, rows]
+    if num_drop:
+        # sample-major [B, n-k, C, rows] with one drop count for all samples; a check on
+        # the element count alone would accept the original's chunk-first layout or
+        # uneven keep counts and silently move bank rows into another sample
+        drops = n - keep_mask.sum(dim=1)
+        per_sample = num_drop // b
+        if bool((drops != per_sample).any()):
+            raise ValueError(
+                f"forward_train: keep_mask drops {drops.tolist()} chunks per sample; "
+                "cached_features [B, n-k, C, rows] needs the same number of chunks "
+                "dropped (and kept) in every sample"
+            )
+        if cached_features.dim() != 4 or tuple(cached_features.shape[:2]) != (b, per_sample):
+            raise ValueError(
+                f"forward_train: keep_mask drops {num_drop} chunks (of {b} x {n}) but "
+                f"cached_features has shape {list(cached_features.shape)}; expected "
+                f"[{b}, {per_sample}, C, rows] (sample-major)"
+            )
+        cached = cached_features.reshape(num_drop, *cached_features.shape[2:])
+        like = like if fresh is None else fresh
+        cached = cached.to(device=like.device, dtype=like.dtype)
+        if fresh is not None and cached.shape[1:] != fresh.shape[1:]:
+            raise ModelError(f"forward_train: cached features are [C, rows] = "
+                             f"{list(cached.shape[1:])} but the backbone gives "
+                             f"{list(fresh.shape[1:])}; the memory bank was built with "
+                             "another backbone or chunk size")
+    ref = fresh if fresh is not None else cached
+    c, rows = ref.shape[1], ref.shape[2]
+    feats = ref.new_zeros(b, n, c, rows)
+    mask = keep_mask.to(feats.device)
+    if fresh is not None:
+        feats[mask] = fresh
+    if num_drop:
+        feats[~mask] = cached
+    feats = feats.permute(0, 2, 1, 3).reshape(b, c, n * rows)  # [B, C, n*rows], time order
+    detached = fresh.detach() if fresh is not None else ref.new_zeros(0, c, rows)
+    return feats, detached
 
 
 class TALLFormer(nn.Module):
@@ -71,56 +133,9 @@ class TALLFormer(nn.Module):
         Returns:
             (head outputs, fresh features `[B*k, C, rows]` detached).
         """
-        if keep_mask.dim() != 2 or keep_mask.dtype != torch.bool:
-            raise ValueError(f"forward_train: keep_mask must be a bool [B, n] tensor, got "
-                             f"{keep_mask.dtype} {list(keep_mask.shape)}")
-        b, n = keep_mask.shape
-        num_keep = int(keep_mask.sum())
-        num_drop = b * n - num_keep
-        if fresh_chunks.shape[0] != num_keep:
-            raise ValueError(f"forward_train: keep_mask marks {num_keep} kept chunks but "
-                             f"fresh_chunks has {fresh_chunks.shape[0]} ({list(fresh_chunks.shape)})")
-        fresh: Tensor | None = None
-        if num_keep:
-            fresh = self.backbone.forward_chunks(fresh_chunks)  # [B*k, C, rows]
-        if num_drop:
-            # sample-major [B, n-k, C, rows] with one drop count for all samples; a check on
-            # the element count alone would accept the original's chunk-first layout or
-            # uneven keep counts and silently move bank rows into another sample
-            drops = n - keep_mask.sum(dim=1)
-            per_sample = num_drop // b
-            if bool((drops != per_sample).any()):
-                raise ValueError(
-                    f"forward_train: keep_mask drops {drops.tolist()} chunks per sample; "
-                    "cached_features [B, n-k, C, rows] needs the same number of chunks "
-                    "dropped (and kept) in every sample"
-                )
-            if cached_features.dim() != 4 or tuple(cached_features.shape[:2]) != (b, per_sample):
-                raise ValueError(
-                    f"forward_train: keep_mask drops {num_drop} chunks (of {b} x {n}) but "
-                    f"cached_features has shape {list(cached_features.shape)}; expected "
-                    f"[{b}, {per_sample}, C, rows] (sample-major)"
-                )
-            cached = cached_features.reshape(num_drop, *cached_features.shape[2:])
-            like = self._param() if fresh is None else fresh
-            cached = cached.to(device=like.device, dtype=like.dtype)
-            if fresh is not None and cached.shape[1:] != fresh.shape[1:]:
-                raise ModelError(f"forward_train: cached features are [C, rows] = "
-                                 f"{list(cached.shape[1:])} but the backbone gives "
-                                 f"{list(fresh.shape[1:])}; the memory bank was built with "
-                                 "another backbone or chunk size")
-        ref = fresh if fresh is not None else cached
-        c, rows = ref.shape[1], ref.shape[2]
-        feats = ref.new_zeros(b, n, c, rows)
-        mask = keep_mask.to(feats.device)
-        if fresh is not None:
-            feats[mask] = fresh
-        if num_drop:
-            feats[~mask] = cached
-        feats = feats.permute(0, 2, 1, 3).reshape(b, c, n * rows)  # [B, C, n*rows], time order
-        outputs = self.head(self.neck(feats))
-        detached = fresh.detach() if fresh is not None else ref.new_zeros(0, c, rows)
-        return outputs, detached
+        feats, detached = compose_features(self.backbone, fresh_chunks, cached_features,
+                                           keep_mask, self._param())
+        return self.head(self.neck(feats)), detached
 
     def forward_infer(self, clip: Tensor) -> HeadOutputs:
         """Whole window through the backbone (chunk-wise), neck and head.
@@ -160,8 +175,11 @@ def _sync_bn_active(sync_bn: bool) -> bool:
     return False
 
 
-def build_detector(cfg: Config) -> TALLFormer:
+def build_detector(cfg: Config) -> TALLFormer | AFSD:
     """Build the detector from `cfg.model` (+ `cfg.data.num_frames`, `cfg.test` thresholds).
+
+    `model.kind: afsd` builds the ActivityNet detector (`tallformer.models.afsd.build_afsd`,
+    same interface); the rest of this docstring is about the THUMOS14 one (the default).
 
     Each part gets its config section whole: `build_backbone_from_config(cfg.model.backbone)`,
     `Neck.from_config(cfg.model.neck, ...)`, `AnchorHead.from_config(cfg.model.head, ...,
@@ -176,6 +194,10 @@ def build_detector(cfg: Config) -> TALLFormer:
     (set by torchrun) is greater than 1. One process without a process group keeps plain
     BatchNorm (the original's SyncBN fails there).
     """
+    if cfg.model.kind == "afsd":
+        from tallformer.models.afsd import build_afsd
+
+        return build_afsd(cfg)
     backbone = build_backbone_from_config(cfg.model.backbone)
     nk, hk = cfg.model.neck, cfg.model.head
     num_levels = len(nk.tdm_kernels) + 1

@@ -10,9 +10,12 @@ any of them gives an independent stream.
 from __future__ import annotations
 
 from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["sample_generator", "sample_generators", "sample_seed_sequence"]
 
@@ -38,6 +41,8 @@ def sample_generators(seed: int, rank: int, epoch: int, index: int
     Two independent children of the sample's seed sequence (independent of the stream of
     `sample_generator` too).
     """
+    import torch  # here, so that importing the module (the bank's chunk choice) stays torch-free
+
     np_seq, torch_seq = sample_seed_sequence(seed, rank, epoch, index).spawn(2)
     np_rng = np.random.Generator(np.random.PCG64(np_seq))
     torch_gen = torch.Generator()
