@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tallformer.errors import TallformerError, TallformerWarning
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "detect"]
+__all__ = ["TallformerError", "TallformerWarning", "__version__", "detect"]
 
 
 def __getattr__(name: str) -> Any:

@@ -166,10 +166,10 @@ class AfsdConfig:
     stage per `model.neck.tdm_kernels` entry) and every norm is GroupNorm(`norm_groups`).
     Defaults: the paper's ActivityNet-1.3 run (`--lw=1 --cw=1 --piou=0.6`, README.md:202)."""
 
-    proposal_channels: int = field(default=512, metadata=_range(1))  # BDNet.py:240-241
+    proposal_channels: int = field(default=512, metadata=_range(1))  # AFSD/anet_video_cls/BDNet.py:212-262
     norm_groups: int = field(default=32, metadata=_range(1))
     # matching ranges in frames per level: max(left, right) in (lower, upper]
-    # (original: AFSD/anet_video_cls/multisegment_loss.py:133)
+    # (original: AFSD/anet_video_cls/multisegment_loss.py:133-147)
     level_ranges: list[list[float]] = field(default_factory=lambda: [
         [0.0, 30.0], [15.0, 60.0], [30.0, 120.0], [60.0, 240.0], [96.0, 768.0], [256.0, 768.0]])
     # exp(scale * z) capped at this many strides per side (BDNet.py:89-95); null: no cap

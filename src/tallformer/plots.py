@@ -63,6 +63,16 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     return target
 
 
+def _shade(color: str, score: float) -> tuple[float, float, float]:
+    """`color` mixed with white by `score` (0: nearly white, 1: the colour itself); opaque,
+    so overlapping bars show the best score, not a sum."""
+    from matplotlib.colors import to_rgb
+
+    k = 0.1 + 0.9 * min(max(score, 0.0), 1.0)
+    r, g, b = to_rgb(color)
+    return (1 - k + k * r, 1 - k + k * g, 1 - k + k * b)
+
+
 def _tick_step(duration: float) -> float:
     for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
         if duration / step <= 12:
@@ -120,10 +130,9 @@ def plot_timeline(path: str | os.PathLike[str], detections: Iterable[Segment], c
         if (label, None) not in y_of:
             continue
         y = y_of[(label, None)]
-        color = class_color(index.get(label, 0))
-        alpha = 0.12 + 0.88 * min(max(float(score), 0.0), 1.0)
+        shade = _shade(class_color(index.get(label, 0)), float(score))
         ax.broken_barh([(start, max(end - start, duration * 1e-4))], (y - 0.36, 0.72),
-                       facecolors=color, alpha=alpha, edgecolor="none", zorder=2)
+                       facecolors=shade, edgecolor="none", zorder=2)
     for start, end, label, _ in gts or []:
         if (label, "gt") not in y_of:
             continue
@@ -145,7 +154,7 @@ def plot_timeline(path: str | os.PathLike[str], detections: Iterable[Segment], c
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     ax.tick_params(axis="y", length=0)
-    handles = [Patch(facecolor="#555555", alpha=a, label=f"score {a:.1f}") for a in (0.25, 0.5, 1.0)]
+    handles = [Patch(facecolor=_shade("#444444", a), label=f"score {a:g}") for a in (0.1, 0.5, 1.0)]
     if gts is not None:
         handles.append(Patch(facecolor="white", edgecolor="#555555", hatch="////", label="ground truth"))
     ax.legend(handles=handles, loc="upper right", bbox_to_anchor=(1.0, 1.0 + 0.9 / height),

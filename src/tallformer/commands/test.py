@@ -73,10 +73,8 @@ def checkpoint_names(paths: Sequence[Path]) -> list[str]:
         parent = p.resolve().parent
         return parent.parent.name if parent.name == "checkpoints" else parent.name
 
-    names = [p.stem for p in paths]
-    for i, p in enumerate(paths):
-        if names.count(p.stem) > 1:
-            names[i] = f"{run_name(p)}_{p.stem}"
+    stems = [p.stem for p in paths]
+    names = [f"{run_name(p)}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
     seen: dict[str, int] = {}
     out = []
     for name in names:

@@ -46,6 +46,7 @@ import gc
 import os
 import queue
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -522,10 +523,13 @@ def evaluate_model(cfg: Config, model: TALLFormer, annotations: AnnotationSet | 
         classes: label-id order of the model (default: the annotations' classes).
     Returns:
         The evaluator's dict: ``tiou_thresholds``, ``mAP``, ``average_mAP``,
-        ``per_class_AP``, ``num_videos``, ``num_ground_truth``, ``num_predictions``.
+        ``per_class_AP``, ``num_videos``, ``num_ground_truth``, ``num_predictions``:
+        `tallformer.evaluation.evaluate` with ``ignore_unknown_labels=True`` (the
+        detections of classes absent from the subset's ground truth are not scored), i.e.
+        ``tallformer eval --gt FILE --pred results.json --ignore-unknown-labels``.
     """
     from tallformer.atomic import write_json
-    from tallformer.evaluation import evaluate
+    from tallformer.evaluation import EvaluationWarning, evaluate
 
     inner: TALLFormer = getattr(model, "module", model)
     aset, gt = _load_set(annotations)
@@ -538,7 +542,12 @@ def evaluate_model(cfg: Config, model: TALLFormer, annotations: AnnotationSet | 
     finally:
         inner.train(was_training)
     data = results_json(results)
-    metrics = evaluate(gt, data, cfg.test.tiou_thresholds, subset)
+    with warnings.catch_warnings():
+        # detections of classes the subset has no instance of cannot score: the mean runs
+        # over the classes with ground truth (original: vedatad/misc/evaluation/mean_ap.py:350-355)
+        warnings.filterwarnings("ignore", message=r".*dropped \d+ predictions whose label",
+                                category=EvaluationWarning)
+        metrics = evaluate(gt, data, cfg.test.tiou_thresholds, subset, ignore_unknown_labels=True)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

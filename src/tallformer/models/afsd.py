@@ -118,7 +118,7 @@ class ProposalBranch(nn.Module):
 
 class AfsdHead(nn.Module):
     """Coarse anchor-free stage, frame-level branch and refinement stage, all shared across
-    levels (original: AFSD/anet_video_cls/BDNet.py:199-478).
+    levels (original: AFSD/anet_video_cls/BDNet.py:212-478).
 
     Args:
         channels: FPN channels C (512).
@@ -154,7 +154,7 @@ class AfsdHead(nn.Module):
         self.scales = nn.ModuleList(ScaleExp(max_stride_distance) for _ in self.strides)
 
     def refine_modules(self) -> list[nn.Module]:
-        """The modules whose convs start N(0, 0.01) (original: BDNet.py:537-552)."""
+        """The modules whose convs start N(0, 0.01) (original: BDNet.py:481-557)."""
         return [self.loc_tower, self.conf_tower, self.loc_head, self.conf_head,
                 self.loc_proposal_branch, self.conf_proposal_branch, self.prop_loc_head,
                 self.prop_conf_head, self.center_head]

@@ -52,7 +52,7 @@ def builtin_video_labels(action_probs: Tensor, top_k: int = 2,
     Ours: the top-k of the K actions (probabilities not renormalised). With
     `include_background` the original's rule: top-k over all K + 1, and background, when
     among them, becomes the last class with the background probability (index 0 - 1 = -1
-    picks the last name of action_name.txt, test.py:226-231).
+    picks the last name of action_name.txt, test.py:210-241).
     """
     probs = action_probs.float().reshape(-1)
     k = probs.shape[0] - 1

@@ -51,10 +51,10 @@ __all__ = [
     "softmax_focal_loss",
 ]
 
-_EPS = torch.finfo(torch.float32).eps  # multisegment_loss.py:95
+_EPS = torch.finfo(torch.float32).eps  # multisegment_loss.py:83-116
 FOCAL_ALPHA = (0.25, 0.75)  # background, action (multisegment_loss.py:160-163: alpha 0.25 at index 0)
 FOCAL_GAMMA = 2.0
-FOCAL_EPS = 1e-6  # added to p_t (multisegment_loss.py:30,66)
+FOCAL_EPS = 1e-6  # added to p_t (multisegment_loss.py:10-80)
 BOUNDARY_AUX_WEIGHT = 0.1  # the level-0 proposal features' boundary terms (train_membank.py:183-192)
 
 
@@ -217,7 +217,7 @@ class AfsdLoss:
                    a.action_weight, a.detach_quality_target)
 
     def clip_losses(self, out: AfsdOutputs, b: int, segments: Tensor) -> dict[str, Tensor]:
-        """The five per-clip terms of clip `b`, normalised by N or PN (multisegment_loss.py:166-320)."""
+        """The five per-clip terms of clip `b`, normalised by N or PN (multisegment_loss.py:204-288)."""
         loc, conf = out.loc[b].float(), out.conf[b].float()
         prop_loc, prop_conf = out.prop_loc[b].float(), out.prop_conf[b].float()
         center = out.center[b].float().reshape(-1)
@@ -235,7 +235,7 @@ class AfsdLoss:
             if self.detach_quality_target:
                 quality = quality.detach()
             loss_quality = F.binary_cross_entropy_with_logits(center[pos], quality, reduction="sum")
-        else:  # an attached (near) zero, as the original (multisegment_loss.py:276-277)
+        else:  # an attached (near) zero, as the original (multisegment_loss.py:268-278)
             loss_quality = coarse.sum() + center.mean() * 1e-9
         n = max(int(pos.sum()), 1)
         pn = max(int(prop_pos.sum()), 1)
