@@ -106,7 +106,7 @@ def _broadcast_error(procs: Processes, error: str | None) -> None:
 # --------------------------------------------------------------------------- setup
 
 
-def _synthetic_data(cfg: Config, procs: Processes) -> Config:
+def _synthetic_data(cfg: Config, procs: Processes, progress: bool = True) -> Config:
     """Fill null data paths with the built-in synthetic dataset (generated once, reused)."""
     d = cfg.data
     if d.synthetic_videos == 0 or (d.annotations is not None and d.videos is not None):
@@ -128,7 +128,7 @@ def _synthetic_data(cfg: Config, procs: Processes) -> Config:
         if have != json.loads(json.dumps(wanted)):
             print(f"generating the synthetic dataset ({d.synthetic_videos} videos) in {out}")
             generate_synthetic_dataset(out, d.synthetic_videos, d.synthetic_seed, num_classes=classes,
-                                       size=size, fps=d.fps)
+                                       size=size, fps=d.fps, progress=progress)
     procs.barrier()
     return dataclasses.replace(cfg, data=dataclasses.replace(
         d, annotations=d.annotations or str(ann), videos=d.videos or str(out / "videos")))
@@ -450,7 +450,7 @@ class _Run:
         self.run = Path(cfg.run_dir)
         self.last = _resume_from(cfg, self.run, resume)
         self.saved = None if self.last is None else self._checked_checkpoint(self.last, cfg)
-        self.cfg = _synthetic_data(cfg, procs)
+        self.cfg = _synthetic_data(cfg, procs, progress)
         self.annotations = _annotations(self.cfg)
         self.classes = list(self.annotations.classes)
         if procs.main:
