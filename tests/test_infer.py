@@ -193,7 +193,7 @@ def test_each_frame_is_decoded_once(demo_model, tmp_path, protocol) -> None:
 def test_memory_does_not_grow_with_the_video(demo_model) -> None:
     cfg = _cfg()
     peaks = []
-    for n in (300, 3000):
+    for n in (300, 1500):
         stats = _Stats()
         infer_video(demo_model, cfg, _FakeSource(n), stats=stats)
         peaks.append(stats.peak_frames)

@@ -147,6 +147,23 @@ def test_schedule_values_against_the_formulas():
     assert orig.lr(0.01, 0, 4 * 250, 4) == pytest.approx(0.01 * (0.1 + 0.9 * 250 / 500))
 
 
+def test_the_activitynet_recipe_adam_and_multistep():
+    from tallformer.engine.optim import make_optimizer
+    from tallformer.models.detector import build_detector
+
+    cfg = load_config("anet_swin_b")
+    s = LrSchedule.from_config(cfg.train)
+    # MultiStepLR([8, 10], 0.1) stepped per epoch: epochs 0-7 at the base rate, 8-9 at 0.1x
+    assert [s.lr(1e-4, e, 10**6, 4) for e in range(10)] == [1e-4] * 8 + [pytest.approx(1e-5)] * 2
+    with torch.device("meta"):
+        model = build_detector(cfg)
+    opt = make_optimizer(model, cfg.train)
+    assert isinstance(opt, torch.optim.Adam)
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(1e-4), pytest.approx(4e-6)]
+    assert all(g["weight_decay"] == pytest.approx(1e-4) for g in opt.param_groups)
+    check_param_groups(model, opt)
+
+
 def test_every_trainable_parameter_is_in_exactly_one_group():
     from tallformer.engine.optim import make_optimizer
     from tallformer.models.detector import build_detector

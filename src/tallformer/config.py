@@ -214,6 +214,14 @@ class MemoryConfig:
     frozen: bool = False  # never write fresh features back
     dtype: Literal["float16", "float32"] = "float16"
     in_place: bool = False  # train on the user's bank instead of a copy in the run directory
+    # several nodes (docs/cluster.md): "shared" = one bank per run (RUN_DIR/bank), used by every
+    # rank of a node; "node_local" = every training video belongs to one node for the whole run
+    # and each node keeps only its own videos' rows, in memory.node_dir on its local disk
+    placement: Literal["shared", "node_local"] = "shared"
+    # node_local: the node's shard of the run's bank and its undo journal (the same path on every
+    # node, on local disk; "{node}" is replaced by torchrun's node rank, for several "nodes" on one
+    # machine); null = RUN_DIR/node{node}
+    node_dir: str | None = None
 
 
 @dataclass
@@ -221,6 +229,12 @@ class TrainConfig:
     """Optimiser and schedule (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:211-258)."""
 
     max_epochs: int = field(default=1000, metadata=_range(1))
+    # sgd: the THUMOS14 recipe (momentum); adam: the ActivityNet one (L2 weight decay, not AdamW)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    # cosine: restarts every cosine_period epochs; multistep: lr x gamma at each milestone epoch
+    schedule: Literal["cosine", "multistep"] = "cosine"
+    milestones: list[int] = field(default_factory=list, metadata=_range(1))
+    gamma: float = field(default=0.1, metadata=_range(0, 1, lo_open=True))
     lr: float = field(default=0.01, metadata=_range(0, None, lo_open=True))
     backbone_lr_mult: float = field(default=0.4, metadata=_range(0))
     momentum: float = field(default=0.9, metadata=_range(0, 1))

@@ -124,8 +124,8 @@ def plot_timeline(path: str | os.PathLike[str], detections: Iterable[Segment], c
     y_of = {row: n - 1 - i for i, row in enumerate(rows)}
     for i, (name, _) in enumerate(rows):  # a class's lanes share one background band
         y = n - 1 - i
-        shade = "#eef0f5" if shown.index(name) % 2 == 0 else "#ffffff"
-        ax.axhspan(y - 0.5, y + 0.5, color=shade, zorder=0, lw=0)
+        band = "#eef0f5" if shown.index(name) % 2 == 0 else "#ffffff"
+        ax.axhspan(y - 0.5, y + 0.5, color=band, zorder=0, lw=0)
     for start, end, label, score in sorted(dets, key=lambda d: d[3]):  # strong bars on top
         if (label, None) not in y_of:
             continue

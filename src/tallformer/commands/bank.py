@@ -1,9 +1,10 @@
-"""`tallformer bank build|info`: fill a long-term memory bank, and describe one.
+"""`tallformer bank build|info|merge`: fill a long-term memory bank, describe one, merge shards.
 
 `build` runs the backbone (eval mode, no gradients) over every training video of the
 config and writes the bank (`tallformer.engine.bank_build.build_bank`); it is resumable and
 exits 1 listing the videos that failed. `info` prints a bank's summary
-(`MemoryBank.summary`). torch is imported inside `func` only (`bank info` never imports
+(`MemoryBank.summary`). `merge` puts the node shards of a `memory.placement=node_local`
+run back into one bank (`tallformer.engine.run_bank.merge_node_banks`). torch is imported inside `func` only (`bank info` never imports
 it). Errors propagate to `tallformer.cli.main`, which prints them.
 """
 
@@ -41,12 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--weights pretrained/swin_b.pth --device cuda "
             "data.annotations=data/thumos14/annotations.json data.videos=data/thumos14/videos",
             "tallformer bank info banks/thumos14_swin_b",
+            "tallformer bank merge --run runs/th14 --out banks/th14_merged nodes/node0 nodes/node1",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inner = parser.add_subparsers(dest="bank_command", metavar="ACTION", title="actions")
     _register_build(inner)
     _register_info(inner)
+    _register_merge(inner)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
@@ -116,6 +119,36 @@ def _register_info(inner: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_info)
 
 
+def _register_merge(inner: argparse._SubParsersAction) -> None:
+    p = subparser(
+        inner, "merge",
+        help="merge the node shards of a node-local run (or any banks of one build) into one bank",
+        description=(
+            "Write one bank to OUT from the node folders of a memory.placement=node_local run "
+            "(each node's memory.node_dir: its shard.json says which videos that node owns, "
+            "and those are taken from its bank) or from bank folders (all their videos). "
+            "Every video must come from exactly one source and every source must have the same "
+            "settings. A node folder whose journal holds bank writes after the last checkpoint "
+            "(a killed run) is first rolled back to the checkpoint of --run (the node folder's "
+            "bank is changed, as a resume would change it); with --run every node's shard must "
+            "be given and match the checkpoint. Use it to re-shard a run for another number of "
+            "nodes (a new run with memory.bank_dir=OUT), or to keep the trained bank."
+        ),
+        example_lines=(
+            "tallformer bank merge --run runs/th14 --out banks/th14_merged shards/node0 shards/node1",
+            "tallformer bank merge --out banks/full banks/part0 banks/part1",
+        ),
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="node folders (memory.node_dir of each node, copied to this machine) or banks")
+    p.add_argument("--out", required=True, metavar="DIR", help="the merged bank (a new or empty folder)")
+    p.add_argument("--run", metavar="RUN_DIR", default=None,
+                   help="the run the shards belong to: undo writes after its last checkpoint and "
+                        "check every shard against it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_merge)
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -179,4 +212,17 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         print("\n".join(_lines(info)))
+    return 0
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from tallformer.engine.run_bank import merge_node_banks
+
+    bank = merge_node_banks(args.sources, args.out, run_dir=args.run, progress=not args.quiet)
+    stats = bank.stats()
+    print(f"merged {len(args.sources)} source(s) into {bank.root}: {stats['videos']} videos, "
+          f"{stats['rows']:,} rows, fingerprint {bank.fingerprint()[:12]}")
     return 0

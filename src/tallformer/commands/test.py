@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "the table comparing all checkpoints is printed and written to OUT/summary.json. "
             "test.protocol=chunk_grid (the default) puts windows on the backbone's chunk grid and "
             "runs each chunk once per video; test.protocol=original uses the original's stride "
-            "360 windows exactly. Data paths left null in the config come from the first "
-            "checkpoint's saved config."
+            "360 windows exactly. Detections of classes the subset has no instance of are not "
+            "scored (as `tallformer eval --ignore-unknown-labels`). Data paths left null in the "
+            "config come from each checkpoint's saved config."
         ),
         example_lines=(
             "tallformer test --config thumos14_swin_b data.annotations=data/thumos14/annotations.json "

@@ -16,7 +16,7 @@ from tallformer.memory.selection import num_kept
 if TYPE_CHECKING:
     from tallformer.models.detector import TALLFormer
 
-__all__ = ["Processes", "TrainForward", "start_processes", "unwrap", "wrap_ddp"]
+__all__ = ["Processes", "TrainForward", "node_layout", "start_processes", "unwrap", "wrap_ddp"]
 
 
 class TrainForward(nn.Module):
@@ -43,7 +43,7 @@ def unwrap(model: nn.Module) -> TALLFormer:
     return cast("TALLFormer", inner)
 
 
-def wrap_ddp(model: TALLFormer, keep_ratio: float, num_chunks: int,
+def wrap_ddp(model: nn.Module, keep_ratio: float, num_chunks: int,
              device: torch.device | None = None) -> nn.Module:
     """``DistributedDataParallel(TrainForward(model))`` for ``train_step`` under ``torchrun``.
 
@@ -60,7 +60,7 @@ def wrap_ddp(model: TALLFormer, keep_ratio: float, num_chunks: int,
         # buffers at init; rank-local buffers (BatchNorm statistics) are what we want here
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
         return DistributedDataParallel(
-            TrainForward(model),
+            TrainForward(cast("TALLFormer", model)),  # any detector with forward_train
             device_ids=ids,
             broadcast_buffers=False,
             find_unused_parameters=num_kept(num_chunks, keep_ratio) == 0,
@@ -69,20 +69,57 @@ def wrap_ddp(model: TALLFormer, keep_ratio: float, num_chunks: int,
 
 @dataclasses.dataclass
 class Processes:
-    """This process's place in the run: rank, world size, device, and whether it owns the group."""
+    """This process's place in the run: rank, world size, device, and whether it owns the group.
+
+    Under ``torchrun`` also its node: ``node_rank`` is torchrun's ``GROUP_RANK`` (the
+    rendezvous' order of the machines, which with the c10d rendezvous need not be the same
+    from one launch to the next), ``local_rank`` / ``local_world_size`` its place on the
+    machine (``LOCAL_RANK`` / ``LOCAL_WORLD_SIZE``), ``num_nodes`` the machines in the run
+    and ``uniform`` whether every machine runs ``local_world_size`` processes. ``node`` and
+    ``data_rank`` are the node and rank the data of this process belongs to: torchrun's
+    by default; a node-local bank run sets them from the bank shard the machine holds
+    (`tallformer.engine.train`), so a machine keeps its shard whatever order the
+    rendezvous gives.
+    """
 
     rank: int
     world_size: int
     device: torch.device
     owns_group: bool
+    local_rank: int = 0
+    local_world_size: int = 1
+    node_rank: int = 0
+    num_nodes: int = 1
+    uniform: bool = True
+    node: int = -1  # -1: node_rank
+    data_rank: int = -1  # -1: rank
+
+    def __post_init__(self) -> None:
+        if self.node < 0:
+            self.node = self.node_rank
+        if self.data_rank < 0:
+            self.data_rank = self.rank
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def local_main(self) -> bool:
+        """The first process on its machine (the one that manages the node's files)."""
+        return self.local_rank == 0
+
     def barrier(self) -> None:
         if self.world_size > 1:
             torch.distributed.barrier()
+
+    def gather(self, value: Any) -> list[Any]:
+        """``value`` of every rank, in rank order (``[value]`` on one process)."""
+        if self.world_size == 1:
+            return [value]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, value)
+        return out
 
     def close(self) -> None:
         if self.owns_group and torch.distributed.is_initialized():
@@ -93,12 +130,14 @@ def start_processes(device_name: str = "auto") -> Processes:
     """The process group under ``torchrun`` (gloo on the CPU, nccl on CUDA), else one process.
 
     ``device_name`` is ``train.device``; under ``torchrun`` a CUDA run uses ``cuda:LOCAL_RANK``.
-    Build the detector after this, so ``model.sync_bn`` gives SyncBatchNorm.
+    Build the detector after this, so ``model.sync_bn`` gives SyncBatchNorm. The node layout
+    (``GROUP_RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` of every rank) is gathered once.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Processes(0, 1, resolve_device(device_name), False)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     device = resolve_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -106,4 +145,23 @@ def start_processes(device_name: str = "auto") -> Processes:
     owns = not torch.distributed.is_initialized()
     if owns:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Processes(torch.distributed.get_rank(), torch.distributed.get_world_size(), device, owns)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    node_rank = int(os.environ.get("GROUP_RANK", str(rank // max(1, local_world))))
+    layout: list[Any] = [None] * world
+    torch.distributed.all_gather_object(layout, (node_rank, local_rank, local_world))
+    num_nodes, uniform = node_layout(layout)
+    return Processes(rank, world, device, owns, local_rank=local_rank, local_world_size=local_world,
+                     node_rank=node_rank, num_nodes=num_nodes, uniform=uniform)
+
+
+def node_layout(layout: list[tuple[int, int, int]]) -> tuple[int, bool]:
+    """``(num_nodes, uniform)`` from every rank's ``(node_rank, local_rank, local_world_size)``:
+    uniform when the node ranks are ``0 .. N-1`` and each node has local ranks ``0 .. W-1``,
+    the same ``W`` everywhere."""
+    nodes: dict[int, list[int]] = {}
+    sizes = {w for _, _, w in layout}
+    for node_rank, local_rank, _ in layout:
+        nodes.setdefault(node_rank, []).append(local_rank)
+    uniform = (len(sizes) == 1 and sorted(nodes) == list(range(len(nodes)))
+               and all(sorted(v) == list(range(next(iter(sizes)))) for v in nodes.values()))
+    return len(nodes), uniform

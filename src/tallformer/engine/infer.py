@@ -271,6 +271,12 @@ class _Runner:
     """One model on one device: runs windows, caches the all-zero chunk's features."""
 
     def __init__(self, model: TALLFormer, cfg: Config, device: torch.device) -> None:
+        from tallformer.models.detector import TALLFormer
+
+        if not isinstance(model, TALLFormer):
+            raise InferenceError(f"model.kind={cfg.model.kind}: the sliding-window test path runs the "
+                                 "THUMOS14 detector (model.kind=thumos14); this model has no "
+                                 "anchor head")
         self.model = model
         self.cfg = cfg
         self.device = device
@@ -295,8 +301,12 @@ class _Runner:
         return self._zero[(h, w)]
 
     def head(self, feats: Tensor, batch: Sequence[tuple[int, int]]) -> list[Detections]:
-        """Backbone features ``[B, C, T']`` of B windows -> their candidates in video frames."""
-        outputs = self.model.head(self.model.neck(feats))
+        """Backbone features ``[B, C, T']`` of B windows -> their candidates in video frames
+        (`TALLFormer.forward_infer` after its backbone call)."""
+        return self.detections(self.model.head(self.model.neck(feats)), batch)
+
+    def detections(self, outputs: Any, batch: Sequence[tuple[int, int]]) -> list[Detections]:
+        """Head outputs of B windows -> their candidates in video frames, on the CPU."""
         dets = self.model.predict(outputs, [length for _, length in batch], [start for start, _ in batch])
         return [Detections(d.segments.float().cpu(), d.scores.float().cpu(), d.labels.cpu()) for d in dets]
 
@@ -351,8 +361,8 @@ class _Runner:
                 clip[:, :length] = x
                 clips.append(clip)
             stats.backbone_chunks += len(batch) * -(-num_frames // chunk)
-            feats = self.model.backbone(torch.stack(clips).to(self.device, non_blocking=True))
-            out.extend(self.head(feats, batch))
+            outputs = self.model.forward_infer(torch.stack(clips).to(self.device, non_blocking=True))
+            out.extend(self.detections(outputs, batch))
             stats.windows += len(batch)
         return out
 
@@ -599,7 +609,7 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
     Raises `CheckpointError` naming the file when it is not
     a training checkpoint or its weights do not fit the model.
     """
-    from tallformer.models.detector import build_detector
+    from tallformer.models.detector import TALLFormer, build_detector
 
     path = Path(checkpoint)
     state = load_checkpoint(path)
@@ -619,6 +629,9 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
     else:
         dev = resolve_device(device, "--device") if isinstance(device, str) else device
     model = build_detector(cfg)
+    if not isinstance(model, TALLFormer):
+        raise InferenceError(f"{path}: model.kind={cfg.model.kind}: the sliding-window test path runs "
+                             "the THUMOS14 detector (model.kind=thumos14) only")
     problem = _state_dict_problem(model, state["model"])
     if problem:
         raise CheckpointError(f"{path}: its weights do not fit the model of {where}: {problem}; "

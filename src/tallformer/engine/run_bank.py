@@ -7,6 +7,17 @@ its training videos and config before any step, then trains on its own copy in
 `RUN_DIR/bank/` (made once, atomically, and reused on resume), and records in
 `RUN_DIR/bank.json` which bank it started from (path and meta fingerprint). With
 `memory.in_place: true` (`--bank-in-place`) it trains on the user's bank directly.
+
+Several nodes with `memory.placement: node_local` (docs/cluster.md): each node works in its
+own node folder (`memory.node_dir`, on its local disk) on a shard of the bank that holds
+only the videos it owns::
+
+    NODE_DIR/shard.json    which shard this folder holds (node, nodes, seed, videos, bank)
+    NODE_DIR/bank/         the shard (a copy of the user's bank's videos, or built here)
+    NODE_DIR/bank.json     the bank the shard was copied from (as RUN_DIR/bank.json)
+    NODE_DIR/journal/      the shard's undo journal since the last checkpoint
+
+`merge_node_banks` (`tallformer bank merge`) puts the shards back into one bank.
 """
 
 from __future__ import annotations
@@ -14,19 +25,27 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from tallformer.atomic import write_text
+from tallformer.atomic import write_json, write_text
 from tallformer.config import Config
 from tallformer.data.annotations import AnnotationSet
-from tallformer.errors import TallformerWarning
+from tallformer.errors import TallformerWarning, name_list
 from tallformer.memory.bank import BankError, MemoryBank
 
-__all__ = ["RUN_BANK_DIR", "RUN_BANK_RECORD", "open_training_bank", "training_frame_counts"]
+__all__ = [
+    "NODE_JOURNAL", "RUN_BANK_DIR", "RUN_BANK_RECORD", "SHARD_RECORD", "claim_shards",
+    "merge_node_banks", "node_path", "open_training_bank", "read_shard", "shard_bank_path",
+    "training_frame_counts", "write_shard",
+]
 
 RUN_BANK_DIR = "bank"
 RUN_BANK_RECORD = "bank.json"
+SHARD_RECORD = "shard.json"
+NODE_JOURNAL = "journal"
+SHARD_FORMAT = "tallformer-node-shard"
 
 
 def training_frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
@@ -54,6 +73,9 @@ def open_training_bank(
     run_dir: str | os.PathLike[str],
     frame_counts: dict[str, int],
     feature_dim: int,
+    *,
+    videos: Collection[str] | None = None,
+    bank_dir: str | os.PathLike[str] | None = None,
 ) -> MemoryBank:
     """Validate `memory.bank_dir` and return the bank this run trains on (mode "r+").
 
@@ -61,6 +83,10 @@ def open_training_bank(
         frame_counts: `{video_id: frames}` of every training video (see
             `training_frame_counts`); each must be in the bank with matching rows.
         feature_dim: the backbone's output channels C.
+        videos: a node's shard (node-local placement): only these videos are copied into
+            ``run_dir/bank`` (``frame_counts`` then holds only them); None: all.
+        bank_dir: the user's bank (default ``memory.bank_dir``; a node passes it with
+            ``{node}`` replaced).
     Raises:
         BankError naming the bank, the video and the numbers on any mismatch, or when a
         resumed run finds a different bank than the one it started from.
@@ -70,12 +96,13 @@ def open_training_bank(
             "memory.bank_dir is not set; build a bank with 'tallformer bank build --config ... "
             "--out DIR' and pass memory.bank_dir=DIR"
         )
-    source = MemoryBank.open(cfg.memory.bank_dir, mode="r", videos=frame_counts,
+    user_bank = str(bank_dir) if bank_dir is not None else cfg.memory.bank_dir
+    source = MemoryBank.open(user_bank, mode="r", videos=frame_counts,
                              feature_dim=feature_dim, dtype=cfg.memory.dtype, fps=cfg.data.fps)
     if not _same_file(source.weights, cfg.model.backbone.weights):
         # cached features of another network would silently disagree with the fresh ones
         warnings.warn(
-            f"{cfg.memory.bank_dir}: the bank was built from backbone weights {source.weights} "
+            f"{user_bank}: the bank was built from backbone weights {source.weights} "
             f"but model.backbone.weights is {cfg.model.backbone.weights}; rebuild the bank "
             "with 'tallformer bank build --weights ...' if they are not the same network",
             TallformerWarning,
@@ -85,7 +112,7 @@ def open_training_bank(
     run.mkdir(parents=True, exist_ok=True)
     record_path = run / RUN_BANK_RECORD
     record: dict[str, Any] = {
-        "source": str(Path(cfg.memory.bank_dir).resolve()),
+        "source": str(Path(user_bank).resolve()),
         "fingerprint": source.fingerprint(),
         "in_place": bool(cfg.memory.in_place),
     }
@@ -99,14 +126,14 @@ def open_training_bank(
             raise BankError(
                 f"{run}: this run started from bank {previous.get('source')} (fingerprint "
                 f"{str(previous.get('fingerprint'))[:12]}, in_place={previous.get('in_place')}) but now "
-                f"memory.bank_dir={cfg.memory.bank_dir} (fingerprint {record['fingerprint'][:12]}, "
+                f"memory.bank_dir={user_bank} (fingerprint {record['fingerprint'][:12]}, "
                 f"in_place={record['in_place']}); resume with the same bank or use a new run_dir"
             )
     if cfg.memory.in_place:
-        bank = MemoryBank.open(cfg.memory.bank_dir, mode="r+")
+        bank = MemoryBank.open(user_bank, mode="r+")
         record["path"] = record["source"]
     else:
-        bank = source.copy_to(run / RUN_BANK_DIR, mode="r+")
+        bank = source.copy_to(run / RUN_BANK_DIR, mode="r+", videos=videos)
         record["path"] = str((run / RUN_BANK_DIR).resolve())
     source.close()
     write_text(record_path, json.dumps(record, indent=2))  # no trailing newline, as before
@@ -119,3 +146,151 @@ def _same_file(a: str | None, b: str | None) -> bool:
     if a is None or b is None or a == b:
         return a == b
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+# --------------------------------------------------------------------------- node shards
+
+
+def node_path(template: str, node_rank: int) -> Path:
+    """A node's folder: ``template`` with ``{node}`` replaced by the node rank."""
+    return Path(template.replace("{node}", str(int(node_rank))))
+
+
+def shard_record(node: int, nodes: Sequence[Sequence[str]], seed: int, bank: str,
+                 fingerprint: str | None = None) -> dict[str, Any]:
+    """What ``NODE_DIR/shard.json`` holds: this folder's shard of a node-local run."""
+    return {"format": SHARD_FORMAT, "node": int(node), "nodes": len(nodes), "seed": int(seed),
+            "videos": list(nodes[node]), "bank": bank, "fingerprint": fingerprint}
+
+
+def read_shard(node_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``NODE_DIR/shard.json`` (None when there is none); a damaged one is a BankError."""
+    path = Path(node_dir) / SHARD_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BankError(f"{path}: cannot read the node's shard record ({e}); delete {node_dir} "
+                        "to start this node's shard afresh") from None
+    if not isinstance(record, dict) or record.get("format") != SHARD_FORMAT:
+        raise BankError(f"{path}: not a tallformer node shard record; delete it or choose "
+                        "another memory.node_dir")
+    return record
+
+
+def write_shard(node_dir: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    folder = Path(node_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SHARD_RECORD, record, indent=2)
+
+
+def shard_bank_path(node_dir: str | os.PathLike[str], record: dict[str, Any]) -> Path:
+    """The bank a shard record names (relative paths are inside the node folder)."""
+    bank = Path(record["bank"])
+    return bank if bank.is_absolute() else Path(node_dir) / bank
+
+
+def claim_shards(claims: Sequence[int | None], num_nodes: int, *, resume: bool) -> list[int]:
+    """Which shard each node works on: ``claims[r]`` is the shard the node of rendezvous rank
+    ``r`` holds on its disk (None: none yet). A held shard is kept (the rendezvous may order
+    the machines differently at each launch); the others are given out in rank order.
+    A resume needs every node's shard where it was."""
+    held = [c for c in claims if c is not None]
+    dup = sorted({c for c in held if held.count(c) > 1})
+    if dup:
+        ranks = [r for r, c in enumerate(claims) if c == dup[0]]
+        raise BankError(f"the node folders of node ranks {ranks} all hold shard {dup[0]}; each "
+                        "node needs its own memory.node_dir (a local disk, or '{node}' in the path)")
+    bad = [c for c in held if not 0 <= c < num_nodes]
+    if bad:
+        raise BankError(f"a node folder holds shard {bad[0]} but the run has {num_nodes} nodes")
+    if resume and len(held) < num_nodes:
+        missing = sorted(set(range(num_nodes)) - set(held))
+        ranks = [r for r, c in enumerate(claims) if c is None]
+        raise BankError(
+            f"the node(s) of node rank {name_list([str(r) for r in ranks])} hold no bank shard of "
+            f"this run in memory.node_dir (shard(s) {name_list([str(k) for k in missing])} are "
+            "missing); resume on the machines that hold them, or re-shard: 'tallformer bank "
+            "merge' the node folders and start a new run from the merged bank"
+        )
+    free = iter(k for k in range(num_nodes) if k not in held)
+    return [c if c is not None else next(free) for c in claims]
+
+
+def _journal_records(folder: Path) -> int:
+    """Bytes of undo journal in a node folder (writes after its last checkpoint)."""
+    journal = folder / NODE_JOURNAL
+    return sum(p.stat().st_size for p in journal.glob("from_*.bin")) if journal.is_dir() else 0
+
+
+def merge_node_banks(sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                     run_dir: str | os.PathLike[str] | None = None,
+                     progress: bool = True) -> MemoryBank:
+    """Merge the node shards of a node-local run (or any banks) into one bank at ``out``.
+
+    Each source is a node folder (``memory.node_dir`` of one node, with ``shard.json``: the
+    videos that node owns are taken from its bank) or a bank folder (all its videos). A
+    node folder whose journal holds writes after the last checkpoint (a killed run) is
+    first rolled back to the checkpoint of ``run_dir`` (its ``checkpoints/last.pt``);
+    without ``run_dir`` that is an error. With ``run_dir`` the sources must be every shard
+    the checkpoint records, with the fingerprints it records.
+    """
+    from tallformer.engine.checkpoint import load_checkpoint
+    from tallformer.engine.journal import rollback
+
+    saved = None
+    if run_dir is not None:
+        saved = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+    nodes = (saved or {}).get("nodes") or None
+    if saved is not None and nodes is None:
+        raise BankError(f"{run_dir}: its checkpoint is not of a memory.placement=node_local run; "
+                        "merge without --run")
+    banks: list[MemoryBank] = []
+    owned: list[list[str] | None] = []
+    seen: dict[int, Path] = {}
+    for src in map(Path, sources):
+        record = read_shard(src)
+        if record is None:
+            if not (src / "meta.json").is_file():
+                raise BankError(f"{src}: neither a node folder (no {SHARD_RECORD}) nor a bank (no meta.json)")
+            banks.append(MemoryBank.open(src, "r"))
+            owned.append(None)
+            continue
+        node = int(record["node"])
+        if node in seen:
+            raise BankError(f"{src} and {seen[node]} both hold shard {node}")
+        seen[node] = src
+        path = shard_bank_path(src, record)
+        pending = _journal_records(src)
+        if pending and saved is None:
+            raise BankError(f"{src}: its journal holds bank writes after the last checkpoint (a killed "
+                            "run); pass --run RUN_DIR so they are undone to that checkpoint first")
+        bank = MemoryBank.open(path, "r+" if pending else "r")
+        if saved is not None and nodes is not None:
+            _check_against_checkpoint(src, node, record, bank, nodes)
+        if pending and saved is not None:
+            restored = rollback(bank, src / NODE_JOURNAL, int(saved["step"]))
+            print(f"{src}: rolled back {restored} rows written after step {saved['step']}")
+        banks.append(bank)
+        owned.append(list(record["videos"]))
+    if nodes is not None:
+        missing = [k for k in range(int(nodes["count"])) if k not in seen]
+        if missing:
+            raise BankError(f"{run_dir} was trained on {nodes['count']} nodes but shard(s) "
+                            f"{name_list([str(k) for k in missing])} are not among the sources; "
+                            "give every node's folder")
+    return MemoryBank.merge(out, banks, videos=owned, progress=progress)
+
+
+def _check_against_checkpoint(src: Path, node: int, record: dict[str, Any], bank: MemoryBank,
+                              nodes: dict[str, Any]) -> None:
+    shards = nodes["shards"]
+    if node >= len(shards):
+        raise BankError(f"{src} holds shard {node} but the checkpoint's run has {len(shards)} nodes")
+    want = shards[node]
+    if list(want["videos"]) != list(record["videos"]):
+        raise BankError(f"{src}: its shard's videos are not those the checkpoint records for node {node}")
+    if want.get("fingerprint") and want["fingerprint"] != bank.fingerprint():
+        raise BankError(f"{src}: bank fingerprint {bank.fingerprint()[:12]} but the checkpoint records "
+                        f"{want['fingerprint'][:12]} for node {node}; is this the folder of that run?")

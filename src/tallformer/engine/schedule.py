@@ -15,6 +15,10 @@ global batch the run has (38 epochs on 4 GPUs, 10 on one). Here ``it`` is counte
 samples: ``it = samples_seen / warmup_batch`` with ``warmup_batch`` = 16 (the paper's global
 batch, 4 GPUs x 4 clips), so the warm-up covers the same 8,000 clips on any number of GPUs;
 ``train.warmup_batch=null`` counts this run's own steps, as the original does.
+
+``train.schedule=multistep`` is the ActivityNet recipe's MultiStepLR instead, stepped per
+epoch: ``lr(e) = b gamma^(number of milestones <= e)`` (original:
+AFSD/anet_video_cls/membank/train_membank.py:382-498, milestones [8, 10], gamma 0.1).
 """
 
 from __future__ import annotations
@@ -40,14 +44,19 @@ class LrSchedule:
     warmup_iters: int = 500
     warmup_ratio: float = 0.1
     warmup_batch: int | None = 16
+    kind: str = "cosine"  # or "multistep"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> LrSchedule:
         return cls(cfg.cosine_period, cfg.min_lr_ratio, cfg.warmup_iters, cfg.warmup_ratio,
-                   cfg.warmup_batch)
+                   cfg.warmup_batch, cfg.schedule, tuple(cfg.milestones), cfg.gamma)
 
     def epoch_lr(self, base: float, epoch: int) -> float:
         """``lr(e)`` for a group of base rate ``base`` after ``epoch`` completed epochs."""
+        if self.kind == "multistep":
+            return base * self.gamma ** sum(1 for m in self.milestones if m <= epoch)
         phase = (epoch % self.cosine_period) / self.cosine_period
         low = self.min_lr_ratio * base
         return low + 0.5 * (base - low) * (1 + math.cos(math.pi * phase))

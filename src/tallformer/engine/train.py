@@ -10,6 +10,15 @@ One call runs (or continues) a whole run in ``cfg.run_dir``::
     RUN_DIR/bank/              the run's memory bank (its own copy, or built here)
     RUN_DIR/journal/           the bank's undo journal since the last checkpoint
 
+With ``memory.placement: node_local`` (several nodes, docs/cluster.md) every training video
+belongs to one node for the whole run (`tallformer.data.sampler.assign_nodes`), and each node
+keeps the bank rows of only its own videos, with their journal, in its node folder
+(``memory.node_dir``, local disk; `tallformer.engine.run_bank`): a bank row is only ever
+read and written on its owner node. Rank 0 writes the checkpoints into ``RUN_DIR`` (a folder
+every node sees); they record every node's shard (its videos and bank fingerprint). A
+resume needs the same number of nodes; each node's first process rolls its own shard back
+by its own journal.
+
 Order of work: process group (``torchrun`` sets ``RANK``/``WORLD_SIZE``), data (the built-in
 synthetic dataset when the config asks for it), annotations, the model (built after the
 process group exists, so ``model.sync_bn`` gives SyncBatchNorm), the bank (validated, or
@@ -29,10 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import random
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +55,7 @@ from torch.utils.data import DataLoader
 
 from tallformer import __version__
 from tallformer.config import Config, config_from_dict, config_to_dict, save_config
+from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import (
     CheckpointError,
     get_rng_state,
@@ -56,6 +68,15 @@ from tallformer.engine.distributed import Processes, start_processes, unwrap, wr
 from tallformer.engine.journal import BankJournal, JournaledBank, rollback
 from tallformer.engine.loader import TrainLoader, make_train_loader
 from tallformer.engine.optim import make_optimizer
+from tallformer.engine.run_bank import (
+    NODE_JOURNAL,
+    RUN_BANK_DIR,
+    claim_shards,
+    node_path,
+    read_shard,
+    shard_record,
+    write_shard,
+)
 from tallformer.engine.schedule import LrSchedule
 from tallformer.engine.step import train_step
 from tallformer.errors import TallformerError, name_list
@@ -64,9 +85,8 @@ from tallformer.memory.selection import num_kept
 if TYPE_CHECKING:
     from tallformer.data.annotations import AnnotationSet
     from tallformer.memory.bank import MemoryBank
-    from tallformer.models.detector import TALLFormer
 
-__all__ = ["RESUMABLE_KEYS", "TrainingError", "check_param_groups", "train"]
+__all__ = ["RESUMABLE_KEYS", "TrainingError", "check_param_groups", "node_train_loader", "train"]
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
@@ -182,6 +202,10 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def _config_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
     old, new = _flat(saved), _flat(config_to_dict(cfg))
+    default = _flat(config_to_dict(Config()))
+    for k in new.keys() - old.keys():  # a key added to the schema after the run started
+        if new[k] == default.get(k):
+            old[k] = new[k]
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
             if old.get(k) != new.get(k) and k != "run_dir"
@@ -197,7 +221,7 @@ def _frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
     return training_frame_counts(cfg, annotations)
 
 
-def _open_bank(cfg: Config, run: Path, model: TALLFormer, annotations: AnnotationSet,
+def _open_bank(cfg: Config, run: Path, model: torch.nn.Module, annotations: AnnotationSet,
                procs: Processes) -> MemoryBank | None:
     """The run's bank (None when every chunk goes through the backbone)."""
     from tallformer.memory.bank import MemoryBank
@@ -225,6 +249,47 @@ def _open_bank(cfg: Config, run: Path, model: TALLFormer, annotations: Annotatio
         print(f"building the memory bank in {own} from the initial backbone")
         report = build_bank(cfg, own, weights=cfg.model.backbone.weights, device=procs.device,
                             backbone=unwrap(model).backbone, progress=True)
+        if not report.ok:
+            error = f"memory bank build in {own} failed: {report.summary()}"
+    _broadcast_error(procs, error)
+    return MemoryBank.open(own, mode="r+", videos=counts, feature_dim=dim, dtype=cfg.memory.dtype,
+                           fps=cfg.data.fps)
+
+
+def _open_node_bank(cfg: Config, node_dir: Path, model: torch.nn.Module, counts: dict[str, int],
+                    procs: Processes, progress: bool) -> MemoryBank | None:
+    """This node's shard of the run's bank (``counts``: its own videos only), in ``node_dir``.
+
+    From ``memory.bank_dir`` (``{node}`` replaced): its videos copied into
+    ``NODE_DIR/bank`` (or, with ``memory.in_place``, that bank itself, which may hold other
+    videos too: they are never touched); without one, the node's first process builds its
+    own videos from the initial backbone.
+    """
+    from tallformer.engine.run_bank import open_training_bank
+    from tallformer.memory.bank import MemoryBank
+
+    chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
+    if num_kept(chunks, cfg.memory.keep_ratio) == chunks:
+        return None
+    dim = unwrap(model).backbone.num_features
+    error: str | None = None
+    if cfg.memory.bank_dir is not None:
+        source = node_path(cfg.memory.bank_dir, procs.node_rank)
+        if procs.local_main:
+            try:
+                open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source).close()
+            except TallformerError as exc:
+                error = str(exc)
+        _broadcast_error(procs, error)
+        return open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source)
+    own = node_dir / RUN_BANK_DIR
+    if procs.local_main and not _complete(own, counts):
+        from tallformer.engine.bank_build import build_bank
+
+        print(f"node {procs.node}: building its memory bank shard ({len(counts)} videos) in {own} "
+              "from the initial backbone")
+        report = build_bank(cfg, own, weights=cfg.model.backbone.weights, device=procs.device,
+                            videos=list(counts), backbone=unwrap(model).backbone, progress=progress)
         if not report.ok:
             error = f"memory bank build in {own} failed: {report.summary()}"
     _broadcast_error(procs, error)
@@ -275,8 +340,10 @@ class _Position:
 
 
 def _state(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, pos: _Position,
-           classes: list[str], bank: MemoryBank | None, world_size: int) -> dict[str, Any]:
-    return {
+           classes: list[str], bank: MemoryBank | None, world_size: int,
+           nodes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint. ``nodes`` (node-local runs): every node's shard, and then ``bank`` is None."""
+    state = {
         "format": "tallformer-train",
         "version": __version__,
         "model": unwrap(model).state_dict(),
@@ -287,8 +354,12 @@ def _state(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         "config": config_to_dict(cfg),
         "classes": list(classes),
         "rng": get_rng_state(),
-        "bank": None if bank is None else {"path": str(bank.root.resolve()), "fingerprint": bank.fingerprint()},
+        "bank": None if bank is None or nodes is not None else {"path": str(bank.root.resolve()),
+                                                                "fingerprint": bank.fingerprint()},
     }
+    if nodes is not None:
+        state["nodes"] = nodes
+    return state
 
 
 def _save(run: Path, state: dict[str, Any], cfg: Config, *, epoch_end: bool) -> None:
@@ -441,6 +512,59 @@ def _resume_from(cfg: Config, run: Path, resume: bool | None) -> Path | None:
     return last if last.is_file() and mode != "never" else None
 
 
+def _agreed_resume(cfg: Config, run: Path, resume: bool | None, procs: Processes) -> Path | None:
+    """`_resume_from` on every rank, the same answer everywhere (run_dir must be one folder
+    that every node sees)."""
+    if procs.world_size == 1:
+        return _resume_from(cfg, run, resume)
+    last: Path | None = None
+    error: str | None = None
+    try:
+        last = _resume_from(cfg, run, resume)
+    except TrainingError as exc:
+        error = str(exc)
+    _broadcast_error(procs, error)
+    seen = procs.gather(last is not None)
+    if len(set(seen)) > 1:
+        have = [r for r, s in enumerate(seen) if s]
+        raise TrainingError(f"{run / CHECKPOINTS / LAST} is seen by rank(s) {name_list([str(r) for r in have])} "
+                            "only; run_dir must be one folder that every node sees (a shared file system)")
+    return last
+
+
+def _reshard_message(last: Path, saved_nodes: int, nodes: int) -> str:
+    return (f"{last} was trained on {saved_nodes} nodes with memory.placement=node_local (each node's "
+            f"bank holds only its own videos) but this resume has {nodes}; resume on {saved_nodes} "
+            "nodes, or re-shard: gather the node folders (memory.node_dir) on one machine, "
+            f"'tallformer bank merge --run {last.parent.parent} --out MERGED NODE_DIR...', and start a "
+            f"new run with memory.bank_dir=MERGED model.init_from={last} (the videos are split afresh "
+            f"for {nodes} nodes)")
+
+
+def node_train_loader(cfg: Config, annotations: AnnotationSet, bank: MemoryBank | None,
+                      shards: list[list[str]], node: int, local_rank: int = 0, local_world_size: int = 1,
+                      *, classes: list[str] | None = None, num_workers: int | None = None) -> TrainLoader:
+    """`make_train_loader` for one process of a node-local run: node ``node`` of
+    ``len(shards)`` (``shards``: every node's videos, `assign_nodes`), rank ``local_rank``
+    of its ``local_world_size``; its samples are drawn as data rank
+    ``node * local_world_size + local_rank``."""
+    from tallformer.data.dataset import collate_train
+
+    world = len(shards) * local_world_size
+    tl = make_train_loader(cfg, annotations, bank, classes=classes, rank=node * local_world_size + local_rank,
+                           world_size=world, num_workers=num_workers)
+    try:
+        sampler = VideoExclusiveSampler([v.video_id for v in tl.dataset.videos], cfg.data.batch_size,
+                                        rank=local_rank, world_size=local_world_size, seed=cfg.seed,
+                                        shuffle=True, drop_last=False, nodes=shards, node=node)
+    except ValueError as exc:
+        raise TrainingError(f"memory.placement=node_local: {exc}") from None
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    loader = DataLoader(tl.dataset, batch_sampler=sampler, collate_fn=collate_train, num_workers=workers,
+                        persistent_workers=False, prefetch_factor=2 if workers > 0 else None)
+    return TrainLoader(tl.dataset, sampler, loader)
+
+
 class _Run:
     """One call of `train`: set up (or restore) everything, then run the epochs."""
 
@@ -448,11 +572,18 @@ class _Run:
         self.procs = procs
         self.progress = progress
         self.run = Path(cfg.run_dir)
-        self.last = _resume_from(cfg, self.run, resume)
+        self.last = _agreed_resume(cfg, self.run, resume, procs)
         self.saved = None if self.last is None else self._checked_checkpoint(self.last, cfg)
         self.cfg = _synthetic_data(cfg, procs, progress)
         self.annotations = _annotations(self.cfg)
         self.classes = list(self.annotations.classes)
+        self.node_local = self.cfg.memory.placement == "node_local"
+        self.shards: list[list[str]] = []  # node-local: every node's videos
+        self.counts: dict[str, int] = {}
+        self.node_dir = self.run
+        self.node_records: list[dict[str, Any]] = []
+        if self.node_local:
+            self._place_nodes()
         if procs.main:
             self.run.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run / "config.yaml")
@@ -469,10 +600,116 @@ class _Run:
             raise TrainingError(f"{last}: the config differs from the run's in " + "; ".join(changes)
                                 + " (a resume may change only run length, logging, checkpoint "
                                 "cadence, workers and device); use another run_dir for a new run")
+        nodes = saved.get("nodes")
+        if nodes is not None and nodes["count"] != self.procs.num_nodes:
+            raise TrainingError(_reshard_message(last, nodes["count"], self.procs.num_nodes))
         if saved["world_size"] != self.procs.world_size:
             raise TrainingError(f"{last} was written by {saved['world_size']} processes but this "
                                 f"resume has {self.procs.world_size}; resume with the same number")
         return saved
+
+    # ------------------------------------------------------------------ node-local shards
+
+    def _place_nodes(self) -> None:
+        """Split the videos over the nodes, and find which shard this machine holds.
+
+        The split is a function of the frame counts, the seed and the node count. A node
+        whose folder already holds a shard of this run keeps it (the c10d rendezvous orders
+        the machines anew at each launch); the others take the free shards in rank order.
+        """
+        cfg, procs = self.cfg, self.procs
+        if not procs.uniform:
+            raise TrainingError("memory.placement=node_local needs the same number of processes on every "
+                                "node (torchrun --nproc_per_node) and node ranks 0 .. N-1")
+        self.counts = _frame_counts(cfg, self.annotations)
+        try:
+            self.shards = [[str(v) for v in shard] for shard in
+                           assign_nodes(self.counts, procs.num_nodes, cfg.seed)]
+        except ValueError as exc:
+            raise TrainingError(f"memory.placement=node_local: {exc}") from None
+        digest = hashlib.sha256(json.dumps(self.shards).encode()).hexdigest()
+        if len(set(procs.gather(digest))) > 1:
+            raise TrainingError("the nodes split the training videos differently (their frame counts "
+                                "differ): every node needs the same data.annotations and data.videos")
+        self.node_dir = node_path(cfg.memory.node_dir or str(self.run / "node{node}"), procs.node_rank)
+        claim: int | None = None
+        error: str | None = None
+        if procs.local_main:
+            try:
+                claim = self._claim()
+            except TallformerError as exc:
+                error = str(exc)
+        _broadcast_error(procs, error)
+        claims: list[int | None] = [None] * procs.num_nodes
+        for node_rank, local_rank, held in procs.gather((procs.node_rank, procs.local_rank, claim)):
+            if local_rank == 0:
+                claims[node_rank] = held
+        try:
+            mapping = claim_shards(claims, procs.num_nodes, resume=self.saved is not None)
+        except TallformerError as exc:
+            raise TrainingError(str(exc)) from None
+        procs.node = mapping[procs.node_rank]
+        procs.data_rank = procs.node * procs.local_world_size + procs.local_rank
+        if procs.local_main and claim is None:
+            write_shard(self.node_dir, self._shard_record(None))
+        procs.barrier()
+
+    def _shard_record(self, fingerprint: str | None) -> dict[str, Any]:
+        cfg = self.cfg
+        bank = (str(node_path(cfg.memory.bank_dir, self.procs.node_rank).resolve())
+                if cfg.memory.in_place and cfg.memory.bank_dir is not None else RUN_BANK_DIR)
+        record = shard_record(self.procs.node, self.shards, cfg.seed, bank, fingerprint)
+        record["run"] = str(self.run.resolve())
+        return record
+
+    def _claim(self) -> int | None:
+        """The shard this machine's node folder holds (None: none yet); one of another run
+        or split is an error naming the folder."""
+        record = read_shard(self.node_dir)
+        if record is None:
+            return None
+        node, nodes = int(record.get("node", -1)), int(record.get("nodes", 0))
+        same = (nodes == len(self.shards) and 0 <= node < nodes and record.get("seed") == self.cfg.seed
+                and record.get("videos") == self.shards[node] and record.get("run") == str(self.run.resolve()))
+        if not same:
+            raise TrainingError(
+                f"{self.node_dir} holds bank shard {node} of {nodes} nodes of the run {record.get('run')}, "
+                f"not a shard of this run's split of {len(self.shards)} nodes; give this run its own "
+                "memory.node_dir" + ("" if self.saved is not None else
+                                     f", or delete {self.node_dir} (that run's own copy of the bank)"))
+        return node
+
+    def _record_shards(self) -> None:
+        """Every node's shard (videos, bank fingerprint, folder, host) for the checkpoints."""
+        procs = self.procs
+        fingerprint = None if self.bank is None else self.bank.fingerprint()
+        if procs.local_main:
+            write_shard(self.node_dir, self._shard_record(fingerprint))
+        infos = procs.gather((procs.node, procs.local_rank, fingerprint, str(self.node_dir.resolve()),
+                              socket.gethostname()))
+        self.node_records = [{"node": k, "videos": list(self.shards[k]), "fingerprint": fp, "dir": folder,
+                              "host": host} for k, local, fp, folder, host in sorted(infos, key=lambda i: i[0])
+                             if local == 0]
+
+    def _nodes_state(self) -> dict[str, Any] | None:
+        if not self.node_local:
+            return None
+        return {"placement": "node_local", "count": self.procs.num_nodes,
+                "local_world_size": self.procs.local_world_size, "seed": self.cfg.seed,
+                "shards": self.node_records}
+
+    def _shard_problem(self, saved: dict[str, Any]) -> str | None:
+        """Why the checkpoint does not go with this node's shard (None: it does)."""
+        mine = saved["nodes"]["shards"][self.procs.node]
+        if list(mine["videos"]) != self.shards[self.procs.node]:
+            return (f"{self.last}: node {self.procs.node}'s videos in the checkpoint are not the split of "
+                    "the videos now (did data.annotations or data.videos change?)")
+        if self.bank is not None and mine["fingerprint"] != self.bank.fingerprint():
+            return (f"{self.last} goes with node {self.procs.node}'s bank shard of fingerprint "
+                    f"{str(mine['fingerprint'])[:12]} but {self.bank.root} has {self.bank.fingerprint()[:12]}")
+        return None
+
+    # ------------------------------------------------------------------ setup
 
     def _build(self) -> None:
         from tallformer.models.detector import build_detector
@@ -486,7 +723,12 @@ class _Run:
         elif self.saved is None and cfg.model.backbone.weights:
             load_backbone_weights(self.detector.backbone, cfg.model.backbone.weights)
         self.detector.to(procs.device)
-        self.bank = _open_bank(cfg, self.run, self.detector, self.annotations, procs)
+        if self.node_local:
+            own = {v: self.counts[v] for v in self.shards[procs.node]}
+            self.bank = _open_node_bank(cfg, self.node_dir, self.detector, own, procs, self.progress)
+            self._record_shards()
+        else:
+            self.bank = _open_bank(cfg, self.run, self.detector, self.annotations, procs)
         chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
         self.model = (wrap_ddp(self.detector, cfg.memory.keep_ratio, chunks, procs.device)
                       if procs.world_size > 1 else self.detector)
@@ -518,20 +760,25 @@ class _Run:
             self.detector.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
             self.pos = _Position(saved["epoch"], saved["batch_in_epoch"], saved["step"], saved["samples"])
-            if bank is not None and saved["bank"] is not None and saved["bank"]["fingerprint"] != bank.fingerprint():
+            if self.node_local:
+                _broadcast_error(procs, self._shard_problem(saved))
+            elif bank is not None and saved["bank"] is not None and saved["bank"]["fingerprint"] != bank.fingerprint():
                 raise TrainingError(f"{self.last} goes with memory bank {saved['bank']['path']} (fingerprint "
                                     f"{saved['bank']['fingerprint'][:12]}) but the run's bank {bank.root} "
                                     f"has {bank.fingerprint()[:12]}")
-        journal_dir = self.run / JOURNAL
+        journal_dir = self.node_dir / NODE_JOURNAL if self.node_local else self.run / JOURNAL
         if bank is not None:
-            if procs.main:  # undo the writes after the checkpoint (or of an abandoned first try)
+            # undo the writes after the checkpoint (or of an abandoned first try); node-local:
+            # each node's first process its own shard's, by its own journal
+            if procs.local_main if self.node_local else procs.main:
                 restored = rollback(bank, journal_dir, self.pos.step)
                 if restored:
-                    print(f"memory bank: rolled back {restored} rows written after step {self.pos.step}")
+                    where = f" shard of node {procs.node}" if self.node_local else ""
+                    print(f"memory bank{where}: rolled back {restored} rows written after step {self.pos.step}")
             procs.barrier()
         if saved is not None:  # last: nothing above may draw from them after the restore
-            set_rng_state(saved["rng"][procs.rank])
-        self.journal = (BankJournal(journal_dir, procs.rank)
+            set_rng_state(saved["rng"][procs.data_rank])
+        self.journal = (BankJournal(journal_dir, procs.data_rank)
                         if bank is not None and not self.cfg.memory.frozen else None)
         if self.journal is not None:
             self.journal.begin(self.pos.step)
@@ -544,13 +791,12 @@ class _Run:
             self.bank.flush()
         rng = get_rng_state()
         states: list[Any] = [rng]
-        if procs.world_size > 1:
-            states = [None] * procs.world_size
-            torch.distributed.all_gather_object(states, rng)
+        if procs.world_size > 1:  # in data-rank order (a node-local run's ranks follow the shards)
+            states = [state for _, state in sorted(procs.gather((procs.data_rank, rng)), key=lambda p: p[0])]
         procs.barrier()
         if procs.main:
             state = _state(self.cfg, self.model, self.optimizer, self.pos, self.classes, self.bank,
-                           procs.world_size)
+                           procs.world_size, self._nodes_state())
             state["rng"] = states
             _save(self.run, state, self.cfg, epoch_end=epoch_end)
         procs.barrier()
@@ -559,16 +805,22 @@ class _Run:
 
     def loop(self) -> None:
         cfg, procs, pos = self.cfg, self.procs, self.pos
-        tl = make_train_loader(cfg, self.annotations, self.bank, classes=self.classes, rank=procs.rank,
-                               world_size=procs.world_size)
+        if self.node_local:
+            tl = node_train_loader(cfg, self.annotations, self.bank, self.shards, procs.node, procs.local_rank,
+                                   procs.local_world_size, classes=self.classes)
+        else:
+            tl = make_train_loader(cfg, self.annotations, self.bank, classes=self.classes, rank=procs.rank,
+                                   world_size=procs.world_size)
         self.global_batch = cfg.data.batch_size * procs.world_size
         self.amp = amp_dtype_for(cfg.train.amp, procs.device)
         self.scaler = torch.amp.GradScaler(procs.device.type) if self.amp == torch.float16 else None
         self.log = _Log(self.run, procs.main, None if self.saved is None else pos.step)
         if procs.main:
             what = "resuming" if self.saved is not None else "training"
+            nodes = (f" ({procs.num_nodes} nodes, each with its own bank shard)" if self.node_local
+                     and procs.num_nodes > 1 else "")
             print(f"{what} {self.run}: epoch {pos.epoch}, step {pos.step}, {procs.world_size} "
-                  f"process(es) on {procs.device}, {len(tl)} steps per epoch")
+                  f"process(es){nodes} on {procs.device}, {len(tl)} steps per epoch")
         try:
             while pos.epoch < cfg.train.max_epochs and not self._stop():
                 if not self._epoch(tl):

@@ -848,6 +848,72 @@ class MemoryBank:
             _write_meta(tmp / META, meta)
         return MemoryBank.open(dst, mode)
 
+    @classmethod
+    def merge(cls, dst: str | os.PathLike[str], banks: Sequence[MemoryBank], *,
+              videos: Sequence[Iterable[str] | None] | None = None,
+              mode: Literal["r", "r+"] = "r+", progress: bool = True) -> MemoryBank:
+        """One bank at ``dst`` from the videos of several (the node shards of a node-local run).
+
+        ``videos[i]``: the videos to take from ``banks[i]`` (the ones that bank owns; None:
+        all of its videos). Every bank must have the same settings (dim, dtype, rows,
+        chunk, fps, backbone, weights); a video taken from two banks is an error, so is
+        a video whose rows a bank does not have. Each video's entry is kept as it is (its
+        frames, rows, completion and source), so merging the shards that ``copy_to(...,
+        videos=...)`` made of one bank gives a bank with that bank's fingerprint. Written
+        like ``copy_to``: into a temp folder renamed to ``dst`` at the end; ``dst`` must be
+        new or an empty folder.
+        """
+        dst = Path(dst)
+        if not banks:
+            raise BankError("merge: no banks given")
+        if videos is not None and len(videos) != len(banks):
+            raise BankError(f"merge: {len(videos)} video lists for {len(banks)} banks")
+        first = banks[0]
+        keys = [k for k in first._meta if k != "videos"]
+        for bank in banks[1:]:
+            diffs = _differences({k: first._meta.get(k) for k in keys}, {k: bank._meta.get(k) for k in keys})
+            if diffs:
+                raise BankError(f"merge: {bank.root} was built with other settings than {first.root} "
+                                f"({'; '.join(diffs)}); only shards of one bank can be merged")
+        entries: dict[str, dict[str, Any]] = {}
+        origin: dict[str, MemoryBank] = {}
+        for i, bank in enumerate(banks):
+            wanted = bank.videos if videos is None or videos[i] is None else list(dict.fromkeys(videos[i] or []))
+            for video in wanted:
+                entry = bank._entry(video)  # unknown video -> BankError naming the bank
+                if video in origin:
+                    raise BankError(f"merge: video {video!r} is taken from both {origin[video].root} and "
+                                    f"{bank.root}; each video must come from the one bank that owns it")
+                origin[video] = bank
+                entries[video] = dict(entry)
+        taken: set[str] = set()
+        for video, entry in entries.items():  # file names unique ignoring case in the merged bank
+            name = entry["file"].rsplit("/", 1)[-1]
+            if name.lower() in taken:
+                entry["file"] = f"{FEATURES_DIR}/{_file_name(video, taken)}"
+            else:
+                taken.add(name.lower())
+        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+            raise BankError(f"{dst} exists and is not an empty folder; merge into a new folder")
+        for bank in banks:
+            if dst.resolve() == bank.root.resolve():
+                raise BankError(f"merge: the output {dst} is one of the banks merged")
+            bank.flush()
+        from tqdm import tqdm
+
+        meta = {k: first._meta[k] for k in keys}
+        meta["videos"] = {v: entries[v] for v in sorted(entries)}
+        with atomic_path(dst, directory=True) as tmp:
+            (tmp / FEATURES_DIR).mkdir()
+            for video in tqdm(list(entries), desc=f"merge banks -> {dst}", unit="video",
+                              disable=not progress or not entries, leave=False):
+                src = origin[video].path(video)
+                if not src.exists():
+                    raise BankError(f"video {video!r}: {src} is missing; {REBUILD}")
+                shutil.copyfile(src, tmp / entries[video]["file"])
+            _write_meta(tmp / META, meta)
+        return MemoryBank.open(dst, mode)
+
 
 def _check_meta(meta: Any, path: Path) -> None:
     """Validate the structure of a parsed ``meta.json``; errors name the file and the key."""

@@ -30,7 +30,11 @@ from torch import Tensor, nn
 from tallformer.config import ConfigError
 from tallformer.models.afsd_loss import AfsdLoss
 from tallformer.models.afsd_outputs import AfsdOutputs
-from tallformer.models.afsd_pooling import boundary_max_pool, make_priors, proposal_regions
+from tallformer.models.afsd_pooling import (
+    boundary_max_pool,
+    make_priors,
+    proposal_regions,
+)
 from tallformer.models.afsd_postprocess import AfsdPostProcess
 from tallformer.models.backbone import VideoSwinBackbone, build_backbone_from_config
 from tallformer.models.detector import compose_features, num_tokens
@@ -49,6 +53,7 @@ __all__ = [
     "ProposalBranch",
     "ScaleExp",
     "build_afsd",
+    "crop_features",
     "init_afsd_weights",
 ]
 
@@ -201,6 +206,15 @@ class AfsdHead(nn.Module):
         )
 
 
+def crop_features(feats: Tensor, starts: Sequence[int] | Tensor, rows: int) -> Tensor:
+    """Rows [starts[b], starts[b] + rows) of each sample: `[B, C, L] -> [B, C, rows]`."""
+    first = [int(x) for x in (starts.tolist() if isinstance(starts, Tensor) else starts)]
+    if len(first) != feats.shape[0] or any(f < 0 or f + rows > feats.shape[-1] for f in first):
+        raise ModelError(f"AFSD: feature_starts {first} do not fit {feats.shape[0]} samples of "
+                         f"{feats.shape[-1]} feature rows cropped to {rows}")
+    return torch.stack([feats[b, :, f:f + rows] for b, f in enumerate(first)])
+
+
 def init_afsd_weights(modules: Sequence[nn.Module], refine: Sequence[nn.Module]) -> None:
     """The original's init (AFSD/anet_video_cls/BDNet.py:481-557): every Conv1d in `modules`
     (neck, action head, head) Xavier-uniform with bias 0 and every GroupNorm 1 / 0; then
@@ -253,13 +267,20 @@ class AFSD(nn.Module):
                              f"to {self.num_frames} frames")
         return self.head(self.neck(feats), self.action_head(feats))
 
-    def forward_train(self, fresh_chunks: Tensor, cached_features: Tensor,
-                      keep_mask: Tensor) -> tuple[AfsdOutputs, Tensor]:
+    def forward_train(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
+                      feature_starts: Sequence[int] | Tensor | None = None) -> tuple[AfsdOutputs, Tensor]:
         """Training forward with the memory bank; arguments and the fresh features returned
-        as `TALLFormer.forward_train` (original: AFSD/anet_video_cls/membank/model.py:29-104,
-        without its shift, see docs/differences.md)."""
+        as `TALLFormer.forward_train` (original: AFSD/anet_video_cls/membank/model.py:29-104).
+
+        `feature_starts` (optional, for the original's input shift): per sample, the first
+        feature row to keep when the chunks cover more than the clip (the original pads the
+        clip with p frames in front and 32 - p behind, 25 chunks, and keeps rows
+        [p / 2, p / 2 + T / 2), membank/model.py:81-89). None: the chunks are the clip.
+        """
         feats, detached = compose_features(self.backbone, fresh_chunks, cached_features,
                                            keep_mask, next(self.neck.parameters()))
+        if feature_starts is not None:
+            feats = crop_features(feats, feature_starts, self.num_frames // self.backbone.temporal_stride)
         return self.detect(feats), detached
 
     def forward_infer(self, clip: Tensor) -> AfsdOutputs:

@@ -49,7 +49,7 @@ def count_parameters(model: TALLFormer | AFSD) -> dict[str, Any]:
         "backbone": model.backbone, "srm": model.neck.srm, "tcm": model.neck.tcm,
         "tdm": model.neck.tdm, "fpn": model.neck.fpn, "head": model.head,
     }
-    names = PARTS
+    names: tuple[str, ...] = PARTS
     action_head = getattr(model, "action_head", None)
     if isinstance(action_head, nn.Module):
         modules["action_head"] = action_head
