@@ -92,9 +92,11 @@ def main() -> None:
 
         # one process, the same total batch
         single = root / "single"
-        subprocess.run([sys.executable, "-m", "tallformer", "train", *common, f"run_dir={single}",
-                        f"data.batch_size={NODES}"], env=dict(env, OMP_NUM_THREADS=str(NODES * args.threads)),
-                       check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, "-m", "tallformer", "train", *common, f"run_dir={single}",
+                               f"data.batch_size={NODES}"], env=dict(env, OMP_NUM_THREADS=str(NODES * args.threads)),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"the single-process run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
         # two nodes on this machine, each with its own node folder
         multi = root / "multi"
@@ -105,10 +107,11 @@ def main() -> None:
              "-m", "tallformer", "train", *common, f"run_dir={multi}", "data.batch_size=1",
              "memory.placement=node_local", f"memory.node_dir={root / 'node{node}'}"],
             env=dict(env, OMP_NUM_THREADS=str(args.threads)), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL) for node in range(NODES)]
+            stderr=open(root / f"node{node}.err", "w")) for node in range(NODES)]  # noqa: SIM115
         for node, proc in enumerate(procs):
             if proc.wait(timeout=1800) != 0:
-                raise SystemExit(f"node {node} failed (exit {proc.returncode})")
+                err = (root / f"node{node}.err").read_text()[-3000:]
+                raise SystemExit(f"node {node} failed (exit {proc.returncode}):\n{err}")
 
         single_bank = _bank_bytes(single / "bank", root / "bank")
         node_banks = [_bank_bytes(root / f"node{k}" / "bank", root / "bank") for k in range(NODES)]

@@ -1,6 +1,7 @@
 """The package's layering, read from every module's imports (ast, lazy imports included).
 
     errors, atomic  <-  ops, evaluation, config  <-  data, memory  |  models  <-  engine  <-  commands, cli
+                                                     plots, viewer (pictures and the HTML page)  <-  commands
 
 `errors` and `atomic` import nothing of ours; `ops`, `evaluation` and `config` only those;
 `data` and `memory` only the layers below them (never each other, never `models`); `models`
@@ -31,8 +32,9 @@ ALLOWED: dict[str, set[str]] = {
     "models": FOUNDATION | {"ops", "config"},
     "engine": FOUNDATION | {"ops", "evaluation", "config", "data", "memory", "models"},
     "plots": FOUNDATION | {"ops", "evaluation", "config", "data"},
+    "viewer": FOUNDATION,
     "commands": FOUNDATION | {"ops", "evaluation", "config", "data", "memory", "models", "engine",
-                              "plots", "commands", "cli"},
+                              "plots", "viewer", "commands", "cli"},
     "cli": FOUNDATION | {"commands"},
 }
 

@@ -155,6 +155,12 @@ class HeadConfig:
     focal_alpha: float = field(default=0.25, metadata=_range(0, 1))
     cls_loss_weight: float = field(default=1.0, metadata=_range(0))
     reg_loss_weight: float = field(default=1.0, metadata=_range(0))
+    # the conv towers' norm: "bn" = one BatchNorm per conv shared by all levels (the
+    # original, retina_head.py:13-117); "gn" = GroupNorm(norm_groups) (ours, for the CPU demo:
+    # at batch 2 the shared BatchNorm's running statistics mix the levels and eval-mode
+    # predictions differ from train-mode ones; GroupNorm has no running statistics)
+    norm: Literal["bn", "gn"] = "bn"
+    norm_groups: int = field(default=16, metadata=_range(1))
 
 
 @dataclass

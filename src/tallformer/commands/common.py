@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,3 +44,16 @@ def subparser(sub: argparse._SubParsersAction, name: str, help: str, description
         name, help=help, description=description, epilog=examples(*example_lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")
+
+
+def split_overrides(args: argparse.Namespace, dest: str) -> None:
+    """Move `key.sub=value` items that a greedy list option took (``--checkpoint A.pt
+    test.protocol=original``) to ``args.overrides``; an existing file of that name stays."""
+    items = getattr(args, dest)
+    keep = [x for x in items if not _OVERRIDE.match(x) or Path(x).exists()]
+    moved = [x for x in items if x not in keep]
+    setattr(args, dest, keep)
+    args.overrides = [*(args.overrides or []), *moved]

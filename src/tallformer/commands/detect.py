@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tallformer.commands.common import add_config_arguments, subparser
-from tallformer.commands.test import split_overrides
+from tallformer.commands.common import add_config_arguments, split_overrides, subparser
 
 if TYPE_CHECKING:
     from tallformer.data.annotations import AnnotationSet

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tallformer.commands.common import add_config_arguments, config_from_args, subparser
-
-_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")
+from tallformer.commands.common import (
+    add_config_arguments,
+    config_from_args,
+    split_overrides,
+    subparser,
+)
 
 if TYPE_CHECKING:
     from tallformer.config import Config
@@ -55,16 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto, cpu, cuda, cuda:1 (default: train.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def split_overrides(args: argparse.Namespace, dest: str) -> None:
-    """Move `key.sub=value` items that a greedy list option took (``--checkpoint A.pt
-    test.protocol=original``) to ``args.overrides``; an existing file of that name stays."""
-    items = getattr(args, dest)
-    keep = [x for x in items if not _OVERRIDE.match(x) or Path(x).exists()]
-    moved = [x for x in items if x not in keep]
-    setattr(args, dest, keep)
-    args.overrides = [*(args.overrides or []), *moved]
 
 
 def checkpoint_names(paths: Sequence[Path]) -> list[str]:

@@ -131,7 +131,8 @@ def class_names(num_classes: int) -> list[str]:
 
 
 def _check_settings(num_videos: int, num_classes: int, fps: float, size: tuple[int, int],
-                    min_length: float, max_length: float, val_fraction: float) -> None:
+                    min_length: float, max_length: float, val_fraction: float,
+                    instance_length: tuple[float, float]) -> None:
     class_names(num_classes)
     if num_videos < 1:
         raise PrepareError(f"num_videos must be at least 1, got {num_videos}")
@@ -144,11 +145,14 @@ def _check_settings(num_videos: int, num_classes: int, fps: float, size: tuple[i
         raise PrepareError(
             f"need 0 < min_length <= max_length (seconds), got {min_length} and {max_length}"
         )
-    if min_length < MIN_INSTANCE_S + 2 * _GAP_S[0]:
+    lo, hi = instance_length
+    if not 0 < lo <= hi:
+        raise PrepareError(f"instance_length must be (min, max) seconds with 0 < min <= max, got {lo} and {hi}")
+    if min_length < lo + 2 * _GAP_S[0]:
         raise PrepareError(
             f"min_length {min_length} s is too short: a video needs room for one "
-            f"{MIN_INSTANCE_S:g} s instance and {_GAP_S[0]:g} s of background on each side "
-            f"(use at least {MIN_INSTANCE_S + 2 * _GAP_S[0]:g} s)"
+            f"{lo:g} s instance and {_GAP_S[0]:g} s of background on each side "
+            f"(use at least {lo + 2 * _GAP_S[0]:g} s)"
         )
     if not 0 <= val_fraction < 1:
         raise PrepareError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -161,15 +165,18 @@ def _label_stream(rng: np.random.Generator, num_classes: int) -> Iterator[int]:
 
 
 def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: int,
-                 num_frames: int, fps: float) -> tuple[SyntheticEvent, ...]:
+                 num_frames: int, fps: float,
+                 instance_length: tuple[float, float] = (MIN_INSTANCE_S, MAX_INSTANCE_S),
+                 ) -> tuple[SyntheticEvent, ...]:
     """Non-overlapping instances and distractors separated by background gaps.
 
-    Instances last 1-10 s (capped at a third of the video, so short test videos still
-    get several); at least one instance per video.
+    Instances last `instance_length` seconds (1-10 s; the longest capped at a third of
+    the video, so short test videos still get several); at least one instance per video.
     """
     length_s = num_frames / fps
-    max_inst = min(MAX_INSTANCE_S, max(MIN_INSTANCE_S, length_s / 3))
-    min_frames = max(1, math.ceil(MIN_INSTANCE_S * fps))
+    min_inst = instance_length[0]
+    max_inst = min(instance_length[1], max(min_inst, length_s / 3))
+    min_frames = max(1, math.ceil(min_inst * fps))
     events: list[SyntheticEvent] = []
     t = round(rng.uniform(*_GAP_S) * fps)
     end_margin = round(_GAP_S[0] * fps)
@@ -181,7 +188,7 @@ def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: i
                       and rng.random() < _DISTRACTOR_PROB)
         # Every draw happens whether or not the event fits, so the plan stays a pure
         # function of the generator's state.
-        length_s = rng.uniform(MIN_INSTANCE_S, max_inst)
+        length_s = rng.uniform(min_inst, max_inst)
         progress = rng.uniform(*_DISTRACTOR_PROGRESS)
         position = (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7)))
         scale = float(rng.uniform(0.85, 1.15))
@@ -206,14 +213,17 @@ def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: i
 
 def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float = 15.0,
                  size: tuple[int, int] = (64, 64), min_length: float = 30.0,
-                 max_length: float = 60.0, val_fraction: float = 0.25) -> list[SyntheticVideo]:
+                 max_length: float = 60.0, val_fraction: float = 0.25,
+                 instance_length: tuple[float, float] = (MIN_INSTANCE_S, MAX_INSTANCE_S),
+                 ) -> list[SyntheticVideo]:
     """Plan every video of a synthetic dataset (cheap; no drawing).
 
     The first ``num_videos - round(num_videos * val_fraction)`` videos are `training`,
     the rest `validation` (at least one of each when ``num_videos >= 2`` and
     ``val_fraction > 0``). Same arguments, same plan.
     """
-    _check_settings(num_videos, num_classes, fps, size, min_length, max_length, val_fraction)
+    _check_settings(num_videos, num_classes, fps, size, min_length, max_length, val_fraction,
+                    instance_length)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     labels = _label_stream(rng, num_classes)
     num_val = round(num_videos * val_fraction)
@@ -225,7 +235,7 @@ def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float
     for index in range(num_videos):
         length_s = rng.uniform(min_length, max_length)
         num_frames = max(1, round(length_s * fps))
-        events = _plan_events(rng, labels, num_classes, num_frames, fps)
+        events = _plan_events(rng, labels, num_classes, num_frames, fps, instance_length)
         render_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         videos.append(SyntheticVideo(
             video_id=f"{VIDEO_PREFIX}{index:0{width}d}",
@@ -378,6 +388,7 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike[str], num_videos: int,
                                num_classes: int = 4, size: tuple[int, int] = (64, 64),
                                fps: float = 15.0, min_length: float = 30.0,
                                max_length: float = 60.0, val_fraction: float = 0.25,
+                               instance_length: tuple[float, float] = (MIN_INSTANCE_S, MAX_INSTANCE_S),
                                workers: int = 1, gop: int = 32, progress: bool = True) -> Path:
     """Write the synthetic dataset to `out_dir`; return the path of its annotations.json.
 
@@ -387,6 +398,7 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike[str], num_videos: int,
         num_classes: K event kinds (1-8). size: (H, W), even. fps: frames per second.
         min_length, max_length: video length range in seconds.
         val_fraction: share of `validation` videos (the rest is `training`).
+        instance_length: (min, max) length of an annotated instance in seconds.
         workers: processes drawing and encoding videos in parallel.
         gop: keyframe interval of the mp4 files. progress: show a tqdm bar.
     """
@@ -394,7 +406,7 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike[str], num_videos: int,
 
     videos = plan_dataset(num_videos, seed, num_classes=num_classes, fps=fps, size=size,
                           min_length=min_length, max_length=max_length,
-                          val_fraction=val_fraction)
+                          val_fraction=val_fraction, instance_length=instance_length)
     out = Path(out_dir)
     video_dir = out / "videos"
     video_dir.mkdir(parents=True, exist_ok=True)

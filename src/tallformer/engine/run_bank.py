@@ -76,6 +76,7 @@ def open_training_bank(
     *,
     videos: Collection[str] | None = None,
     bank_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
 ) -> MemoryBank:
     """Validate `memory.bank_dir` and return the bank this run trains on (mode "r+").
 
@@ -87,6 +88,7 @@ def open_training_bank(
             ``run_dir/bank`` (``frame_counts`` then holds only them); None: all.
         bank_dir: the user's bank (default ``memory.bank_dir``; a node passes it with
             ``{node}`` replaced).
+        progress: a progress bar while copying.
     Raises:
         BankError naming the bank, the video and the numbers on any mismatch, or when a
         resumed run finds a different bank than the one it started from.
@@ -133,7 +135,7 @@ def open_training_bank(
         bank = MemoryBank.open(user_bank, mode="r+")
         record["path"] = record["source"]
     else:
-        bank = source.copy_to(run / RUN_BANK_DIR, mode="r+", videos=videos)
+        bank = source.copy_to(run / RUN_BANK_DIR, mode="r+", videos=videos, progress=progress)
         record["path"] = str((run / RUN_BANK_DIR).resolve())
     source.close()
     write_text(record_path, json.dumps(record, indent=2))  # no trailing newline, as before

@@ -222,7 +222,7 @@ def _frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
 
 
 def _open_bank(cfg: Config, run: Path, model: torch.nn.Module, annotations: AnnotationSet,
-               procs: Processes) -> MemoryBank | None:
+               procs: Processes, progress: bool = True) -> MemoryBank | None:
     """The run's bank (None when every chunk goes through the backbone)."""
     from tallformer.memory.bank import MemoryBank
 
@@ -237,11 +237,11 @@ def _open_bank(cfg: Config, run: Path, model: torch.nn.Module, annotations: Anno
 
         if procs.main:
             try:
-                open_training_bank(cfg, run, counts, dim).close()
+                open_training_bank(cfg, run, counts, dim, progress=progress).close()
             except TallformerError as exc:
                 error = str(exc)
         _broadcast_error(procs, error)
-        return open_training_bank(cfg, run, counts, dim)
+        return open_training_bank(cfg, run, counts, dim, progress=False)
     own = run / "bank"
     if procs.main and not _complete(own, counts):
         from tallformer.engine.bank_build import build_bank
@@ -277,11 +277,13 @@ def _open_node_bank(cfg: Config, node_dir: Path, model: torch.nn.Module, counts:
         source = node_path(cfg.memory.bank_dir, procs.node_rank)
         if procs.local_main:
             try:
-                open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source).close()
+                open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source,
+                                   progress=progress).close()
             except TallformerError as exc:
                 error = str(exc)
         _broadcast_error(procs, error)
-        return open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source)
+        return open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source,
+                                  progress=False)
     own = node_dir / RUN_BANK_DIR
     if procs.local_main and not _complete(own, counts):
         from tallformer.engine.bank_build import build_bank
@@ -728,7 +730,8 @@ class _Run:
             self.bank = _open_node_bank(cfg, self.node_dir, self.detector, own, procs, self.progress)
             self._record_shards()
         else:
-            self.bank = _open_bank(cfg, self.run, self.detector, self.annotations, procs)
+            self.bank = _open_bank(cfg, self.run, self.detector, self.annotations, procs,
+                                   self.progress and procs.main)
         chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
         self.model = (wrap_ddp(self.detector, cfg.memory.keep_ratio, chunks, procs.device)
                       if procs.world_size > 1 else self.detector)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,7 @@ from tallformer.models.anchors import (
     flatten_level,
     make_anchors,
 )
+from tallformer.models.errors import ModelError
 from tallformer.models.matcher import IGNORE, NEGATIVE, MaxIoUMatcher, assign_anchors
 from tallformer.models.outputs import Detections, HeadOutputs
 from tallformer.models.postprocess import WindowPostProcess
@@ -63,10 +64,24 @@ __all__ = [
 ]
 
 
-def _conv_block(channels_in: int, channels: int) -> nn.Sequential:
+HeadNorm = Literal["bn", "gn"]
+
+
+def _norm(kind: HeadNorm, channels: int, num_groups: int) -> nn.Module:
+    if kind == "bn":
+        return nn.BatchNorm1d(channels)
+    if kind == "gn":
+        if channels % num_groups:
+            raise ModelError(f"model.head.norm_groups = {num_groups} does not divide the head's "
+                             f"{channels} channels (model.head.feat_channels); choose a divisor")
+        return nn.GroupNorm(num_groups, channels)
+    raise ModelError(f"model.head.norm = {kind!r}: choose bn or gn")
+
+
+def _conv_block(channels_in: int, channels: int, norm: HeadNorm = "bn", num_groups: int = 16) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv1d(channels_in, channels, 3, padding=1, bias=False),
-        nn.BatchNorm1d(channels),
+        _norm(norm, channels, num_groups),
         nn.ReLU(inplace=True),
     )
 
@@ -77,6 +92,8 @@ class AnchorHead(nn.Module):
 
     cls / reg branches: `stacked_convs` x [Conv1d k3 no bias + BN + ReLU] (the BN is shared
     across levels, as the original), then Conv1d k3 to A * K (cls) and A * 2 (reg).
+    `norm="gn"` puts GroupNorm(`num_groups`) in place of each BN (ours, `model.head.norm`:
+    no running statistics, so the levels cannot mix in eval mode; same weights and init).
     Init (retina_head.py:86-94): stacked convs N(0, 0.01), cls out N(0, 0.01) with bias
     -log(0.99 / 0.01) (prior 0.01), reg out N(0, 0.01) with bias 0. A = the anchor
     generator's scales per position.
@@ -91,7 +108,8 @@ class AnchorHead(nn.Module):
     def __init__(self, num_classes: int = 20, in_channels: int = 256, feat_channels: int = 256,
                  stacked_convs: int = 4, *, anchor_generator: AnchorGenerator | None = None,
                  criterion: AnchorLoss | None = None,
-                 post_process: WindowPostProcess | None = None) -> None:
+                 post_process: WindowPostProcess | None = None, norm: HeadNorm = "bn",
+                 norm_groups: int = 16) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.anchor_generator = anchor_generator if anchor_generator is not None else AnchorGenerator()
@@ -101,7 +119,7 @@ class AnchorHead(nn.Module):
 
         def tower() -> nn.Sequential:
             return nn.Sequential(*(
-                _conv_block(in_channels if i == 0 else feat_channels, feat_channels)
+                _conv_block(in_channels if i == 0 else feat_channels, feat_channels, norm, norm_groups)
                 for i in range(stacked_convs)
             ))
 
@@ -128,6 +146,7 @@ class AnchorHead(nn.Module):
             anchor_generator=AnchorGenerator.from_config(cfg),
             criterion=AnchorLoss.from_config(cfg),
             post_process=WindowPostProcess.from_config(test_cfg),
+            norm=cfg.norm, norm_groups=cfg.norm_groups,
         )
 
     @property
