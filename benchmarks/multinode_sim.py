@@ -9,9 +9,9 @@ backbone (`build_bank`), which both runs start from (`memory.bank_dir`).
   node; each node copies only the videos it owns into its folder and trains on them.
 - one process: the same total batch (2) on one process, the whole bank in its run folder.
 
-Both get the same number of CPU threads in all (``--threads`` per node, twice that for the
-single process). Steps/s are from the logged step and data-wait times, the first step left
-out. The bank bytes of a node are the feature bytes of the bank it holds: the only bank
+Both get the same CPU threads and data workers in all (``--threads`` and one worker per
+node; twice that for the single process). Steps/s are from the logged step and data-wait
+times, the first step left out. The bank bytes of a node are the feature bytes of the bank it holds: the only bank
 it reads or writes, since the sampler gives it only its own videos; "written" counts the
 rows that differ from the starting bank at the end.
 
@@ -42,10 +42,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rate(run: Path) -> float:
-    """Steps per second from the logged step and data-wait times (the first step left out)."""
+def _rate(run: Path) -> tuple[float, float]:
+    """Steps per second from the logged step and data-wait times (the first step left out),
+    and the fraction of that time spent waiting for data."""
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()][1:]
-    return len(records) / sum(r["step_time"] + r["data_time"] for r in records)
+    wait = sum(r["data_time"] for r in records)
+    total = sum(r["step_time"] for r in records) + wait
+    return len(records) / total, wait / total
 
 
 def _bank_bytes(root: Path, start: Path) -> tuple[int, int, int]:
@@ -93,7 +96,7 @@ def main() -> None:
         # one process, the same total batch
         single = root / "single"
         done = subprocess.run([sys.executable, "-m", "tallformer", "train", *common, f"run_dir={single}",
-                               f"data.batch_size={NODES}"], env=dict(env, OMP_NUM_THREADS=str(NODES * args.threads)),
+                               f"data.batch_size={NODES}", f"data.num_workers={NODES}"], env=dict(env, OMP_NUM_THREADS=str(NODES * args.threads)),
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"the single-process run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -118,9 +121,11 @@ def main() -> None:
         single_rate, multi_rate = _rate(single), _rate(multi)
 
     print(f"{args.steps} steps, demo config, {args.videos} synthetic videos, {args.threads} CPU thread(s) per node")
-    print(f"one process:  {single_rate:.3f} steps/s (batch {NODES}, {NODES * args.threads} threads); bank "
-          f"{_mib(single_bank[0])} ({single_bank[2]} videos), {_mib(single_bank[1])} of rows written")
-    print(f"{NODES} nodes:      {multi_rate:.3f} steps/s (batch 1 per node, {args.threads} thread(s) each)")
+    print(f"one process:  {single_rate[0]:.3f} steps/s (batch {NODES}, {NODES * args.threads} threads, "
+          f"{NODES} workers, {single_rate[1]:.0%} waiting for data); bank {_mib(single_bank[0])} "
+          f"({single_bank[2]} videos), {_mib(single_bank[1])} of rows written")
+    print(f"{NODES} nodes:      {multi_rate[0]:.3f} steps/s (batch 1 per node, {args.threads} thread(s) and 1 "
+          f"worker each, {multi_rate[1]:.0%} waiting for data)")
     for k, (held, written, videos) in enumerate(node_banks):
         print(f"  node {k}: bank {_mib(held)} ({videos} videos), {_mib(written)} of rows written; "
               f"the only bank it reads or writes")
