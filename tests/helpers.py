@@ -146,3 +146,32 @@ def train_epochs(
     if bank is not None:
         bank.flush()
     return history
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc). torchrun starts its workers in sessions of
+    their own, so killing the launcher's process group would leave them running."""
+    import contextlib
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it, all at once (a kill -9 of a whole run)."""
+    import contextlib
+    import os
+    import signal
+
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)

@@ -606,3 +606,29 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):  # --videos and --video-info exclude each other
         main(["prepare", "thumos14", "--annotations", str(root), "--videos", "a",
               "--video-info", "b", "--out", str(out)])
+
+
+def test_prepare_anet_takes_each_videos_own_fps_from_prepare_videos(tmp_path: Path) -> None:
+    """Videos re-encoded to 768 frames each have their own rate: `prepare videos` records it
+    in meta.json and `prepare anet --videos` writes it into the annotations."""
+    from tallformer.data.importers import import_activitynet
+
+    db = {"database": {
+        "aaa": {"subset": "training", "duration": 100.0,
+                  "annotations": [{"segment": [1.0, 5.0], "label": "Run"}]},
+        "bbb": {"subset": "validation", "duration": 10.0,
+                  "annotations": [{"segment": [1.0, 2.0], "label": "Run"}]},
+    }}
+    src = tmp_path / "anet.json"
+    src.write_text(json.dumps(db))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("v_aaa", "bbb"):  # files named with or without the v_ prefix
+        (videos / f"{name}.mp4").write_bytes(b"")
+    (videos / "meta.json").write_text(json.dumps({"kind": "videos", "videos": {
+        "v_aaa": {"file": "v_aaa.mp4", "fps": 7.68, "num_frames": 768},
+        "bbb": {"file": "bbb.mp4", "fps": 30.0, "num_frames": 300}}}))
+    aset = import_activitynet(src, videos_dir=videos)
+    assert aset.videos["aaa"].fps == pytest.approx(7.68)
+    assert aset.videos["bbb"].fps == pytest.approx(30.0)
+    assert import_activitynet(src).videos["aaa"].fps is None  # no videos folder: no rate

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import tallformer.config
-
 from tallformer.cli import main
 from tallformer.config import Config, config_to_dict, load_config
 from tallformer.models.backbone import PRESETS
@@ -95,7 +94,7 @@ def test_model_info_json_swin_b(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_model_info_swin_t_overrides_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     info = _model_info(capsys, "--config", "thumos14_swin_t")
-    assert info["total"] == 57_296_292  
+    assert info["total"] == 57_296_292
     assert info["parts"]["backbone"]["total"] == 27_850_470
     assert info["parts"]["srm"]["total"] == 1_967_104
     # overrides change the counts: nothing frozen -> everything trainable

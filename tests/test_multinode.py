@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import descendants
 from tallformer.config import load_config
 from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import load_checkpoint
@@ -274,22 +275,6 @@ def _logged_steps(run: Path) -> list[int]:
     return steps
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc). torchrun starts its workers in sessions of
-    their own, so killing the launcher's process group would leave them running."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def _kill_when(procs: list[subprocess.Popen], ready, out: Path) -> None:
     """SIGKILL both nodes (launchers and workers at once) as soon as ``ready()``."""
     deadline = time.monotonic() + 300
@@ -301,14 +286,15 @@ def _kill_when(procs: list[subprocess.Popen], ready, out: Path) -> None:
             assert time.monotonic() < deadline, "the run did not reach the kill point in time"
             time.sleep(0.02)
     finally:
-        victims = [pid for proc in procs for pid in (*_descendants(proc.pid), proc.pid)]
+        victims = [pid for proc in procs for pid in (*descendants(proc.pid), proc.pid)]
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for proc in procs:
             proc.wait()
+        gone = time.monotonic() + 30
         for pid in victims:  # the workers are gone too (not our children: poll /proc)
-            while Path(f"/proc/{pid}").exists() and "Z" not in _state_of(pid):
+            while Path(f"/proc/{pid}").exists() and "Z" not in _state_of(pid) and time.monotonic() < gone:
                 time.sleep(0.01)
 
 

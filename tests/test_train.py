@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import descendants, kill_tree
 from tallformer.config import load_config
 from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
 from tallformer.engine.schedule import LrSchedule
@@ -92,8 +93,23 @@ def _run_and_kill(args: list[str], run: Path, after_step: int, nproc: int = 1) -
             assert time.monotonic() < deadline, "the run did not reach the kill step in time"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        tree = [proc.pid, *descendants(proc.pid)]
+        kill_tree(proc.pid)  # the launcher, torchrun's workers and their data workers
         proc.wait()
+    for _ in range(100):  # every one of them gone (orphans are reaped by init)
+        alive = [p for p in tree if _alive(p)]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert not alive, f"processes {alive} survived the kill"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _final_state(run: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -417,3 +433,22 @@ def test_bad_inputs_fail_before_the_first_step(data, tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith("error: ")
     assert "empty_videos" in lines[0]
+
+
+def test_periodic_test_logs_the_table_and_keeps_best_and_changes_nothing_else(data, straight, tmp_path):
+    """test.interval=1: a test after every epoch, logged, best.pt kept; the training itself
+    (weights, optimizer, bank) is bit-identical to the run without tests."""
+    run = data["root"] / "with_tests"
+    _run(_args(data, run, f"train.max_steps={STEPS}", "test.interval=1", "data.test_subset=validation"))
+    _assert_same_run(straight, run)
+    tests = [json.loads(ln)["test"] for ln in (run / "log.jsonl").read_text().splitlines() if '"test"' in ln]
+    assert len(tests) == 2  # after epochs 1 and 2 (the run stops inside epoch 3)
+    assert all(0.0 <= t["average_mAP"] <= 1.0 for t in tests)
+    assert {"mAP@0.3", "mAP@0.7"} <= set(tests[0])
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["average_mAP"] == max(t["average_mAP"] for t in tests)
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert state["epoch"] == best["epoch"]
+    assert state["test"]["average_mAP"] == best["average_mAP"]
+    for epoch in (1, 2):
+        assert (run / "test" / f"epoch_{epoch:04d}" / "metrics.json").is_file()

@@ -33,7 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "timeline; keep the video at its place relative to the HTML file). The config and the "
             "class names come from the checkpoint unless --config is given; KEY=VALUE overrides "
             "apply to that config. A video that cannot be decoded is reported and skipped; the "
-            "exit status is then 1."
+            "exit status is then 1.\n\n"
+            "An ActivityNet checkpoint (model.kind=afsd) decodes each video file at its own rate "
+            "times min(data.num_frames / frames, 1) (the original's 768-frame rule, applied on "
+            "the fly: a video prepared with `tallformer prepare videos --num-frames 768` keeps "
+            "its rate), runs its first data.num_frames frames in one pass and labels the "
+            "class-agnostic proposals with the detector's own video-level classifier (top-2)."
         ),
         example_lines=(
             "tallformer detect match.mp4 --checkpoint runs/th14/checkpoints/epoch_0600.pt",
@@ -43,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--score-threshold 0.3 --top-k 50",
             "tallformer detect data/thumos14/frames_15fps_256x256/test/video_test_0000004 "
             "--checkpoint runs/th14/checkpoints/epoch_0600.pt test.protocol=original",
+            "tallformer detect data/anet/videos/v_-1IBHYS3L-Y.mp4 --checkpoint "
+            "runs/anet/checkpoints/epoch_0010.pt --top-k 20",
         ),
     )
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or frame folders")

@@ -37,6 +37,11 @@ merge, is a few numbers per anchor.
 `evaluate_model` runs this over a subset and scores it (the training engine calls it every
 ``test.interval`` epochs); `load_model` reads a training checkpoint; `Detector` / `detect`
 run it on any video file or frame folder.
+
+The ActivityNet detector (``model.kind: afsd``) has its own test path, one pass over the
+whole video and video-level label fusion (`tallformer.engine.afsd_infer`); `infer_video`,
+`infer_subset`, `evaluate_model`, `load_model`, `Detector` and `detect` hand such a model
+to it (with the builtin classifier where none is chosen).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -67,6 +72,7 @@ from tallformer.ops.segments import NmsMethod, nms
 if TYPE_CHECKING:
     from tallformer.data.annotations import AnnotationSet
     from tallformer.data.video import FrameSource
+    from tallformer.models.afsd import AFSD
     from tallformer.models.detector import TALLFormer
 
 __all__ = [
@@ -378,7 +384,26 @@ def _transform(cfg: Config) -> Callable[[Any], Tensor]:
     return run
 
 
-def infer_video(model: TALLFormer, cfg: Config, source: FrameSource, *,
+def _afsd(model: object) -> AFSD | None:
+    """The ActivityNet detector in `model` (a DDP wrapper unwrapped), None for another."""
+    from tallformer.models.afsd import AFSD
+
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, AFSD) else None
+
+
+def _afsd_video(model: AFSD, cfg: Config, source: FrameSource, device: torch.device | None,
+                duration: float | None = None) -> Detections:
+    """An ActivityNet video labelled by the builtin classifier, in seconds, best first."""
+    from tallformer.engine.afsd_infer import afsd_proposals, label_proposals
+
+    proposals, probs, _ = afsd_proposals(model, cfg, source, device=device)
+    a = cfg.model.afsd
+    return label_proposals(proposals, source.fps, duration, "builtin", action_probs=probs,
+                           top_k=a.classifier_top_k, include_background=a.builtin_includes_background)
+
+
+def infer_video(model: TALLFormer | AFSD, cfg: Config, source: FrameSource, *,
                 device: torch.device | None = None, reuse_chunks: bool = True,
                 stats: _Stats | None = None, _runner: _Runner | None = None) -> Detections:
     """Detections of one video (seconds, descending score) by the test path of `cfg`.
@@ -394,9 +419,16 @@ def infer_video(model: TALLFormer, cfg: Config, source: FrameSource, *,
             whole backbone instead of reusing the shared chunks (same windows; for tests
             and benchmarks).
         stats: filled with the windows, backbone chunks and peak buffered frames.
+
+    An ActivityNet detector (`AFSD`) takes its own path instead: the first
+    ``data.num_frames`` frames in one pass, proposals labelled by its builtin classifier,
+    seconds at ``source.fps`` (`tallformer.engine.afsd_infer`; `stats` is not filled).
     """
+    afsd = _afsd(model)
+    if afsd is not None:
+        return _afsd_video(afsd, cfg, source, device)
     device = device if device is not None else next(model.parameters()).device
-    runner = _runner if _runner is not None else _Runner(model, cfg, device)
+    runner = _runner if _runner is not None else _Runner(cast("TALLFormer", model), cfg, device)
     stats = stats if stats is not None else _Stats()
     n = len(source)
     windows = plan_windows(n, cfg)
@@ -454,8 +486,16 @@ def results_json(results: Mapping[str, Iterable[Detection]]) -> dict[str, Any]:
     }
 
 
-def _check_classes(model: TALLFormer, classes: Sequence[str], where: str) -> None:
-    k = model.head.num_classes
+def _num_classes(model: TALLFormer | AFSD) -> int:
+    """Action classes the model predicts (the AFSD action head has them + background)."""
+    afsd = _afsd(model)
+    if afsd is not None:
+        return afsd.action_head.cls.out_features - 1
+    return cast("TALLFormer", model).head.num_classes
+
+
+def _check_classes(model: TALLFormer | AFSD, classes: Sequence[str], where: str) -> None:
+    k = _num_classes(model)
     if len(classes) != k:
         raise InferenceError(f"{where}: {len(classes)} class names ({name_list(classes, 5)}) but the "
                              f"model predicts {k} classes; use the annotations it was trained on")
@@ -474,13 +514,15 @@ def _load_set(annotations: AnnotationSet | str | os.PathLike[str]) -> tuple[Anno
     return annotations, annotations
 
 
-def infer_subset(cfg: Config, model: TALLFormer, annotations: AnnotationSet, subset: str, *,
+def infer_subset(cfg: Config, model: TALLFormer | AFSD, annotations: AnnotationSet, subset: str, *,
                  classes: Sequence[str] | None = None, device: torch.device | None = None,
                  progress: bool = True, desc: str = "test") -> dict[str, list[Detection]]:
     """Detections of every video of `subset` (file order): ``{video_id: [Detection]}``.
 
     Videos are found in ``cfg.data.videos`` (files or frame folders) and decoded at their
-    annotation's fps or ``data.fps``. The model must be in eval mode.
+    annotation's fps or ``data.fps``. The model must be in eval mode. An ActivityNet
+    detector labels its proposals with the builtin classifier
+    (`tallformer.engine.afsd_infer.infer_afsd_subset` for the others).
     """
     from tqdm import tqdm
 
@@ -492,10 +534,17 @@ def infer_subset(cfg: Config, model: TALLFormer, annotations: AnnotationSet, sub
                              "e.g. data.videos=data/thumos14/videos")
     names = list(classes) if classes is not None else list(annotations.classes)
     _check_classes(model, names, str(annotations.source))
+    afsd = _afsd(model)
+    if afsd is not None:
+        from tallformer.engine.afsd_infer import ClassifierSpec, infer_afsd_subset
+
+        return infer_afsd_subset(cfg, afsd, annotations, subset, classes=names,
+                                 classifiers=[ClassifierSpec("builtin", "builtin")], device=device,
+                                 progress=progress, desc=desc)["builtin"]
     videos = annotations.subset(subset)
     paths = {v.video_id: resolve_video(cfg.data.videos, v.video_id) for v in videos}
     device = device if device is not None else next(model.parameters()).device
-    runner = _Runner(model, cfg, device)
+    runner = _Runner(cast("TALLFormer", model), cfg, device)
     size = (int(cfg.data.frame_size[0]), int(cfg.data.frame_size[1]))
     results: dict[str, list[Detection]] = {}
     bar = tqdm(videos, desc=desc, unit="video", disable=not progress or None, leave=False)
@@ -515,7 +564,7 @@ def infer_subset(cfg: Config, model: TALLFormer, annotations: AnnotationSet, sub
     return results
 
 
-def evaluate_model(cfg: Config, model: TALLFormer, annotations: AnnotationSet | str | os.PathLike[str],
+def evaluate_model(cfg: Config, model: TALLFormer | AFSD, annotations: AnnotationSet | str | os.PathLike[str],
                    subset: str | None = None, out_dir: str | os.PathLike[str] | None = None,
                    progress: bool = True, *, classes: Sequence[str] | None = None,
                    device: torch.device | None = None) -> dict[str, Any]:
@@ -537,11 +586,19 @@ def evaluate_model(cfg: Config, model: TALLFormer, annotations: AnnotationSet | 
         `tallformer.evaluation.evaluate` with ``ignore_unknown_labels=True`` (the
         detections of classes absent from the subset's ground truth are not scored), i.e.
         ``tallformer eval --gt FILE --pred results.json --ignore-unknown-labels``.
+
+    An ActivityNet detector is tested with its builtin classifier over every video of the
+    subset (`tallformer.engine.afsd_infer.evaluate_afsd`; its results.json names the
+    classifier); the same files and the same dict come back.
     """
     from tallformer.atomic import write_json
     from tallformer.evaluation import EvaluationWarning, evaluate
 
-    inner: TALLFormer = getattr(model, "module", model)
+    afsd = _afsd(model)
+    if afsd is not None:
+        return _evaluate_afsd_builtin(cfg, afsd, annotations, subset, out_dir, progress,
+                                      classes=classes, device=device)
+    inner: TALLFormer = getattr(model, "module", cast("TALLFormer", model))
     aset, gt = _load_set(annotations)
     subset = subset if subset is not None else cfg.data.test_subset
     was_training = inner.training
@@ -566,14 +623,32 @@ def evaluate_model(cfg: Config, model: TALLFormer, annotations: AnnotationSet | 
     return metrics
 
 
+def _evaluate_afsd_builtin(cfg: Config, model: AFSD, annotations: AnnotationSet | str | os.PathLike[str],
+                           subset: str | None, out_dir: str | os.PathLike[str] | None, progress: bool, *,
+                           classes: Sequence[str] | None, device: torch.device | None) -> dict[str, Any]:
+    from tallformer.atomic import write_json
+    from tallformer.engine.afsd_infer import evaluate_afsd
+
+    found = evaluate_afsd(cfg, model, annotations, subset, None, classes=classes, device=device,
+                          progress=progress)["classifiers"]["builtin"]
+    metrics: dict[str, Any] = found["metrics"]["all"]
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "results.json", found["results"])
+        write_json(out / "metrics.json", metrics)
+    return metrics
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
 @dataclass
 class LoadedModel:
-    """A detector restored from a training checkpoint, in eval mode on `device`."""
+    """A detector restored from a training checkpoint, in eval mode on `device`
+    (`TALLFormer`, or `AFSD` for ``model.kind: afsd``)."""
 
-    model: TALLFormer
+    model: TALLFormer | AFSD
     cfg: Config  # the config the model was built from (the checkpoint's unless one was given)
     saved_cfg: Config  # the config stored in the checkpoint
     classes: list[str]  # label-id order
@@ -607,9 +682,10 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
     network), else from the config saved in the checkpoint with `overrides` applied. Class
     names come from the checkpoint. `device` None means ``train.device`` of that config.
     Raises `CheckpointError` naming the file when it is not
-    a training checkpoint or its weights do not fit the model.
+    a training checkpoint or its weights do not fit the model. Both detectors load:
+    ``model.kind`` thumos14 (`TALLFormer`) and afsd (`AFSD`).
     """
-    from tallformer.models.detector import TALLFormer, build_detector
+    from tallformer.models.detector import build_detector
 
     path = Path(checkpoint)
     state = load_checkpoint(path)
@@ -624,14 +700,15 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
         where = f"the config saved in {path}"
     else:
         where = "the given config"
+        if cfg.model.kind != saved.model.kind:
+            raise CheckpointError(f"{path}: a model.kind={saved.model.kind} checkpoint, but the given "
+                                  f"config has model.kind={cfg.model.kind}; test it with the config "
+                                  "it was trained with (e.g. --config anet_swin_b for afsd)")
     if device is None:
         dev = resolve_device(cfg.train.device)
     else:
         dev = resolve_device(device, "--device") if isinstance(device, str) else device
     model = build_detector(cfg)
-    if not isinstance(model, TALLFormer):
-        raise InferenceError(f"{path}: model.kind={cfg.model.kind}: the sliding-window test path runs "
-                             "the THUMOS14 detector (model.kind=thumos14) only")
     problem = _state_dict_problem(model, state["model"])
     if problem:
         raise CheckpointError(f"{path}: its weights do not fit the model of {where}: {problem}; "
@@ -667,13 +744,21 @@ class Detector:
     ``Detector.from_checkpoint("runs/th14/checkpoints/epoch_0600.pt").detect("match.mp4")``
     decodes the video at the config's fps and frame size (PyAV: any format FFmpeg reads, any
     rate and size) and runs the test path.
+
+    An ActivityNet checkpoint (``model.kind: afsd``) decodes a video file at its own rate
+    times ``min(data.num_frames / frames, 1)`` (the original's 768-frame rule, applied on the
+    fly: a video prepared with ``--num-frames`` keeps its rate), runs its first
+    ``data.num_frames`` frames in one pass and labels the proposals with the builtin
+    classifier (`tallformer.engine.afsd_infer`).
     """
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
         self.cfg = loaded.cfg
         self.classes = loaded.classes
-        self._runner = _Runner(loaded.model, loaded.cfg, loaded.device)
+        self._afsd = _afsd(loaded.model)
+        self._runner = None if self._afsd else _Runner(cast("TALLFormer", loaded.model), loaded.cfg,
+                                                       loaded.device)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike[str], config: str | os.PathLike[str] | Config | None = None,
@@ -697,11 +782,23 @@ class Detector:
 
         p = Path(path)
         d = self.cfg.data
-        source = open_source(p, d.fps, (int(d.frame_size[0]), int(d.frame_size[1])))
+        fps = d.fps
+        if self._afsd is not None and p.exists():
+            from tallformer.engine.afsd_infer import decode_rate
+
+            fps = decode_rate(p, d.num_frames, None, d.fps)
+        duration: float | None = None
+        if p.is_file():
+            with contextlib.suppress(TallformerError):
+                duration = probe_video(p).duration
+        source = open_source(p, fps, (int(d.frame_size[0]), int(d.frame_size[1])))
         try:
             n = len(source)
-            dets = infer_video(self.loaded.model, self.cfg, source, device=self.loaded.device,
-                               stats=stats, _runner=self._runner)
+            if self._afsd is not None:
+                dets = _afsd_video(self._afsd, self.cfg, source, self.loaded.device, duration)
+            else:
+                dets = infer_video(self.loaded.model, self.cfg, source, device=self.loaded.device,
+                                   stats=stats, _runner=self._runner)
         finally:
             source.close()
             del source
@@ -710,12 +807,9 @@ class Detector:
             found = [x for x in found if x.score >= score_threshold]
         if top_k is not None:
             found = found[:top_k]
-        duration = n / d.fps
-        if p.is_file():
-            with contextlib.suppress(TallformerError):
-                duration = probe_video(p).duration
-        return VideoResult(video_id=p.stem if p.is_file() else p.name, path=p, fps=d.fps,
-                           num_frames=n, duration=duration, detections=found)
+        return VideoResult(video_id=p.stem if p.is_file() else p.name, path=p, fps=fps,
+                           num_frames=n, duration=duration if duration is not None else n / fps,
+                           detections=found)
 
 
 def detect(path: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | Detector, *,

@@ -54,6 +54,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tallformer import __version__
+from tallformer.atomic import write_json
 from tallformer.config import Config, config_from_dict, config_to_dict, save_config
 from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import (
@@ -833,6 +834,8 @@ class _Run:
                 procs.barrier()
                 if _due(cfg, pos, epoch_end=True):
                     self.checkpoint(epoch_end=True)
+                if cfg.test.interval and pos.epoch % cfg.test.interval == 0:
+                    self._periodic_test()
             self.checkpoint(epoch_end=False)
         finally:
             self.log.close()
@@ -841,6 +844,36 @@ class _Run:
             tl.dataset.close()
         if procs.main:
             print(f"done: epoch {pos.epoch}, step {pos.step}; checkpoints in {self.run / CHECKPOINTS}")
+
+    def _periodic_test(self) -> None:
+        """``test.interval``: test on ``data.test_subset`` (rank 0), log the table, keep
+        ``checkpoints/best.pt`` by average mAP. The random states are left as they were, so
+        a run with periodic tests trains exactly as one without."""
+        from tallformer.engine.infer import evaluate_model
+
+        cfg, pos, procs = self.cfg, self.pos, self.procs
+        if procs.main:
+            rng = get_rng_state()
+            out = self.run / "test" / f"epoch_{pos.epoch:04d}"
+            metrics = evaluate_model(cfg, self.detector, str(cfg.data.annotations), cfg.data.test_subset, out,
+                                     progress=self.progress, classes=self.classes, device=procs.device)
+            set_rng_state(rng)
+            score = float(metrics["average_mAP"])
+            self.log.write({"step": pos.step, "epoch": pos.epoch, "test": {
+                "subset": cfg.data.test_subset, "average_mAP": score,
+                **{f"mAP@{t:g}": float(m) for t, m in zip(metrics["tiou_thresholds"], metrics["mAP"], strict=True)}}})
+            best_file = self.run / CHECKPOINTS / "best.json"
+            best = json.loads(best_file.read_text())["average_mAP"] if best_file.is_file() else -1.0
+            print(f"epoch {pos.epoch}: average mAP {100 * score:.2f} on {cfg.data.test_subset}"
+                  + (" (best so far)" if score > best else ""))
+            if score > best:
+                state = _state(cfg, self.model, self.optimizer, pos, self.classes, self.bank,
+                               procs.world_size, self._nodes_state())
+                state["test"] = {k: metrics[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
+                save_checkpoint(self.run / CHECKPOINTS / "best.pt", state)
+                write_json(best_file, {"epoch": pos.epoch, "step": pos.step, "average_mAP": score,
+                                       "subset": cfg.data.test_subset})
+        procs.barrier()
 
     def _stop(self) -> bool:
         return self.cfg.train.max_steps is not None and self.pos.step >= self.cfg.train.max_steps

@@ -8,6 +8,7 @@ stores the video ids without the ``v_`` prefix (the official ids, which results 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import warnings
 from collections import Counter
@@ -212,4 +213,27 @@ def import_activitynet(
         )
     if videos_dir is not None:
         _report_videos_on_disk(source, Path(videos_dir), videos)
+        _frame_rates_from_prepare(Path(videos_dir), videos)
     return AnnotationSet(videos, classes, source)
+
+
+def _frame_rates_from_prepare(videos_dir: Path, videos: dict[str, VideoAnnotation]) -> None:
+    """Each video's own frame rate from `tallformer prepare videos`' ``meta.json``.
+
+    Videos re-encoded to 768 frames (``--num-frames 768``, the original's transform:
+    tools/data/anet/transform_videos.py:31-45) each have their own rate; with it in the
+    annotations, training and testing turn seconds into frames of the file as it is.
+    """
+    meta_path = videos_dir / "meta.json"
+    if not meta_path.is_file():
+        return
+    try:
+        entries = json.loads(meta_path.read_text()).get("videos", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    for name, entry in entries.items():
+        vid = name[:-4] if name.endswith(".mp4") else name
+        for key in (vid, vid[2:] if vid.startswith("v_") else f"v_{vid}"):
+            if key in videos and isinstance(entry, dict) and entry.get("fps"):
+                videos[key].fps = float(entry["fps"])
+                break
