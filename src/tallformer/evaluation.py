@@ -579,13 +579,9 @@ def _match(gt: GroundTruth, pred: Predictions, thresholds: np.ndarray,
     return tp
 
 
-def compute_average_precision(gt: GroundTruth, pred: Predictions,
-                              tiou_thresholds: Sequence[float]) -> np.ndarray:
-    """AP per threshold and class, `[T, C]` (columns in `gt.classes` order)."""
-    thresholds = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)
-    num_c = len(gt.classes)
-    ap = np.zeros((len(thresholds), num_c))
-    # Per class, predictions in file order (stable), then the official ranking.
+def _rank(pred: Predictions, num_c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction indices class by class, each class best first as the official code ranks
+    them (file order, then its unstable descending argsort); and the per-class counts."""
     by_label = np.argsort(pred.label, kind="stable")
     counts = np.bincount(pred.label, minlength=num_c)
     bounds = np.r_[0, np.cumsum(counts)]
@@ -594,6 +590,18 @@ def compute_average_precision(gt: GroundTruth, pred: Predictions,
         idx = by_label[bounds[c]:bounds[c + 1]]
         pieces.append(idx[pred.score[idx].argsort()[::-1]])
     ranked = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    return ranked, counts
+
+
+def compute_average_precision(gt: GroundTruth, pred: Predictions,
+                              tiou_thresholds: Sequence[float]) -> np.ndarray:
+    """AP per threshold and class, `[T, C]` (columns in `gt.classes` order)."""
+    thresholds = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)
+    num_c = len(gt.classes)
+    ap = np.zeros((len(thresholds), num_c))
+    # Per class, predictions in file order (stable), then the official ranking.
+    ranked, counts = _rank(pred, num_c)
+    bounds = np.r_[0, np.cumsum(counts)]
     tp = _match(gt, pred, thresholds, ranked)
     npos = np.bincount(gt.label, minlength=num_c)
     for c in range(num_c):
@@ -721,14 +729,8 @@ def precision_recall_curves(gt: str | Path | Mapping[str, Any] | Any, pred: str 
     g = load_ground_truth(gt, subset)
     p = load_predictions(pred, g, ignore_unknown_labels=ignore_unknown_labels)
     num_c = len(g.classes)
-    by_label = np.argsort(p.label, kind="stable")
-    counts = np.bincount(p.label, minlength=num_c)
+    ranked, counts = _rank(p, num_c)
     bounds = np.r_[0, np.cumsum(counts)]
-    pieces = []
-    for c in range(num_c):
-        idx = by_label[bounds[c]:bounds[c + 1]]
-        pieces.append(idx[p.score[idx].argsort()[::-1]])
-    ranked = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
     tp = _match(g, p, thresholds, ranked)
     npos = np.bincount(g.label, minlength=num_c)
     curves: dict[str, dict[str, np.ndarray]] = {}

@@ -142,6 +142,12 @@ def test_windows(num_video_frames: int, num_frames: int, overlap: float) -> list
             f"overlap {overlap} leaves a stride of {stride} frames for {num_frames}-frame "
             "windows; lower data.test_overlap"
         )
+    return sliding_windows(num_video_frames, num_frames, stride)
+
+
+def sliding_windows(num_video_frames: int, num_frames: int, stride: int) -> list[tuple[int, int]]:
+    """Windows ``[(start, length), ...]``: window k is ``[k * stride, min(k * stride +
+    num_frames, N))``, listed until one reaches the video end N (the last one truncated)."""
     windows: list[tuple[int, int]] = []
     start = 0
     while True:

@@ -63,6 +63,7 @@ from torch import Tensor
 
 from tallformer import __version__
 from tallformer.config import Config, apply_overrides, config_from_dict
+from tallformer.data.windows import sliding_windows
 from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
 from tallformer.engine.device import amp_dtype_for, resolve_device
 from tallformer.errors import TallformerError, name_list
@@ -167,15 +168,7 @@ def plan_windows(num_video_frames: int, cfg: Config) -> list[tuple[int, int]]:
     """
     if num_video_frames < 1:
         raise InferenceError(f"a video needs at least one frame, got {num_video_frames}")
-    num_frames, stride = cfg.data.num_frames, window_stride(cfg)
-    windows: list[tuple[int, int]] = []
-    start = 0
-    while True:
-        end = min(start + num_frames, num_video_frames)
-        windows.append((start, end - start))
-        if end >= num_video_frames:
-            return windows
-        start += stride
+    return sliding_windows(num_video_frames, cfg.data.num_frames, window_stride(cfg))
 
 
 # --------------------------------------------------------------------------- streaming
