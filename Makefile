@@ -26,10 +26,7 @@ bench: $(STAMP)
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 demo: $(STAMP)
-	@echo "The demo (train and test on the built-in synthetic dataset) is not there yet: it comes"
-	@echo "with the training and testing commands. Meanwhile, try:"
-	@echo "  $(BIN)/tallformer prepare synthetic --out data/synthetic --num-videos 40"
-	@echo "  $(BIN)/tallformer model-info --config demo"
+	$(BIN)/tallformer demo
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

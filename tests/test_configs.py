@@ -31,6 +31,8 @@ def test_swin_b_config_is_the_paper_config() -> None:
             default["model"]["backbone"][key] = getattr(preset, key)
     for key in ("embed_dim", "depths", "num_heads", "window_size", "patch_size"):
         cfg["model"]["backbone"][key] = getattr(preset, key)  # not written in the file
+    assert cfg["test"]["protocol"] == "original"  # the paper config tests with the original's windows
+    default["test"]["protocol"] = "original"  # (the schema's default is ours, chunk_grid)
     assert cfg == default
     assert cfg["model"]["backbone"]["drop_path_rate"] == 0.2  # original: CFG:84-101
     assert cfg["model"]["backbone"]["use_checkpoint"] is True
@@ -55,8 +57,9 @@ def test_demo_config_is_tiny_and_runs() -> None:
     cfg = load_config("demo")
     assert cfg.model.backbone.arch == "tiny"
     assert cfg.train.amp == "none"
-    assert cfg.data.frame_size == [64, 64]
-    assert cfg.data.crop_size == 56
+    assert cfg.data.frame_size == [36, 36]
+    assert cfg.data.crop_size == 32
+    assert cfg.model.head.norm == "gn"  # the CPU demo's departure from the paper's head
     assert cfg.data.num_frames == 128
     assert cfg.model.head.num_classes == 4
     assert cfg.data.annotations is None
@@ -66,7 +69,7 @@ def test_demo_config_is_tiny_and_runs() -> None:
     n = sum(p.numel() for p in model.parameters())
     assert n == 1_753_744
     with torch.no_grad():
-        cls, reg = model.forward_infer(torch.randn(1, 3, 128, 56, 56))
+        cls, reg = model.forward_infer(torch.randn(1, 3, 128, 32, 32))
     assert [tuple(c.shape) for c in cls] == [(1, 20, n) for n in (16, 8, 4, 2)]
     assert [tuple(r.shape) for r in reg] == [(1, 10, n) for n in (16, 8, 4, 2)]
 

@@ -165,8 +165,9 @@ def test_original_protocol_equals_windowing_each_window_by_hand(demo_model) -> N
     per_window = []
     with torch.no_grad():
         for start, length in windows:
-            x = test_transform(source.read(start, start + length), 56, cfg.data.mean, cfg.data.std)
-            clip = torch.zeros(3, 128, 56, 56)
+            crop = cfg.data.crop_size
+            x = test_transform(source.read(start, start + length), crop, cfg.data.mean, cfg.data.std)
+            clip = torch.zeros(3, 128, crop, crop)
             clip[:, :length] = x
             outputs = demo_model.forward_infer(clip[None])
             per_window += demo_model.predict(outputs, [length], [start])

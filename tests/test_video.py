@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.queues
 from fractions import Fraction
 from pathlib import Path
 
@@ -405,3 +407,24 @@ def test_fork_after_reading_does_not_hang_and_child_reads(tmp_path):
     assert proc.exitcode == 0
     assert q.get(timeout=5)
     assert src.read(0, 5).shape == (5, 64, 64, 3)
+
+
+def _read_resized(path: str, out: multiprocessing.queues.Queue) -> None:
+    out.put(open_source(path, 15.0, (36, 36)).read(0, 10).shape)
+
+
+def test_a_forked_worker_resizes_after_the_parent_did(tmp_path: Path) -> None:
+    """A DataLoader worker forked after the parent resized frames (a periodic test, then the
+    next epoch's workers) decodes; reusing or freeing the parent's scaler hung the child."""
+    path = write_video(tmp_path / "a.mp4", 20, fps=15)
+    assert open_source(path, 15.0, (36, 36)).read(0, 10).shape == (10, 36, 36, 3)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_read_resized, args=(str(path), out))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0, "the forked reader hung or failed"
+    assert out.get(timeout=5) == (10, 36, 36, 3)

@@ -25,6 +25,7 @@ from tallformer import __version__
 from tallformer.commands import (
     bank,
     convert_weights,
+    demo,
     detect,
     evaluate,
     model_info,
@@ -34,7 +35,7 @@ from tallformer.commands import (
 )
 from tallformer.errors import TallformerError
 
-_COMMANDS = (prepare, bank, train, test, detect, evaluate, model_info, convert_weights)
+_COMMANDS = (prepare, bank, train, test, detect, evaluate, model_info, convert_weights, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,12 @@
-"""`tallformer bank build|info|merge`: fill a long-term memory bank, describe one, merge shards.
+"""`tallformer bank build|import|info|merge`: fill a long-term memory bank, import the
+original's, describe one, merge shards.
 
 `build` runs the backbone (eval mode, no gradients) over every training video of the
 config and writes the bank (`tallformer.engine.bank_build.build_bank`); it is resumable and
 exits 1 listing the videos that failed. `info` prints a bank's summary
 (`MemoryBank.summary`). `merge` puts the node shards of a `memory.placement=node_local`
-run back into one bank (`tallformer.engine.run_bank.merge_node_banks`). torch is imported inside `func` only (`bank info` never imports
+run back into one bank (`tallformer.engine.run_bank.merge_node_banks`). `import` copies the
+original release's bank folder into ours (`tallformer.engine.bank_import.import_bank`). torch is imported inside `func` only (`bank info` never imports
 it). Errors propagate to `tallformer.cli.main`, which prints them.
 """
 
@@ -35,12 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "The long-term memory bank holds one backbone feature row per 2 frames of every "
             "training video. 'bank build' fills it by running the backbone over the videos; "
-            "'bank info' describes an existing bank."
+            "'bank import' copies the original release's bank; 'bank info' describes an existing bank."
         ),
         epilog=examples(
             "tallformer bank build --config thumos14_swin_b --out banks/thumos14_swin_b "
             "--weights pretrained/swin_b.pth --device cuda "
             "data.annotations=data/thumos14/annotations.json data.videos=data/thumos14/videos",
+            "tallformer bank import data/thumos14/memory_mechanism/feat_swinb_15fps_256x256_crop224x224/val "
+            "--out banks/thumos14_swin_b --config thumos14_swin_b data.annotations=data/thumos14/annotations.json",
             "tallformer bank info banks/thumos14_swin_b",
             "tallformer bank merge --run runs/th14 --out banks/th14_merged nodes/node0 nodes/node1",
         ),
@@ -48,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     inner = parser.add_subparsers(dest="bank_command", metavar="ACTION", title="actions")
     _register_build(inner)
+    _register_import(inner)
     _register_info(inner)
     _register_merge(inner)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
@@ -96,6 +101,43 @@ def _register_build(inner: argparse._SubParsersAction) -> None:
                         "differs from the videos now (default: refuse, naming them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_build)
+
+
+def _register_import(inner: argparse._SubParsersAction) -> None:
+    p = subparser(
+        inner, "import",
+        help="copy the original release's bank (<video>.mmap + meta JSON) into a tallformer bank",
+        description=(
+            "Read the original's bank folder ORIG_DIR (one raw float32 <video>.mmap per video, the "
+            "shapes only in a side meta JSON: meta_val.json beside THUMOS14's val/ folder, meta.json "
+            "in ActivityNet's) and write our bank OUT (fp16 unless --dtype float32 or "
+            "memory.dtype=float32). Every video is checked against the meta (file size, rows = "
+            "ceil(num_frames / 2)), the config (the backbone's feature dim) and the annotations "
+            "(data.annotations, its data.train_subset: the video is there and its frame count fits "
+            "the duration); what does not fit is listed, one line per problem, and left out (exit "
+            "status 1). Finished videos are marked complete one by one: re-running the same command "
+            "resumes. meta.json records where each video came from."
+        ),
+        example_lines=(
+            "tallformer bank import data/thumos14/memory_mechanism/feat_swinb_15fps_256x256_crop224x224/val "
+            "--out banks/thumos14_swin_b --config thumos14_swin_b "
+            "data.annotations=data/thumos14/annotations.json",
+            "tallformer bank import data/anet/memory_mechanism/feat_swinb_k600_256x256_768frames "
+            "--out banks/anet_swin_b --config anet_swin_b data.annotations=data/anet/annotations.json",
+            "tallformer bank import ORIG_DIR --meta ORIG_DIR/../meta_val.json --out banks/th14_fp32 "
+            "--config thumos14_swin_b --dtype float32 data.annotations=data/thumos14/annotations.json",
+        ),
+    )
+    p.add_argument("orig_dir", metavar="ORIG_DIR", help="the original's bank folder of <video>.mmap files")
+    add_config_arguments(p, override_examples="data.annotations=FILE data.train_subset=NAME")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="our bank folder (created; an unfinished import there is resumed)")
+    p.add_argument("--meta", default=None, metavar="FILE",
+                   help="the original's meta JSON (default: the one meta*.json in or beside ORIG_DIR)")
+    p.add_argument("--dtype", choices=("float16", "float32"), default=None,
+                   help="row type of our bank (default: memory.dtype of the config, float16)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_import)
 
 
 def _register_info(inner: argparse._SubParsersAction) -> None:
@@ -169,6 +211,21 @@ def run_build(args: argparse.Namespace) -> int:
             print(f"  {vid}: {msg}", file=sys.stderr)
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------- import
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from tallformer.engine.bank_import import import_bank
+
+    report = import_bank(config_from_args(args), args.orig_dir, args.out, meta_file=args.meta,
+                         dtype=args.dtype, progress=not args.quiet)
+    head, *rest = report.summary().split("\n")
+    print(head)
+    for line in rest:
+        print(line, file=sys.stderr if not line.startswith("  not in the training") else sys.stdout)
+    return 0 if report.ok else 1
 
 
 # --------------------------------------------------------------------------- info

@@ -39,6 +39,7 @@ differs from `size`.
 from __future__ import annotations
 
 import bisect
+import gc
 import math
 import numbers
 import os
@@ -241,7 +242,14 @@ def _after_fork_in_child() -> None:
     """FFmpeg's decoder threads do not survive fork(): closing or freeing a container the
     parent had open would wait for them forever (a data-loader worker hangs). The child
     parks every inherited container (never freed in this process) and each source reopens
-    its file on its next read."""
+    its file on its next read. The same holds for the scalers `_to_rgb` keeps (FFmpeg's
+    scaler runs slice threads): parked too, so the child makes its own. And the parent's
+    uncollected garbage (a container in a reference cycle) must not be collected in the
+    child either: `gc.freeze` leaves everything inherited to the parent's collector."""
+    global _REFORMATTERS
+    gc.freeze()
+    _INHERITED.append(_REFORMATTERS)
+    _REFORMATTERS = threading.local()
     for source in list(_LIVE_SOURCES):
         _INHERITED.append((source._container, source._stream, source._decoder))
         source._decoder = None

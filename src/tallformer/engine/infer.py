@@ -67,6 +67,7 @@ from tallformer.data.windows import sliding_windows
 from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
 from tallformer.engine.device import amp_dtype_for, resolve_device
 from tallformer.errors import TallformerError, name_list
+from tallformer.models.original_checkpoints import MODEL_FORMAT
 from tallformer.models.outputs import Detections
 from tallformer.ops.segments import NmsMethod, nms
 
@@ -682,10 +683,14 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
 
     path = Path(checkpoint)
     state = load_checkpoint(path)
-    if state.get("format") != CHECKPOINT_FORMAT or "model" not in state or "config" not in state:
-        raise CheckpointError(f"{path}: not a tallformer training checkpoint (format "
+    # a training checkpoint, or a model converted from the original release
+    # (`tallformer.models.original_checkpoints`: model, config and classes, no optimizer)
+    if (state.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT) or "model" not in state
+            or "config" not in state):
+        raise CheckpointError(f"{path}: not a tallformer training checkpoint or converted model (format "
                               f"{state.get('format')!r}); pass a file of RUN_DIR/checkpoints/, "
-                              "e.g. runs/th14/checkpoints/epoch_0600.pt")
+                              "e.g. runs/th14/checkpoints/epoch_0600.pt, or convert the original's "
+                              "with tallformer convert-weights")
     saved = config_from_dict(state["config"], f"{path} (saved config)")
     if cfg is None:
         cfg = config_from_dict(apply_overrides(state["config"], list(overrides)),

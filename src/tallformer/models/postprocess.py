@@ -38,6 +38,11 @@ class WindowPostProcess:
     (strict; original: vedatad/misc/segment/segment.py:110-128); segments decoded with both
     ends clamped to [0, lengths[i]] (the window's real length, frames) and shifted by
     offsets[i] (window start, video frames). No NMS here.
+
+    Candidates whose clamped segment has zero length are dropped (ours): in a padded last
+    window the anchors over the padding decode to [length, length], which the original
+    keeps (its zero-length detections never match a ground truth, yet rank as false
+    positives; docs/differences.md).
     """
 
     score_thr: float = 0.005
@@ -78,10 +83,11 @@ class WindowPostProcess:
                     top = scores.max(dim=1).values.topk(self.nms_pre).indices
                     scores, deltas, anchors = scores[top], deltas[top], anchors[top]
                 row, col, kept = filter_topk(scores, self.score_thr)
-                segs = self.coder.decode(deltas[row], anchors[row], max_length=lengths_l[i]) + offs[i]
-                seg_parts.append(segs)
-                score_parts.append(kept)
-                label_parts.append(col)
+                segs = self.coder.decode(deltas[row], anchors[row], max_length=lengths_l[i])
+                real = segs[:, 1] > segs[:, 0]  # drop the zero-length ones (see above)
+                seg_parts.append(segs[real] + offs[i])
+                score_parts.append(kept[real])
+                label_parts.append(col[real])
             results.append(Detections(torch.cat(seg_parts), torch.cat(score_parts),
                                       torch.cat(label_parts)))
         return results

@@ -375,7 +375,7 @@ def _arch_name(shape: Mapping[str, Any]) -> str:
     return preset if preset is not None else "a custom Video Swin"
 
 
-def _check_arch(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+def check_arch(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """One line when the file's architecture differs from the module's (if it can be told)."""
     arch = getattr(module, "arch", None)
     if not isinstance(arch, SwinArch):
@@ -405,7 +405,7 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> str:
     """
     source = str(path)
     state, fmt = extract_backbone_state(read_checkpoint(path), source)
-    _check_arch(module, state, source)
+    check_arch(module, state, source)
     state = check_state_dict(module, state, source)
     result = module.load_state_dict(state, strict=False)
     leftover = [k for k in result.missing_keys if not k.endswith(_INDEX)] + list(result.unexpected_keys)
@@ -426,7 +426,7 @@ def _window_arg(window: Sequence[int] | None) -> tuple[int, int, int] | None:
 
 
 def convert_checkpoint(src: str | Path, out: str | Path, arch: str | None = None,
-                       window: Sequence[int] | None = None) -> dict[str, Any]:
+                       window: Sequence[int] | None = None, *, loaded: Any = None) -> dict[str, Any]:
     """Convert a Video Swin checkpoint to a plain tallformer backbone state dict.
 
     Reads `src` (official, torchvision or tallformer format), renames the keys, infers the
@@ -435,12 +435,13 @@ def convert_checkpoint(src: str | Path, out: str | Path, arch: str | None = None
     backbone it implies (or against preset `arch`, an error if they differ) and writes
     `torch.save(backbone.state_dict())` to `out` and a JSON sidecar `out.json`, both
     atomically. Returns the sidecar's content: `{"arch", "preset", "num_features",
-    "num_parameters", "source", "source_format", "config"}`.
+    "num_parameters", "source", "source_format", "config"}`. `loaded`: the file's content
+    when the caller has read it already (`read_checkpoint`).
     """
     src, out = Path(src), Path(out)
     if arch is not None and arch not in PRESETS:
         raise WeightsError(f"unknown backbone arch {arch!r}; choose one of {', '.join(PRESETS)}")
-    state, fmt = extract_backbone_state(read_checkpoint(src), str(src))
+    state, fmt = extract_backbone_state(read_checkpoint(src) if loaded is None else loaded, str(src))
     prefer = _window_arg(window)
     if prefer is None and arch is not None:
         prefer = PRESETS[arch].window_size
