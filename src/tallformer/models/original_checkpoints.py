@@ -43,7 +43,12 @@ from tallformer import __version__
 from tallformer.atomic import atomic_path
 from tallformer.config import Config, ConfigError, config_to_dict, load_config
 from tallformer.errors import name_list
-from tallformer.models.weights import WeightsError, check_arch, read_checkpoint
+from tallformer.models.weights import (
+    WeightsError,
+    check_arch,
+    key_problems,
+    read_checkpoint,
+)
 
 __all__ = [
     "ANET_KEYS",
@@ -382,16 +387,7 @@ def map_original_state(state: Mapping[str, Tensor], kind: OriginalKind, model_st
     wrong_index = [keymap.to_original(k) or k for k, v in out.items()
                    if k.endswith("relative_position_index") and v.shape == model_state[k].shape
                    and not torch.equal(v.long(), model_state[k].long())]
-    parts = []
-    if unexpected:
-        parts.append(f"unexpected keys ({len(unexpected)}): {name_list(unexpected, _MAX_LISTED)}")
-    if missing:
-        parts.append(f"missing keys ({len(missing)}): {name_list(missing, _MAX_LISTED)}")
-    if misshaped:
-        parts.append(f"mis-shaped keys ({len(misshaped)}): {name_list(misshaped, _MAX_LISTED)}")
-    if wrong_index:
-        parts.append(f"relative_position_index buffers that differ from the model's (another attention "
-                     f"window) ({len(wrong_index)}): {name_list(wrong_index, _MAX_LISTED)}")
+    parts = key_problems(missing, unexpected, misshaped, wrong_index, " (another attention window)")
     if parts:
         raise WeightsError(f"{source}: does not fit the {kind} detector of the config: " + "; ".join(parts)
                            + "; pass the config the model was trained with (--config NAME|FILE, "

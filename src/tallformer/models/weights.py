@@ -316,6 +316,15 @@ def _listing(items: Sequence[str]) -> str:
     return name_list(items, _MAX_LISTED)
 
 
+def key_problems(missing: Sequence[str], unexpected: Sequence[str], misshaped: Sequence[str],
+                 wrong_index: Sequence[str], index_note: str = "") -> list[str]:
+    """The parts of a state-dict mismatch message, one per non-empty kind, in the order
+    missing, unexpected, mis-shaped, differing index buffers (each "KIND (N): names")."""
+    kinds = (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped),
+             (f"relative_position_index buffers that differ from the model's{index_note}", wrong_index))
+    return [f"{kind} ({len(names)}): {_listing(names)}" for kind, names in kinds if names]
+
+
 def _module_arch(module: nn.Module) -> str:
     arch = getattr(module, "arch", None)
     return str(arch.shape_dict()) if isinstance(arch, SwinArch) else type(module).__name__
@@ -337,19 +346,8 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str
         and v.device.type != "meta" and expected[k].device.type != "meta"
         and not torch.equal(v.cpu().long(), expected[k].cpu().long())
     ]
-    if missing or unexpected or misshaped or wrong_index:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-        if misshaped:
-            parts.append(f"mis-shaped keys ({len(misshaped)}): {_listing(misshaped)}")
-        if wrong_index:
-            parts.append(
-                f"relative_position_index buffers that differ from the model's ({len(wrong_index)}): "
-                f"{_listing(wrong_index)}"
-            )
+    parts = key_problems(missing, unexpected, misshaped, wrong_index)
+    if parts:
         hint = f". The model is {_module_arch(module)}"
         with contextlib.suppress(WeightsError):
             hint += f"; the file implies {infer_arch(state, source=source)}"
