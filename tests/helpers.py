@@ -148,6 +148,39 @@ def train_epochs(
     return history
 
 
+def train_lockstep(model: nn.Module, loaders: list[TrainLoader], optimizer: torch.optim.Optimizer,
+                   bank: MemoryBank, steps: int, on_step: Callable[[int], None] | None = None) -> None:
+    """Replay `steps` steps of several ranks (or nodes) in one process: each step takes one
+    batch from every loader, in order, and trains on them one after another; the epochs
+    advance together. `on_step(done)` runs after each step."""
+    done, epoch = 0, 0
+    while done < steps:
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        for batches in zip(*loaders, strict=True):
+            if done == steps:
+                break
+            for batch in batches:
+                train_step(model, batch, optimizer, bank, device="cpu")
+            done += 1
+            if on_step is not None:
+                on_step(done)
+        epoch += 1
+
+
+def random_bank(root: Path, frames: dict[str, int], dim: int = 192, seed: int = 0) -> MemoryBank:
+    """A complete float32-noise bank of `frames` (video -> frame count) at `root`."""
+    from tallformer.memory.bank import MemoryBank
+
+    bank = MemoryBank.create(root, frames, dim)
+    rng = np.random.default_rng(seed)
+    for video, n in frames.items():
+        bank.write(video, 0, rng.standard_normal((-(-n // 2), dim)).astype(np.float32))
+        bank.mark_complete(video)
+    bank.flush()
+    return bank
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (from /proc). torchrun starts its workers in sessions of
     their own, so killing the launcher's process group would leave them running."""

@@ -87,6 +87,7 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
     import numpy as np
     import torch
 
+    from helpers import random_bank
     from tallformer.data.annotations import load_annotations
     from tallformer.data.synthetic import generate_synthetic_dataset
     from tallformer.engine.loader import make_train_loader
@@ -102,12 +103,7 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
     ann = load_annotations(ann_path)
     frames = training_frame_counts(_config(ann_path, videos), ann)
     assert len(frames) == 5
-    initial = MemoryBank.create(tmp_path / "initial", frames, 192)
-    rng = np.random.default_rng(0)
-    for video, n in frames.items():
-        initial.write(video, 0, rng.standard_normal((-(-n // 2), 192)).astype(np.float32))
-        initial.mark_complete(video)
-    initial.flush()
+    initial = random_bank(tmp_path / "initial", frames)
     ddp_bank = initial.copy_to(tmp_path / "ddp", progress=False)
     ref_bank = initial.copy_to(tmp_path / "ref", progress=False)
 

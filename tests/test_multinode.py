@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants
+from helpers import descendants, random_bank, train_lockstep
 from tallformer.config import load_config
 from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import load_checkpoint
@@ -165,12 +165,7 @@ def data(tmp_path_factory) -> dict[str, object]:
                                      val_fraction=0.2, progress=False)
     videos = root / "syn" / "videos"
     frames = training_frame_counts(_cfg(ann, videos), load_annotations(ann))
-    initial = MemoryBank.create(root / "initial", frames, 192)
-    rng = np.random.default_rng(0)
-    for video, n in frames.items():
-        initial.write(video, 0, rng.standard_normal((-(-n // 2), 192)).astype(np.float32))
-        initial.mark_complete(video)
-    initial.flush()
+    initial = random_bank(root / "initial", frames)
     return {"root": root, "annotations": ann, "videos": videos, "frames": frames, "initial": initial.root}
 
 
@@ -316,7 +311,6 @@ def _replay(data: dict[str, object], shards: list[list[str]], tmp_path: Path, sn
     initial bank: (the bank after `snapshot_at` steps, the bank after STEPS)."""
     from tallformer.data.annotations import load_annotations
     from tallformer.engine.optim import make_optimizer
-    from tallformer.engine.step import train_step
     from tallformer.models.detector import build_detector
 
     cfg = _cfg(data["annotations"], data["videos"])
@@ -329,20 +323,14 @@ def _replay(data: dict[str, object], shards: list[list[str]], tmp_path: Path, sn
         ann = load_annotations(cfg.data.annotations)
         optimizer = make_optimizer(model, cfg.train)
         loaders = [node_train_loader(cfg, ann, bank, shards, node) for node in range(2)]
-        done, epoch, snapshot = 0, 0, {}
-        while done < STEPS:
-            for loader in loaders:
-                loader.set_epoch(epoch)
-            for batches in zip(*loaders, strict=True):
-                if done == STEPS:
-                    break
-                for batch in batches:
-                    train_step(model, batch, optimizer, bank, device="cpu")
-                done += 1
-                if done == snapshot_at:
-                    bank.flush()
-                    snapshot = _arrays(bank.root)
-            epoch += 1
+        snapshot: dict = {}
+
+        def at(done: int) -> None:
+            if done == snapshot_at:
+                bank.flush()
+                snapshot.update(_arrays(bank.root))
+
+        train_lockstep(model, loaders, optimizer, bank, STEPS, on_step=at)
         bank.flush()
     finally:
         torch.set_num_threads(threads)

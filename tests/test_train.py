@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants, kill_tree
+from helpers import descendants, kill_tree, train_lockstep
 from tallformer.config import load_config
 from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
 from tallformer.engine.schedule import LrSchedule
@@ -306,7 +306,6 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
     from tallformer.engine.bank_build import build_bank
     from tallformer.engine.loader import make_train_loader
     from tallformer.engine.optim import make_optimizer
-    from tallformer.engine.step import train_step
     from tallformer.memory.bank import MemoryBank
     from tallformer.models.detector import build_detector
 
@@ -319,18 +318,7 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
     ann = load_annotations(cfg.data.annotations)
     optimizer = make_optimizer(model, cfg.train)
     loaders = [make_train_loader(cfg, ann, bank, rank=r, world_size=2) for r in range(2)]
-    done = 0
-    epoch = 0
-    while done < steps:
-        for loader in loaders:
-            loader.set_epoch(epoch)
-        for batches in zip(*loaders, strict=True):
-            if done == steps:
-                break
-            for batch in batches:
-                train_step(model, batch, optimizer, bank, device="cpu")
-            done += 1
-        epoch += 1
+    train_lockstep(model, loaders, optimizer, bank, steps)
     bank.flush()
     return {p.name: np.load(p) for p in sorted((tmp_path / "replay_bank").rglob("*.npy"))}
 
