@@ -15,9 +15,13 @@ from tallformer.data.prepare import PrepareError
 from tallformer.data.synthetic import (
     CLASS_COLOURS,
     CLASS_NAMES,
+    DRIFT_CLASS_NAMES,
+    DRIFT_VELOCITY,
     MAX_INSTANCE_S,
     MIN_INSTANCE_S,
+    TASKS,
     annotation_dict,
+    dataset_folder,
     generate_synthetic_dataset,
     plan_dataset,
     render_frames,
@@ -173,3 +177,57 @@ def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (info.width, info.height) == (48, 32)
     assert main(["prepare", "synthetic", "--out", str(out), "--num-classes", "9"]) == 2
     assert "\nerror: num_classes must be between 1 and 8" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the drift task
+
+
+def test_drift_plans_the_same_events_with_its_own_class_names() -> None:
+    shapes = plan_dataset(5, 2, **SMALL)
+    drift = plan_dataset(5, 2, task="drift", **SMALL)
+    assert [v.events for v in drift] == [v.events for v in shapes]
+    assert {v.task for v in drift} == {"drift"} and {v.task for v in shapes} == {"shapes"}
+    assert plan_dataset(5, 2, task="shapes", **SMALL) == shapes  # the default task
+    labels = {a["label"] for v in annotation_dict(drift, 4)["database"].values() for a in v["annotations"]}
+    assert labels == set(DRIFT_CLASS_NAMES)
+    assert dataset_folder("shapes") == Path("data/synthetic")
+    assert dataset_folder("drift") == Path("data/synthetic_drift")
+    with pytest.raises(PrepareError, match="num_classes must be between 1 and 4"):
+        plan_dataset(2, 0, num_classes=5, task="drift")
+    with pytest.raises(PrepareError, match="unknown synthetic task 'spin'; choose one of shapes, drift"):
+        plan_dataset(2, 0, task="spin")
+
+
+def test_drift_texture_slides_one_pixel_a_frame_the_class_way() -> None:
+    """Inside the disk, frame t+1 is frame t shifted by the class's velocity (and not by the
+    opposite one); the disk itself does not move, and every class is drawn in the same colours."""
+    videos = plan_dataset(4, 1, task="drift", size=(36, 36), **SMALL)
+    seen: dict[int, np.ndarray] = {}
+    for video in videos:
+        frames = np.stack(list(render_frames(video))).astype(np.int16)
+        for e in video.events:
+            h, w = video.size
+            cx, cy = round(e.position[0] * w), round(e.position[1] * h)
+            inner = (slice(cy - 4, cy + 4), slice(cx - 4, cx + 4))  # well inside the disk
+            dx, dy = DRIFT_VELOCITY[e.label]
+            a, b = frames[e.start], frames[e.start + 1]
+            moved = np.roll(a, (dy, dx), axis=(0, 1))
+            back = np.roll(a, (-dy, -dx), axis=(0, 1))
+            np.testing.assert_array_equal(b[inner], moved[inner])
+            assert np.abs(b[inner] - back[inner]).mean() > 5, "the texture has grain"
+            seen.setdefault(e.label, frames[e.start:e.stop][(slice(None), *inner)].reshape(-1, 3).mean(0))
+    assert len(seen) == 4
+    means = np.stack(list(seen.values()))
+    assert np.ptp(means, axis=0).max() < 40, "no class has its own colour"
+
+
+def test_cli_drift_task(tmp_path: Path) -> None:
+    from tallformer.commands.prepare_media import SYNTHETIC_TASKS
+
+    assert SYNTHETIC_TASKS == TASKS
+    out = tmp_path / "drift"
+    assert main(["prepare", "synthetic", "--out", str(out), "--num-videos", "2", "--task", "drift",
+                 "--size", "36x36", "--min-length", "4", "--max-length", "5"]) == 0
+    aset = load_annotations(out / "annotations.json")
+    assert set(aset.classes) <= set(DRIFT_CLASS_NAMES)
+    assert len(aset.classes) >= 1

@@ -102,6 +102,9 @@ class DataConfig:
     # synthetic dataset, generated once into data/synthetic/ under the working folder
     synthetic_videos: int = field(default=0, metadata=_range(0))
     synthetic_seed: int = field(default=0, metadata=_range(0))
+    # what the synthetic classes are (tallformer.data.synthetic.TASKS): "shapes" (the demo's,
+    # in data/synthetic/) or "drift" (a texture sliding one of 4 ways, in data/synthetic_drift/)
+    synthetic_task: Literal["shapes", "drift"] = "shapes"
 
 
 @dataclass

@@ -34,6 +34,7 @@ from tallformer.commands.common import subparser
 if TYPE_CHECKING:
     from tallformer.config import Config
     from tallformer.data.annotations import AnnotationSet
+    from tallformer.models.backbone import VideoSwinBackbone
 
 NUM_STAGES = 5
 TIMELINE_VIDEOS = 3
@@ -111,9 +112,11 @@ def _duration(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{seconds:.1f} s"
 
 
-def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], progress: bool) -> Config:
-    """Stage 1: the synthetic dataset of ``cfg`` in `out_dir` (generated unless the one there
-    is the same plan); returns `cfg` with ``data.annotations`` / ``data.videos`` set to it."""
+def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], progress: bool,
+                      val_fraction: float = 0.25) -> Config:
+    """Stage 1: the synthetic dataset of ``cfg`` (``data.synthetic_task``) in `out_dir`
+    (generated unless the one there is the same plan); returns `cfg` with
+    ``data.annotations`` / ``data.videos`` set to it."""
     from tallformer.data.synthetic import (
         annotation_dict,
         generate_synthetic_dataset,
@@ -128,7 +131,8 @@ def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], 
     size = (int(d.frame_size[0]), int(d.frame_size[1]))
     classes = cfg.model.head.num_classes
     kw: dict[str, Any] = {"num_classes": classes, "fps": d.fps, "size": size,
-                          "min_length": lengths[0], "max_length": lengths[1]}
+                          "min_length": lengths[0], "max_length": lengths[1],
+                          "val_fraction": val_fraction, "task": d.synthetic_task}
     ann = out_dir / "annotations.json"
     wanted = json.loads(json.dumps(annotation_dict(plan_dataset(d.synthetic_videos, d.synthetic_seed, **kw),
                                                    classes)))
@@ -146,6 +150,23 @@ def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], 
     return replace(cfg, data=replace(d, annotations=str(ann), videos=str(videos)))
 
 
+def initial_backbone(cfg: Config) -> VideoSwinBackbone:
+    """The backbone training starts from: the global RNGs seeded with ``cfg.seed``, then the
+    detector built, exactly as `tallformer.engine.train` builds it (random unless the config
+    names weights)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from tallformer.models.detector import build_detector
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    torch.manual_seed(cfg.seed)
+    return build_detector(cfg).backbone
+
+
 def initial_bank(cfg: Config, run: Path, progress: bool) -> None:
     """Stage 2: ``RUN/bank``, the bank training uses, from the backbone it starts with.
 
@@ -154,16 +175,10 @@ def initial_bank(cfg: Config, run: Path, progress: bool) -> None:
     initial weights; the engine finds the bank complete and trains on it. Nothing to do
     when every chunk goes through the backbone (keep ratio 1) or the bank is complete.
     """
-    import random
-
-    import numpy as np
-    import torch
-
     from tallformer.engine.bank_build import build_bank
     from tallformer.engine.device import resolve_device
     from tallformer.engine.train import TrainingError
     from tallformer.memory.selection import num_kept
-    from tallformer.models.detector import build_detector
 
     chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
     if num_kept(chunks, cfg.memory.keep_ratio) == chunks:
@@ -175,11 +190,7 @@ def initial_bank(cfg: Config, run: Path, progress: bool) -> None:
     if cfg.model.backbone.weights or cfg.model.init_from:
         print("      the bank is built by the training engine from the configured weights")
         return
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
-    backbone = build_detector(cfg).backbone
-    report = build_bank(cfg, run / "bank", device=resolve_device(cfg.train.device), backbone=backbone,
+    report = build_bank(cfg, run / "bank", device=resolve_device(cfg.train.device), backbone=initial_backbone(cfg),
                         progress=progress)
     if not report.ok:
         raise TrainingError(report.summary().replace("\n", "; "))
@@ -261,9 +272,10 @@ def demo_config(config: str, overrides: Sequence[str], out: str | None, quick: b
 def run(args: argparse.Namespace) -> int:
     from tallformer.commands.test import comparison_table
     from tallformer.data.annotations import load_annotations
+    from tallformer.data.synthetic import dataset_folder
     from tallformer.engine.device import resolve_device
     from tallformer.engine.infer import evaluate_model, load_model
-    from tallformer.engine.train import CHECKPOINTS, LAST, LOG, SYNTHETIC_DIR, train
+    from tallformer.engine.train import CHECKPOINTS, LAST, LOG, train
     from tallformer.memory.selection import num_kept
 
     progress = not args.no_progress
@@ -276,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
 
     stages.begin(1, "data", "synthetic dataset: mp4 videos and ActivityNet annotations")
     # absolute, as `tallformer train` records it: the two commands share the data and a run
-    data_dir = (run_dir / "data" / "synthetic" if args.quick else SYNTHETIC_DIR).resolve()
+    folder = dataset_folder(cfg.data.synthetic_task)
+    data_dir = (run_dir / folder if args.quick else folder).resolve()
     cfg = synthetic_dataset(cfg, data_dir, QUICK_LENGTH_S if args.quick else FULL_LENGTH_S, progress)
 
     stages.begin(2, "bank", "memory bank of the training videos, from the initial (random) backbone")

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 
 from tallformer.commands.common import subparser
 
+# tallformer.data.synthetic.TASKS, spelled out: registering the commands imports no numpy
+SYNTHETIC_TASKS = ("shapes", "drift")
+
 if TYPE_CHECKING:
     from tallformer.data.prepare import PrepareResult
 
@@ -87,7 +90,7 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     path = generate_synthetic_dataset(
         args.out, args.num_videos, args.seed, num_classes=args.num_classes, size=args.size,
         fps=args.fps, min_length=args.min_length, max_length=args.max_length,
-        val_fraction=args.val_fraction, workers=args.workers,
+        val_fraction=args.val_fraction, workers=args.workers, task=args.task,
     )
     print(f"prepare synthetic: {args.num_videos} videos in {path.parent / 'videos'}, "
           f"annotations {path} ({time.perf_counter() - start:.1f} s)")
@@ -172,12 +175,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(H.264) and OUT/annotations.json (ActivityNet format, subsets training and "
             "validation). Each class is a shape with its own colour and motion unfolding over "
             "1-10 s on a drifting textured background; distractors play the beginning of an "
-            "action and stop, so boundaries need temporal context. Same --seed, same data."
+            "action and stop, so boundaries need temporal context. Same --seed, same data. "
+            "--task drift: 4 classes that look the same in every frame (one textured disk) and "
+            "differ only in the way the texture slides (right, left, down, up)."
         ),
         example_lines=(
             "tallformer prepare synthetic --out data/synthetic --num-videos 40 --seed 0",
             "tallformer prepare synthetic --out /tmp/tiny --num-videos 4 --seed 1 "
             "--min-length 8 --max-length 12",
+            "tallformer prepare synthetic --out data/synthetic_drift --task drift --size 36x36",
         ),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -197,4 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of validation videos (default 0.25)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="parallel processes (default 1)")
+    p.add_argument("--task", choices=SYNTHETIC_TASKS, default="shapes",
+                   help="what the classes are: shapes (default, the demo's: colour, shape and motion "
+                        "differ) or drift (one textured disk, the texture slides one of 4 ways)")
     p.set_defaults(func=_run_synthetic)

@@ -68,6 +68,23 @@ CLASS_COLOURS = np.array(
     dtype=np.float32,
 )
 
+# The "drift" task: every class is the same orange disk filled with a random-dot texture;
+# only the direction in which the texture slides under the disk (one pixel a frame) tells
+# the classes apart. (dx, dy) in pixels per frame, in class-id order.
+DRIFT_CLASS_NAMES: tuple[str, ...] = ("DriftRight", "DriftLeft", "DriftDown", "DriftUp")
+DRIFT_VELOCITY: tuple[tuple[int, int], ...] = ((1, 0), (-1, 0), (0, 1), (0, -1))
+DRIFT_COLOUR = np.array((200, 120, 50), dtype=np.float32)
+_DRIFT_RADIUS = 0.45     # of the frame side
+_DRIFT_CONTRAST = 60.0   # texture amplitude on the 0-255 scale
+_DRIFT_PERIOD = 32       # the texture repeats every 32 pixels
+_DRIFT_BLOB = 1.5        # texture grain: Gaussian smoothing of white noise, pixels
+_DRIFT_SPEED = 2         # pixels per frame
+_DRIFT_LIFETIME = 8      # frames: a fresh texture every 8 frames of an event
+_DRIFT_JITTER = 0
+
+TASKS: tuple[str, ...] = ("shapes", "drift")
+TASK_CLASS_NAMES: dict[str, tuple[str, ...]] = {"shapes": CLASS_NAMES, "drift": DRIFT_CLASS_NAMES}
+
 VIDEO_PREFIX = "synth_"
 MIN_INSTANCE_S = 1.0  # instance lengths 1-5 s: at most 75 frames at 15 fps, well inside the
 MAX_INSTANCE_S = 5.0  # demo's 128-frame windows (the paper's THUMOS14 windows: 32 s)
@@ -111,6 +128,7 @@ class SyntheticVideo:
     size: tuple[int, int]  # (H, W)
     seed: int  # seeds the background of this video
     events: tuple[SyntheticEvent, ...] = field(default_factory=tuple)
+    task: str = "shapes"  # what the classes are (`TASKS`)
 
     @property
     def duration(self) -> float:
@@ -125,20 +143,34 @@ class SyntheticVideo:
         return [e for e in self.events if not e.complete]
 
 
-def class_names(num_classes: int) -> list[str]:
-    """The first `num_classes` class names; at most ``len(CLASS_NAMES)`` (8)."""
-    if not 1 <= num_classes <= len(CLASS_NAMES):
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise PrepareError(f"unknown synthetic task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def dataset_folder(task: str = "shapes") -> Path:
+    """Where `tallformer train` generates the built-in dataset of `task` (``data.synthetic_task``),
+    relative to the working folder: ``data/synthetic`` (shapes), ``data/synthetic_<task>`` otherwise."""
+    _check_task(task)
+    return Path("data") / ("synthetic" if task == "shapes" else f"synthetic_{task}")
+
+
+def class_names(num_classes: int, task: str = "shapes") -> list[str]:
+    """The first `num_classes` class names of `task` (``shapes``: at most 8, ``drift``: 4)."""
+    _check_task(task)
+    names = TASK_CLASS_NAMES[task]
+    if not 1 <= num_classes <= len(names):
         raise PrepareError(
-            f"num_classes must be between 1 and {len(CLASS_NAMES)} (there are "
-            f"{len(CLASS_NAMES)} synthetic event kinds), got {num_classes}"
+            f"num_classes must be between 1 and {len(names)} (the {task!r} task has "
+            f"{len(names)} synthetic event kinds), got {num_classes}"
         )
-    return list(CLASS_NAMES[:num_classes])
+    return list(names[:num_classes])
 
 
 def _check_settings(num_videos: int, num_classes: int, fps: float, size: tuple[int, int],
                     min_length: float, max_length: float, val_fraction: float,
-                    instance_length: tuple[float, float]) -> None:
-    class_names(num_classes)
+                    instance_length: tuple[float, float], task: str = "shapes") -> None:
+    class_names(num_classes, task)
     if num_videos < 1:
         raise PrepareError(f"num_videos must be at least 1, got {num_videos}")
     if not fps > 0:
@@ -220,7 +252,7 @@ def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float
                  size: tuple[int, int] = (64, 64), min_length: float = 30.0,
                  max_length: float = 60.0, val_fraction: float = 0.25,
                  instance_length: tuple[float, float] = (MIN_INSTANCE_S, MAX_INSTANCE_S),
-                 ) -> list[SyntheticVideo]:
+                 task: str = "shapes") -> list[SyntheticVideo]:
     """Plan every video of a synthetic dataset (cheap; no drawing).
 
     The first ``num_videos - round(num_videos * val_fraction)`` videos are `training`,
@@ -228,7 +260,7 @@ def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float
     ``val_fraction > 0``). Same arguments, same plan.
     """
     _check_settings(num_videos, num_classes, fps, size, min_length, max_length, val_fraction,
-                    instance_length)
+                    instance_length, task)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     labels = _label_stream(rng, num_classes)
     num_val = round(num_videos * val_fraction)
@@ -246,14 +278,14 @@ def plan_dataset(num_videos: int, seed: int, *, num_classes: int = 4, fps: float
             video_id=f"{VIDEO_PREFIX}{index:0{width}d}",
             subset="training" if index < num_train else "validation",
             num_frames=num_frames, fps=float(fps), size=(int(size[0]), int(size[1])),
-            seed=render_seed, events=events,
+            seed=render_seed, events=events, task=task,
         ))
     return videos
 
 
 def annotation_dict(videos: list[SyntheticVideo], num_classes: int) -> dict[str, Any]:
     """The ActivityNet JSON (`tallformer.data.annotations`) of planned videos, in video order."""
-    names = class_names(num_classes)
+    names = class_names(num_classes, videos[0].task if videos else "shapes")
     database = {}
     for video in videos:
         database[video.video_id] = {
@@ -361,25 +393,63 @@ def render_frames(video: SyntheticVideo, block: int = 32) -> Iterator[np.ndarray
 
     Frames are drawn `block` at a time (vectorised); the result does not depend on `block`.
     """
+    _check_task(video.task)
     rng = np.random.default_rng(video.seed)
     h, w = video.size
     background = _Background(rng, video.size, video.fps)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    textures = ([np.stack([_drift_texture(np.random.default_rng([video.seed, i, k]))
+                           for k in range(-(-(e.stop - e.start) // _DRIFT_LIFETIME))])
+                 for i, e in enumerate(video.events)] if video.task == "drift" else [])
     for b0 in range(0, video.num_frames, block):
         b1 = min(b0 + block, video.num_frames)
         frames = background.frames(np.arange(b0, b1))
-        for e in video.events:
+        for i, e in enumerate(video.events):
             lo, hi = max(e.start, b0), min(e.stop, b1)
             if lo >= hi:
+                continue
+            part = frames[lo - b0:hi - b0]
+            if video.task == "drift":
+                mask, colour = _drift_event(e, textures[i], np.arange(lo, hi), video.size, xs, ys)
+                part += mask * (colour - part)
                 continue
             idx = np.arange(lo, hi, dtype=np.float32)[:, None, None]
             progress = e.progress_end * (idx - e.start + 0.5) / (e.stop - e.start)
             seconds = (idx - e.start) / video.fps
             mask = _event_mask(e.label, progress, seconds, e, video.size, xs, ys)[..., None]
             colour = np.clip(CLASS_COLOURS[e.label] + np.asarray(e.colour_shift, np.float32), 0, 255)
-            part = frames[lo - b0:hi - b0]
             part += mask * (colour - part)
         yield from np.clip(frames + 0.5, 0, 255).astype(np.uint8)
+
+
+def _drift_texture(rng: np.random.Generator) -> np.ndarray:
+    """A periodic random-dot texture in [-1, 1]: float32 [P, P] (P = 32), white noise
+    smoothed by a Gaussian of `_DRIFT_BLOB` pixels (in the Fourier domain, so it wraps)."""
+    noise = rng.standard_normal((_DRIFT_PERIOD, _DRIFT_PERIOD))
+    f = np.fft.fftfreq(_DRIFT_PERIOD)
+    gain = np.exp(-2 * (np.pi * _DRIFT_BLOB) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2))
+    tex = np.fft.ifft2(np.fft.fft2(noise) * gain).real
+    tex /= tex.std()
+    return np.tanh(tex).astype(np.float32)
+
+
+def _drift_event(event: SyntheticEvent, texture: np.ndarray, frames: np.ndarray, size: tuple[int, int],
+                 xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A "drift" event on `frames` [T]: coverage [T, H, W, 1] of the disk and its colour
+    [T, H, W, 3], the texture slid by the class's velocity times the frames since the start."""
+    h, w = size
+    jitter = _DRIFT_JITTER
+    radius = _DRIFT_RADIUS * min(h, w) * (event.scale if jitter else 1.0)
+    px, py = event.position if jitter else (0.5, 0.5)
+    d = np.hypot(xs - px * w, ys - py * h) - radius
+    mask = np.broadcast_to(np.clip(0.5 - d, 0.0, 1.0), (len(frames), h, w))
+    dx, dy = (_DRIFT_SPEED * v for v in DRIFT_VELOCITY[event.label])
+    t = (frames - event.start)[:, None, None]
+    iy, ix = np.mgrid[0:h, 0:w]
+    tex = texture[t // _DRIFT_LIFETIME, (iy[None] - dy * t) % _DRIFT_PERIOD, (ix[None] - dx * t) % _DRIFT_PERIOD]
+    shift = np.asarray(event.colour_shift, np.float32) if jitter else np.zeros(3, np.float32)
+    colour = DRIFT_COLOUR + shift + _DRIFT_CONTRAST * tex[..., None]
+    return mask[..., None].astype(np.float32), np.clip(colour, 0, 255).astype(np.float32)
 
 
 def _write_one(video: SyntheticVideo, path: str, gop: int) -> str:
@@ -394,7 +464,8 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike[str], num_videos: int,
                                fps: float = 15.0, min_length: float = 30.0,
                                max_length: float = 60.0, val_fraction: float = 0.25,
                                instance_length: tuple[float, float] = (MIN_INSTANCE_S, MAX_INSTANCE_S),
-                               workers: int = 1, gop: int = 32, progress: bool = True) -> Path:
+                               workers: int = 1, gop: int = 32, progress: bool = True,
+                               task: str = "shapes") -> Path:
     """Write the synthetic dataset to `out_dir`; return the path of its annotations.json.
 
     Args:
@@ -406,12 +477,14 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike[str], num_videos: int,
         instance_length: (min, max) length of an annotated instance in seconds.
         workers: processes drawing and encoding videos in parallel.
         gop: keyframe interval of the mp4 files. progress: show a tqdm bar.
+        task: what the classes are: ``shapes`` (the demo's: colour, shape and motion differ)
+            or ``drift`` (one disk, a texture sliding right, left, down or up; `TASKS`).
     """
     from tqdm import tqdm
 
     videos = plan_dataset(num_videos, seed, num_classes=num_classes, fps=fps, size=size,
                           min_length=min_length, max_length=max_length,
-                          val_fraction=val_fraction, instance_length=instance_length)
+                          val_fraction=val_fraction, instance_length=instance_length, task=task)
     out = Path(out_dir)
     video_dir = out / "videos"
     video_dir.mkdir(parents=True, exist_ok=True)

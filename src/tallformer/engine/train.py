@@ -134,22 +134,23 @@ def _synthetic_data(cfg: Config, procs: Processes, progress: bool = True) -> Con
         return cfg
     from tallformer.data.synthetic import (
         annotation_dict,
+        dataset_folder,
         generate_synthetic_dataset,
         plan_dataset,
     )
 
-    out = SYNTHETIC_DIR.resolve()
+    out = dataset_folder(d.synthetic_task).resolve()
     size = (int(d.frame_size[0]), int(d.frame_size[1]))
     classes = cfg.model.head.num_classes
     ann = out / "annotations.json"
     if procs.main:
         wanted = annotation_dict(plan_dataset(d.synthetic_videos, d.synthetic_seed, num_classes=classes,
-                                              fps=d.fps, size=size), classes)
+                                              fps=d.fps, size=size, task=d.synthetic_task), classes)
         have = json.loads(ann.read_text()) if ann.is_file() else None
         if have != json.loads(json.dumps(wanted)):
             print(f"generating the synthetic dataset ({d.synthetic_videos} videos) in {out}")
             generate_synthetic_dataset(out, d.synthetic_videos, d.synthetic_seed, num_classes=classes,
-                                       size=size, fps=d.fps, progress=progress)
+                                       size=size, fps=d.fps, progress=progress, task=d.synthetic_task)
     procs.barrier()
     return dataclasses.replace(cfg, data=dataclasses.replace(
         d, annotations=d.annotations or str(ann), videos=d.videos or str(out / "videos")))
