@@ -32,6 +32,9 @@ from tallformer.atomic import write_text
 from tallformer.errors import TallformerError
 
 __all__ = [
+    "ActionFormerConfig",
+    "ActionFormerTestConfig",
+    "ActionFormerTrainConfig",
     "AfsdConfig",
     "BackboneConfig",
     "Config",
@@ -43,6 +46,9 @@ __all__ = [
     "NeckConfig",
     "TestConfig",
     "TrainConfig",
+    "actionformer_div_factor",
+    "actionformer_fpn_strides",
+    "actionformer_windows",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
@@ -196,14 +202,159 @@ class AfsdConfig:
     soft_nms_drop_last: bool = False
 
 
+# ---- model.actionformer: ActionFormer's network on the memory bank (model.kind: actionformer)
+
+
+@dataclass
+class ActionFormerTrainConfig:
+    """`model.actionformer.train_cfg`: ActionFormer's `train_cfg` under its own key names;
+    defaults = its THUMOS14 run (original: libs/core/config.py:83-100, configs/thumos_i3d.yaml:31-37)."""
+
+    center_sample: Literal["radius", "none"] = "radius"
+    center_sample_radius: float = field(default=1.5, metadata=_range(0))  # in strides
+    loss_weight: float = 1.0  # on the regression loss; <= 0: cls.detach() / max(reg, 0.01)
+    cls_prior_prob: float = field(default=0.01, metadata=_range(0, 1, lo_open=True, hi_open=True))
+    init_loss_norm: float = field(default=100.0, metadata=_range(0, None, lo_open=True))
+    clip_grad_l2norm: float = 1.0  # <= 0: no clipping
+    head_empty_cls: list[int] = field(default_factory=list, metadata=_range(0))  # class ids
+    dropout: float = field(default=0.0, metadata=_range(0, 1, hi_open=True))
+    droppath: float = field(default=0.1, metadata=_range(0, 1, hi_open=True))
+    label_smoothing: float = field(default=0.0, metadata=_range(0, 1))
+
+
+@dataclass
+class ActionFormerTestConfig:
+    """`model.actionformer.test_cfg`: ActionFormer's `test_cfg` under its own key names;
+    defaults = its THUMOS14 run (original: libs/core/config.py:101-113, configs/thumos_i3d.yaml:38-48).
+    Thresholds in feature-grid units where the original has them so (`duration_thresh`)."""
+
+    pre_nms_thresh: float = field(default=0.001, metadata=_range(0, 1))  # score > this (strict)
+    pre_nms_topk: int = field(default=2000, metadata=_range(1))  # per feature level
+    iou_threshold: float = field(default=0.1, metadata=_range(0, 1))  # hard NMS only
+    min_score: float = field(default=0.001, metadata=_range(0, 1))
+    max_seg_num: int = field(default=200, metadata=_range(1))
+    nms_method: Literal["soft", "hard", "none"] = "soft"  # soft = Gaussian soft-NMS
+    nms_sigma: float = field(default=0.5, metadata=_range(0, None, lo_open=True))
+    duration_thresh: float = field(default=0.05, metadata=_range(0))  # length > this, grid steps
+    multiclass_nms: bool = True
+    voting_thresh: float = field(default=0.7, metadata=_range(0, 1))  # class-agnostic NMS only
+
+
+@dataclass
+class ActionFormerConfig:
+    """ActionFormer's network (`model.kind: actionformer`) under its own key names (the
+    `model` section of its config); defaults = its THUMOS14 run (original:
+    libs/core/config.py:43-81, configs/thumos_i3d.yaml:18-21). Its `input_dim` is the
+    backbone's width and its `num_classes` is `model.head.num_classes`.
+
+    `max_seq_len` (a `dataset` key in the original, used by the model: the training padding,
+    the test padding and the point buffer) must be a multiple of the factor the windows and
+    the levels impose, max over FPN levels of stride x 2 * (window // 2) (stride alone for
+    global attention): 576 for window 19 and 6 levels (32 x 18). A 480-frame window gives
+    240 backbone features (2 frames each); 576 is the smallest multiple that holds them,
+    as the original pads every training sample to its max_seq_len (2304 = 4 x 576).
+    """
+
+    backbone_arch: list[int] = field(default_factory=lambda: [2, 2, 5], metadata={**_len(3), **_range(0)})
+    scale_factor: int = field(default=2, metadata=_range(1))  # 1 or even
+    # one [lo, hi] per FPN level, in feature steps: lo <= max(left, right) <= hi
+    regression_range: list[list[float]] = field(default_factory=lambda: [
+        [0.0, 4.0], [4.0, 8.0], [8.0, 16.0], [16.0, 32.0], [32.0, 64.0], [64.0, 10000.0]])
+    n_head: int = field(default=4, metadata=_range(1))
+    # local attention window: odd and >= 5, or <= 1 for global attention; one int or one
+    # per backbone level (1 + backbone_arch[2])
+    n_mha_win_size: int | list[int] = 19
+    embd_kernel_size: int = field(default=3, metadata=_range(1))  # odd
+    embd_dim: int = field(default=512, metadata=_range(1))
+    embd_with_ln: bool = True
+    fpn_dim: int = field(default=512, metadata=_range(1))  # must equal embd_dim (identity FPN)
+    fpn_with_ln: bool = True
+    fpn_start_level: int = field(default=0, metadata=_range(0))
+    head_dim: int = field(default=512, metadata=_range(1))
+    head_kernel_size: int = field(default=3, metadata=_range(1))  # odd
+    head_num_layers: int = field(default=3, metadata=_range(1))  # including the classifier
+    head_with_ln: bool = True
+    # the original buffers points for max_seq_len x this many features and stops beyond;
+    # ours computes the same points for any length (docs/differences.md)
+    max_buffer_len_factor: float = field(default=6.0, metadata=_range(0, None, lo_open=True))
+    use_abs_pe: bool = False
+    use_rel_pe: bool = False
+    max_seq_len: int = field(default=576, metadata=_range(1))
+    train_cfg: ActionFormerTrainConfig = field(default_factory=ActionFormerTrainConfig)
+    test_cfg: ActionFormerTestConfig = field(default_factory=ActionFormerTestConfig)
+
+
+def actionformer_windows(a: ActionFormerConfig) -> list[int]:
+    """The attention window of each backbone level (an int is repeated `1 + backbone_arch[2]`
+    times; original: libs/modeling/meta_archs.py:209-213)."""
+    n = a.backbone_arch[2] + 1
+    return [a.n_mha_win_size] * n if isinstance(a.n_mha_win_size, int) else list(a.n_mha_win_size)
+
+
+def actionformer_fpn_strides(a: ActionFormerConfig) -> list[int]:
+    """The FPN levels' strides in feature steps, `scale_factor ** l` for l = fpn_start_level ..
+    backbone_arch[2] (original: libs/modeling/meta_archs.py:197-199)."""
+    return [a.scale_factor ** i for i in range(a.fpn_start_level, a.backbone_arch[2] + 1)]
+
+
+def actionformer_div_factor(strides: list[int], windows: list[int]) -> int:
+    """The length every padded input must be a multiple of: the max over (stride, window)
+    pairs of stride x 2 * (window // 2), or stride for global attention (original:
+    libs/modeling/meta_archs.py:214-220, which pairs the FPN strides with the windows in order)."""
+    return max([s * (w // 2) * 2 if w > 1 else s for s, w in zip(strides, windows, strict=False)] + [1])
+
+
+def _check_actionformer(a: ActionFormerConfig, source: str) -> None:
+    """`model.actionformer` rules a single field's range cannot express (the settings the
+    original asserts or crashes on)."""
+    key = "model.actionformer"
+    levels = a.backbone_arch[2] + 1
+    windows = actionformer_windows(a)
+    if len(windows) != levels:
+        raise ConfigError(f"{source}: '{key}.n_mha_win_size' has {len(windows)} windows but the backbone "
+                          f"has {levels} levels (1 + backbone_arch[2]); give one int or {levels} values")
+    bad = [w for w in windows if w > 1 and (w % 2 == 0 or w < 5)]
+    if bad:
+        raise ConfigError(f"{source}: '{key}.n_mha_win_size' = {a.n_mha_win_size!r}: a local attention window must be odd "
+                          "and >= 5 (3 crashes the original), or <= 1 for global attention")
+    if a.scale_factor != 1 and a.scale_factor % 2:
+        raise ConfigError(f"{source}: '{key}.scale_factor' = {a.scale_factor} must be 1 or even (the "
+                          "strided attention convs need it)")
+    if a.fpn_start_level >= levels:
+        raise ConfigError(f"{source}: '{key}.fpn_start_level' = {a.fpn_start_level} must be below the "
+                          f"number of backbone levels ({levels} = 1 + backbone_arch[2])")
+    strides = actionformer_fpn_strides(a)
+    if len(a.regression_range) != len(strides) or any(len(r) != 2 or r[0] > r[1] for r in a.regression_range):
+        raise ConfigError(f"{source}: '{key}.regression_range' must give one [lo, hi] pair (lo <= hi) per "
+                          f"FPN level ({len(strides)}), got {a.regression_range}")
+    if a.embd_dim != a.fpn_dim:
+        raise ConfigError(f"{source}: '{key}.embd_dim' ({a.embd_dim}) must equal '{key}.fpn_dim' "
+                          f"({a.fpn_dim}): the identity FPN does not change the width")
+    if a.embd_dim % a.n_head:
+        raise ConfigError(f"{source}: '{key}.n_head' ({a.n_head}) must divide '{key}.embd_dim' ({a.embd_dim})")
+    for name in ("embd_kernel_size", "head_kernel_size"):
+        if getattr(a, name) % 2 == 0:
+            raise ConfigError(f"{source}: '{key}.{name}' = {getattr(a, name)} must be odd")
+    if a.head_num_layers == 1 and a.head_dim != a.fpn_dim:
+        raise ConfigError(f"{source}: '{key}.head_num_layers' = 1 (no hidden layer) needs '{key}.head_dim' "
+                          f"({a.head_dim}) = '{key}.fpn_dim' ({a.fpn_dim})")
+    factor = actionformer_div_factor(strides, windows)
+    if a.max_seq_len % factor:
+        up = -(-a.max_seq_len // factor) * factor
+        raise ConfigError(f"{source}: '{key}.max_seq_len' = {a.max_seq_len} must be a multiple of {factor} "
+                          f"(largest FPN stride x 2 * (window // 2) for windows {sorted(set(windows))} and "
+                          f"strides up to {max(strides)}); use {up}")
+
+
 @dataclass
 class ModelConfig:
     # "thumos14": anchor head (the THUMOS14 paper config); "afsd": the ActivityNet detector
-    kind: Literal["thumos14", "afsd"] = "thumos14"
+    kind: Literal["thumos14", "afsd", "actionformer"] = "thumos14"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     afsd: AfsdConfig = field(default_factory=AfsdConfig)
+    actionformer: ActionFormerConfig = field(default_factory=ActionFormerConfig)
     sync_bn: bool = True  # SyncBatchNorm in FPN/head under DDP (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:139,151)
     # a fresh run starts from these detector weights (a tallformer checkpoint, e.g. one
     # `tallformer convert-weights` made from an original release's detector): fine-tuning
@@ -618,6 +769,7 @@ def _check_consistency(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: 'data.crop_size' ({d.crop_size}) must not exceed 'data.frame_size' {d.frame_size}"
         )
+    _check_actionformer(cfg.model.actionformer, source)
     chunk = cfg.model.backbone.chunk_size
     if d.num_frames % chunk:
         raise ConfigError(
