@@ -32,14 +32,16 @@ def candidates_set(n: int = 120, classes: int = 4, seed: int = 0) -> tuple[torch
     return segs, scores, labels
 
 
-@pytest.mark.parametrize("min_score", [0.001, 0.3])
-def test_soft_nms_equals_the_c_loop(min_score: float) -> None:
+@pytest.mark.parametrize(("min_score", "ties"), [(0.001, False), (0.3, False), (0.2, True)])
+def test_soft_nms_equals_the_c_loop(min_score: float, ties: bool) -> None:
     segs, scores, _ = candidates_set()
+    if ties:  # many equal scores: the first maximum in the (reordered) slots wins
+        scores = (scores * 4).round() / 4 + 0.25
     dets, inds = soft_nms_1d(segs, scores, 0.5, min_score)
     dets_ref, inds_ref = ref.soft_nms(segs, scores, 0.5, min_score)
     assert inds.tolist() == inds_ref
     torch.testing.assert_close(dets, torch.tensor(dets_ref), rtol=1e-6, atol=1e-7)
-    if min_score == 0.3:
+    if min_score > 0.1:
         assert len(inds) < len(scores)  # candidates were removed (and the slots reordered)
     # the cap keeps the first selections
     capped, capped_inds = soft_nms_1d(segs, scores, 0.5, min_score, max_num=7)
@@ -53,6 +55,12 @@ def test_soft_nms_ties_pick_the_first_slot_and_never_test_the_first_pick() -> No
     assert inds.tolist() == [0]  # below min_score but selected first; the others dropped
     _, inds = soft_nms_1d(segs, torch.tensor([0.4, 0.5, 0.5]), 0.5, 0.0)
     assert inds.tolist() == [1, 2, 0]
+    # removing B and C moves the last slots into theirs (F to 1, then E to 2), so of the tied
+    # D, E, F the release picks F first
+    segs = torch.tensor([[0.0, 10.0], [0.0, 10.0], [0.0, 10.0], [20.0, 21.0], [30.0, 31.0], [40.0, 41.0]])
+    scores = torch.tensor([1.0, 0.9, 0.9, 0.6, 0.6, 0.6])
+    assert soft_nms_1d(segs, scores, 0.5, 0.5)[1].tolist() == [0, 5, 4, 3]
+    assert ref.soft_nms(segs, scores, 0.5, 0.5)[1] == [0, 5, 4, 3]
 
 
 def test_hard_nms_equals_the_c_loop() -> None:

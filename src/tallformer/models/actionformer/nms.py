@@ -18,6 +18,10 @@ one selected segment at a time, each step vectorised over the remaining candidat
 
 Both stop after `max_num` selections, the cap the release applies to their output; the
 selections before it do not depend on the ones after.
+
+`tallformer.ops.segments` (IoU, soft-NMS) follows the TALLFormer release's conventions
+(union clamped at 1e-6 and no area epsilon, candidates below `min_score` dropped before the
+first pick, ties by input order) and so gives other numbers here; it is not used.
 """
 
 from __future__ import annotations
