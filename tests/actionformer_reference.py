@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -428,3 +429,13 @@ def randomize(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(fan_in))
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread while a test of these tiny networks runs (on a busy machine the
+    thread pool costs ten times the arithmetic); the count is restored after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,6 +24,8 @@ from tallformer.models.actionformer.padding import pad_features, padded_length
 from tallformer.models.actionformer.transformer import TransformerBlock
 from tallformer.models.errors import ModelError
 
+single_thread = ref.single_thread  # autouse: one intra-op thread
+
 TOL = {"rtol": 1e-5, "atol": 2e-6}
 
 

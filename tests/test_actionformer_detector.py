@@ -29,6 +29,8 @@ from tallformer.models.actionformer.release_checkpoint import (
 from tallformer.models.actionformer.targets import frames_to_grid
 from tallformer.models.weights import WeightsError
 
+single_thread = ref.single_thread  # autouse: one intra-op thread
+
 SMALL = ["model.kind=actionformer", "model.backbone.arch=tiny", "model.backbone.drop_path_rate=0.0",
          "data.num_frames=64", "data.frame_size=[32, 32]", "data.crop_size=32", "model.head.num_classes=3",
          "model.actionformer.backbone_arch=[1, 1, 2]", "model.actionformer.n_head=2",
@@ -72,6 +74,12 @@ def test_config_errors_name_the_key(override: str, message: str) -> None:
         load_config(None, [f"model.actionformer.{o}" for o in override.split("|")])
     assert "model.actionformer." in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_misplaced_key_hints_the_shortest_match() -> None:
+    """`nms_method` exists in `test` and in `model.actionformer.test_cfg`: the hint names the first."""
+    with pytest.raises(ConfigError, match=r"Did you mean 'test\.nms_method'"):
+        load_config(None, ["nms_method=hard"])
 
 
 def test_global_attention_and_per_level_windows_are_accepted() -> None:

@@ -14,6 +14,8 @@ from tallformer.models.actionformer.points import PointGenerator
 from tallformer.models.actionformer.targets import assign_points, frames_to_grid
 from tallformer.models.errors import ModelError
 
+single_thread = ref.single_thread  # autouse: one intra-op thread
+
 RANGES = ((0, 4), (4, 8), (8, 1000))
 
 

@@ -14,6 +14,8 @@ from tallformer.config import load_config
 from tallformer.models.actionformer.net import ActionFormerNet
 from tallformer.models.errors import ModelError
 
+single_thread = ref.single_thread  # autouse: one intra-op thread
+
 TOL = {"rtol": 1e-4, "atol": 2e-5}
 
 

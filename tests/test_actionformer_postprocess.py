@@ -20,6 +20,8 @@ from tallformer.models.actionformer.postprocess import (
     level_candidates,
 )
 
+single_thread = ref.single_thread  # autouse: one intra-op thread
+
 
 def candidates_set(n: int = 120, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Overlapping segments in clusters (so NMS has work), distinct random scores."""

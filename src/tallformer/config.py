@@ -576,7 +576,7 @@ def _unknown_key(key: str, name: str, choices: list[str], source: str) -> Config
     if close:
         hint = f" Did you mean '{prefix}{close[0]}'?"
     else:  # a key of another section, or given without its section (keep_ratio=0.3)
-        elsewhere = [k for k in _leaf_keys() if k.rsplit(".", 1)[-1] == name]
+        elsewhere = sorted((k for k in _leaf_keys() if k.rsplit(".", 1)[-1] == name), key=lambda k: k.count("."))
         hint = f" Did you mean '{elsewhere[0]}'?" if elsewhere else ""
     return ConfigError(
         f"{source}: unknown key '{key}'.{hint} Known keys here: {', '.join(sorted(choices))}"
