@@ -279,6 +279,7 @@ class ActionFormerConfig:
     max_buffer_len_factor: float = field(default=6.0, metadata=_range(0, None, lo_open=True))
     use_abs_pe: bool = False
     use_rel_pe: bool = False
+    # 576: a 480-frame window's 240 features padded to the window x level factor (32 x 18)
     max_seq_len: int = field(default=576, metadata=_range(1))
     train_cfg: ActionFormerTrainConfig = field(default_factory=ActionFormerTrainConfig)
     test_cfg: ActionFormerTestConfig = field(default_factory=ActionFormerTestConfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -103,7 +103,7 @@ class ActionFormerPostProcess:
     iou_threshold: float = 0.1
     min_score: float = 0.001
     max_seg_num: int = 200
-    nms_method: str = "soft"
+    nms_method: Literal["soft", "hard", "none"] = "soft"
     nms_sigma: float = 0.5
     duration_thresh: float = 0.05
     multiclass_nms: bool = True
