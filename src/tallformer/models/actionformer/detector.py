@@ -178,19 +178,19 @@ def build_actionformer(cfg: Config) -> ActionFormerDetector:
         >>> det.backbone.num_features, det.actionformer.max_seq_len
         (1024, 576)
     """
-    backbone = build_backbone_from_config(cfg.model.backbone)
     a = cfg.model.actionformer
     num_classes = cfg.model.head.num_classes
+    bad = [c for c in a.train_cfg.head_empty_cls if c >= num_classes]
+    if bad:
+        raise ConfigError(f"model.actionformer.train_cfg.head_empty_cls {bad} are not class ids below "
+                          f"model.head.num_classes ({num_classes})")
+    backbone = build_backbone_from_config(cfg.model.backbone)
     window = -(-cfg.data.num_frames // backbone.temporal_stride)
     if window > a.max_seq_len:
         factor = actionformer_div_factor(actionformer_fpn_strides(a), actionformer_windows(a))
         raise ConfigError(f"model.actionformer.max_seq_len {a.max_seq_len} is shorter than a training window's "
                           f"{window} features (data.num_frames {cfg.data.num_frames} / {backbone.temporal_stride}); "
                           f"set it to {-(-window // factor) * factor} (a multiple of {factor})")
-    bad = [c for c in a.train_cfg.head_empty_cls if c >= num_classes]
-    if bad:
-        raise ConfigError(f"model.actionformer.train_cfg.head_empty_cls {bad} are not class ids below "
-                          f"model.head.num_classes ({num_classes})")
     net = ActionFormerNet.from_config(a, backbone.num_features, num_classes)
     t = a.train_cfg
     criterion = ActionFormerLoss(num_classes, t.center_sample, t.center_sample_radius, t.loss_weight,
