@@ -649,7 +649,20 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a config (a YAML file or a shipped name; the defaults when `path` is None) and
-    apply dotted overrides."""
+    apply dotted overrides (`tallformer.load_config`). Errors are `ConfigError` naming the
+    key and where it came from.
+
+    Example::
+
+        >>> import tallformer
+        >>> cfg = tallformer.load_config("demo", ["memory.keep_ratio=0.25", "train.max_epochs=3"])
+        >>> cfg.model.kind, cfg.model.num_classes, cfg.memory.keep_ratio, cfg.train.max_epochs
+        ('anchor', 4, 0.25, 3)
+        >>> tallformer.load_config("demo", ["keep_ratio=0.3"])
+        Traceback (most recent call last):
+        ...
+        tallformer.config.ConfigError: command line: unknown key 'keep_ratio'. Did you mean 'memory.keep_ratio'? ...
+    """
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:

@@ -155,7 +155,23 @@ class Detector:
     ``Detector.from_checkpoint("runs/th14/checkpoints/epoch_0600.pt").detect("match.mp4")``
     decodes the video (PyAV: any format FFmpeg reads, any rate and size) at the rate the
     model's family asks for (the config's fps, or a family's own rule) and frame size, and runs
-    the family's test path.
+    the family's test path (`tallformer.Detector`).
+
+    Example (a random demo model saved first, and a 3-second synthetic video)::
+
+        >>> import tempfile
+        >>> import tallformer
+        >>> from tallformer.data.synthetic import generate_synthetic_dataset
+        >>> cfg = tallformer.load_config("demo")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = generate_synthetic_dataset(tmp, 1, seed=0, size=(36, 36), min_length=3.0,
+        ...                                    max_length=3.0, val_fraction=0.0, progress=False)
+        ...     ckpt = tallformer.save_model(f"{tmp}/demo.pt", tallformer.build_detector(cfg), cfg,
+        ...                                  ["a", "b", "c", "d"])
+        ...     detector = tallformer.Detector.from_checkpoint(ckpt, device="cpu")
+        ...     result = detector.detect(f"{tmp}/videos/synth_0000.mp4", top_k=3)
+        >>> result.video_id, result.num_frames, len(result.detections) <= 3
+        ('synth_0000', 45, True)
     """
 
     def __init__(self, loaded: LoadedModel) -> None:

@@ -99,6 +99,20 @@ class MemoryBank:
     Make one with ``MemoryBank.create`` or ``MemoryBank.open``. Per-process state is only the
     cache of open memory maps (at most ``max_open`` at once: every open map holds a file
     descriptor); it is dropped on pickling (spawned workers) and after ``fork``.
+
+    Example (a bank of one 100-frame video, 8 channels; its rows written, then opened)::
+
+        >>> import tempfile
+        >>> import numpy as np
+        >>> import tallformer
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     bank = tallformer.MemoryBank.create(f"{tmp}/bank", {"v1": 100}, feature_dim=8)
+        ...     bank.write("v1", 0, np.ones((50, 8), dtype=np.float32))
+        ...     bank.mark_complete("v1")
+        ...     bank = tallformer.MemoryBank.open(f"{tmp}/bank", videos={"v1": 100}, feature_dim=8)
+        ...     rows = bank.read("v1", 48, 4)
+        >>> bank.num_rows("v1"), rows.shape, rows[:, 0].tolist()
+        (50, (4, 8), [1.0, 1.0, 0.0, 0.0])
     """
 
     def __init__(self, root: Path, meta: dict[str, Any], mode: Literal["r", "r+"],
