@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
           f"{100 * metrics['average_mAP']:.1f}% on {metrics['num_videos']} {subset} videos")
     print(f"outputs in {run_dir}/:")
     for name, what in (("metrics.json", "the evaluator's numbers"), ("results.json", "every detection"),
-                       ("log.jsonl", "the training log"), (f"{CHECKPOINTS}/", "checkpoints (last.pt: the final one)"),
+                       (LOG, "the training log"), (f"{CHECKPOINTS}/", "checkpoints (last.pt: the final one)"),
                        ("timeline.png", f"detections against ground truth, {TIMELINE_VIDEOS} {subset} videos"),
                        (paths["viewer"].name, "the HTML viewer (open it in a browser)"),
                        ("summary.json", "stage times, loss, mAP")):

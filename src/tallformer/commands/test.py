@@ -79,10 +79,11 @@ def checkpoint_names(paths: Sequence[Path]) -> list[str]:
     """Output folder names: the file stems, made unique by the run folder's name
     (``runs/a/checkpoints/last.pt`` -> ``a_last``), then by a counter (``_2``, ...)."""
     from tallformer.engine.results import unique_name
+    from tallformer.engine.run_layout import CHECKPOINTS
 
     def run_name(p: Path) -> str:
         parent = p.resolve().parent
-        return parent.parent.name if parent.name == "checkpoints" else parent.name
+        return parent.parent.name if parent.name == CHECKPOINTS else parent.name
 
     stems = [p.stem for p in paths]
     taken: set[str] = set()
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from tallformer.engine.checkpoint import load_model
     from tallformer.engine.errors import InferenceError
     from tallformer.engine.factory import family_for
+    from tallformer.engine.run_layout import TEST_DIR
 
     split_overrides(args, "checkpoint")
     for option in _family_options().values():
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     tester = family.tester(cfg, _family_options_given(args, cfg, family))
     paths = [Path(p) for p in args.checkpoint]
     names = checkpoint_names(paths)
-    out = Path(args.out) if args.out else Path(cfg.run_dir) / "test"
+    out = Path(args.out) if args.out else Path(cfg.run_dir) / TEST_DIR
     subset = args.subset or cfg.data.test_subset
     rows: list[dict[str, Any]] = []
     for path, name in zip(paths, names, strict=True):
