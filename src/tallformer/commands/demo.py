@@ -154,11 +154,7 @@ def initial_bank(cfg: Config, progress: bool) -> None:
     copied from ``memory.bank_dir``); training then finds it ready."""
     from tallformer.engine.train import prepare_run_bank
 
-    bank = prepare_run_bank(cfg, progress=progress)
-    if bank is None:
-        print(f"      memory.keep_ratio={cfg.memory.keep_ratio:g}: every chunk goes through the backbone, no bank")
-    else:
-        print(f"      the bank of the training videos is in {bank}")
+    print("      " + prepare_run_bank(cfg, progress=progress))
 
 
 def loss_curve(log: Path) -> tuple[float, float, int]:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from tallformer.models.protocol import DetectorModel
 
 __all__ = [
-    "bank_complete", "claim_shards", "merge_node_banks", "needs_bank", "node_path", "open_run_bank", "open_training_bank",
+    "bank_complete", "claim_shards", "complete_videos", "merge_node_banks", "needs_bank", "node_path", "open_run_bank", "open_training_bank",
     "read_shard", "shard_bank_path", "training_frame_counts", "write_shard",
 ]
 
@@ -152,15 +152,20 @@ def open_training_bank(
     return bank
 
 
-def bank_complete(root: Path, counts: dict[str, int]) -> bool:
-    """Whether `root` holds a bank with every video of `counts` finished."""
+def complete_videos(root: Path, counts: dict[str, int]) -> int:
+    """How many videos of `counts` the bank at `root` holds finished (0: no bank there)."""
     if not (root / "meta.json").is_file():
-        return False
+        return 0
     bank = MemoryBank.open(root, mode="r")
     try:
-        return all(v in bank and bank.is_complete(v) for v in counts)
+        return sum(1 for v in counts if v in bank and bank.is_complete(v))
     finally:
         bank.close()
+
+
+def bank_complete(root: Path, counts: dict[str, int]) -> bool:
+    """Whether `root` holds a bank with every video of `counts` finished."""
+    return (root / "meta.json").is_file() and complete_videos(root, counts) == len(counts)
 
 
 def needs_bank(cfg: Config) -> bool:

@@ -63,8 +63,14 @@ from tallformer.engine.journal import BankJournal, JournaledBank, rollback
 from tallformer.engine.loader import TrainLoader, make_train_loader
 from tallformer.engine.node_shards import NodeShards, node_train_loader, reshard_message
 from tallformer.engine.optim import make_optimizer
-from tallformer.engine.run_bank import needs_bank, open_run_bank, training_frame_counts
+from tallformer.engine.run_bank import (
+    complete_videos,
+    needs_bank,
+    open_run_bank,
+    training_frame_counts,
+)
 from tallformer.engine.run_layout import (
+    BANK_DIR,
     BEST,
     BEST_RECORD,
     CHECKPOINTS,
@@ -452,24 +458,29 @@ def initial_detector(cfg: Config, device: torch.device, classes: list[str], *,
     return detector
 
 
-def prepare_run_bank(cfg: Config, *, progress: bool = True) -> Path | None:
+def prepare_run_bank(cfg: Config, *, progress: bool = True) -> str:
     """The start of `train` up to its memory bank, on one process: the annotations checked,
     the initial detector (`initial_detector`), and the run's bank opened (copied from
     ``memory.bank_dir`` or built in ``RUN_DIR/bank`` from the initial backbone, unless
-    there already). `train` then finds the bank ready. Returns the bank's folder (None
-    with keep ratio 1: no bank). ``tallformer demo`` calls it as its own stage."""
+    there already). `train` then finds the bank ready. Returns what was done, in one line.
+    ``tallformer demo`` calls it as its own stage."""
+    if not needs_bank(cfg):
+        return f"memory.keep_ratio={cfg.memory.keep_ratio:g}: every chunk goes through the backbone, no bank"
     procs = start_processes(cfg.train.device)
     try:
         annotations = _annotations(cfg)
         detector = initial_detector(cfg, procs.device, list(annotations.classes))
-        counts = training_frame_counts(cfg, annotations) if needs_bank(cfg) else {}
+        counts = training_frame_counts(cfg, annotations)
+        done = complete_videos(Path(cfg.run_dir) / BANK_DIR, counts) if cfg.memory.bank_dir is None else 0
         bank = open_run_bank(cfg, Path(cfg.run_dir), detector, counts, procs, progress=progress)
     finally:
         procs.close()
-    if bank is None:
-        return None
+    assert bank is not None  # needs_bank
     bank.close()
-    return bank.root
+    if cfg.memory.bank_dir is not None:
+        return f"{len(counts)} videos from memory.bank_dir={cfg.memory.bank_dir} in {bank.root}"
+    return (f"{len(counts) - done} built, {done} already complete: {len(counts)} training videos in "
+            f"{bank.root}")
 
 
 class _Run:
