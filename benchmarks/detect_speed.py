@@ -54,13 +54,14 @@ def _detector(frames: int, seed: int = 0) -> Any:
     import torch
 
     from tallformer.config import load_config
-    from tallformer.engine.infer import Detector, LoadedModel
-    from tallformer.models.detector import build_detector
+    from tallformer.engine.factory import build_detector
+    from tallformer.engine.family import LoadedModel
+    from tallformer.engine.infer import Detector
 
     cfg = load_config("demo", _overrides(frames))
     torch.manual_seed(seed)
     model = build_detector(cfg).eval()
-    classes = [f"class_{i}" for i in range(cfg.model.head.num_classes)]
+    classes = [f"class_{i}" for i in range(cfg.model.num_classes)]
     return Detector(LoadedModel(model=model, cfg=cfg, saved_cfg=cfg, classes=classes, path=Path("random.pt")))
 
 
@@ -110,7 +111,8 @@ def main() -> int:
 
     from tallformer.data.transforms import test_transform
     from tallformer.data.video import open_source
-    from tallformer.engine.infer import _Stats, infer_video
+    from tallformer.engine.family import InferenceStats
+    from tallformer.engine.infer import infer_video
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,8 +143,8 @@ def main() -> int:
         def run_detect() -> None:
             detector.detect(speed_video)
 
-        def run_path(reuse: bool) -> _Stats:
-            stats = _Stats()
+        def run_path(reuse: bool) -> InferenceStats:
+            stats = InferenceStats()
             with open_source(speed_video, d.fps, size) as source:
                 infer_video(model, cfg, source, reuse_chunks=reuse, stats=stats)
             return stats

@@ -49,9 +49,9 @@ def run(cfg: Any, keep_ratio: float, batch_size: int, device: Any, warmup: int,
     import torch
 
     from tallformer.engine.device import amp_dtype_for
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.optim import make_optimizer
     from tallformer.engine.step import train_step
-    from tallformer.models.detector import build_detector
 
     cuda = device.type == "cuda"
     torch.manual_seed(0)

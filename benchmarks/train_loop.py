@@ -38,13 +38,13 @@ def main() -> None:
     from tallformer.config import load_config
     from tallformer.data.annotations import load_annotations
     from tallformer.data.synthetic import generate_synthetic_dataset
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.journal import BankJournal, JournaledBank
     from tallformer.engine.loader import make_train_loader
     from tallformer.engine.optim import make_optimizer
     from tallformer.engine.step import train_step, write_back
     from tallformer.engine.train import train
     from tallformer.memory.bank import MemoryBank
-    from tallformer.models.detector import build_detector
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -13,8 +13,8 @@ import torch
 import tallformer.config
 from tallformer.cli import main
 from tallformer.config import Config, config_to_dict, load_config
+from tallformer.engine.factory import build_detector
 from tallformer.models.backbone import PRESETS
-from tallformer.models.detector import build_detector
 
 CONFIGS = Path(tallformer.config.__file__).resolve().parent / "configs"
 
@@ -61,7 +61,7 @@ def test_demo_config_is_tiny_and_runs() -> None:
     assert cfg.data.crop_size == 32
     assert cfg.model.head.norm == "gn"  # the CPU demo's departure from the paper's head
     assert cfg.data.num_frames == 128
-    assert cfg.model.head.num_classes == 4
+    assert cfg.model.num_classes == 4
     assert cfg.data.annotations is None
     assert cfg.data.videos is None
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     from tallformer.data.annotations import load_annotations
     from tallformer.data.synthetic import generate_synthetic_dataset
     from tallformer.engine.checkpoint import save_checkpoint
-    from tallformer.models.detector import build_detector
+    from tallformer.engine.factory import build_detector
 
     root = tmp_path_factory.mktemp("detect")
     ann = generate_synthetic_dataset(root / "syn", 2, seed=5, min_length=9, max_length=12,
@@ -134,7 +134,8 @@ def test_python_api_detects_with_filters_and_frame_folders(setup, detected, tmp_
     import tallformer
     from tallformer.commands.detect import write_outputs
     from tallformer.data.video import open_source, save_image
-    from tallformer.engine.infer import Detection, Detector
+    from tallformer.engine.infer import Detector
+    from tallformer.engine.results import Detection
 
     out, _, _ = detected
     stem = setup["a"].stem

@@ -164,8 +164,8 @@ def test_schedule_values_against_the_formulas():
 
 
 def test_the_activitynet_recipe_adam_and_multistep():
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.optim import make_optimizer
-    from tallformer.models.detector import build_detector
 
     cfg = load_config("anet_swin_b")
     s = LrSchedule.from_config(cfg.train)
@@ -181,8 +181,8 @@ def test_the_activitynet_recipe_adam_and_multistep():
 
 
 def test_every_trainable_parameter_is_in_exactly_one_group():
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.optim import make_optimizer
-    from tallformer.models.detector import build_detector
 
     for name in ("demo", "thumos14_swin_b"):
         cfg = load_config(name)
@@ -304,10 +304,10 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
                       ) -> dict[str, np.ndarray]:
     from tallformer.data.annotations import load_annotations
     from tallformer.engine.bank_build import build_bank
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.loader import make_train_loader
     from tallformer.engine.optim import make_optimizer
     from tallformer.memory.bank import MemoryBank
-    from tallformer.models.detector import build_detector
 
     cfg = load_config("demo", [f"data.annotations={data['annotations']}", f"data.videos={data['videos']}",
                                "data.num_workers=0", *over])

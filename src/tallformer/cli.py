@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from tallformer import __version__
 from tallformer.commands import (
     bank,
     convert_weights,
@@ -34,6 +33,7 @@ from tallformer.commands import (
     train,
 )
 from tallformer.errors import TallformerError
+from tallformer.version import __version__
 
 _COMMANDS = (prepare, bank, train, test, detect, evaluate, model_info, convert_weights, demo)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tallformer import __version__
 from tallformer.atomic import write_text
+from tallformer.version import __version__
 
 __all__ = ["PALETTE", "default_threshold", "render_viewer", "video_src", "write_viewer"]
 

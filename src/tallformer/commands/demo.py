@@ -6,7 +6,8 @@ Five stages, each announced with its number and timed:
    generated once into ``data/synthetic/`` (the folder `tallformer train --config demo` uses)
    and reused while it matches the config;
 2. the memory bank of the training videos, built with the initial (random) demo backbone:
-   the very weights training starts from (built as the engine builds its model);
+   the very weights training starts from (the engine's own start-up,
+   `tallformer.engine.train.prepare_run_bank`);
 3. training from scratch with the memory bank (`tallformer.engine.train.train`; a finished
    run in the output folder is reused, an interrupted one resumed);
 4. the test on the validation subset: ``results.json``, ``metrics.json`` and the mAP table
@@ -126,7 +127,7 @@ def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], 
         raise TallformerError("the demo trains on the synthetic dataset: set data.synthetic_videos "
                               "to at least 4 (the demo config: 40)")
     size = (int(d.frame_size[0]), int(d.frame_size[1]))
-    classes = cfg.model.head.num_classes
+    classes = cfg.model.num_classes
     kw: dict[str, Any] = {"num_classes": classes, "fps": d.fps, "size": size,
                           "min_length": lengths[0], "max_length": lengths[1]}
     ann = out_dir / "annotations.json"
@@ -146,44 +147,14 @@ def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], 
     return replace(cfg, data=replace(d, annotations=str(ann), videos=str(videos)))
 
 
-def initial_bank(cfg: Config, run: Path, progress: bool) -> None:
-    """Stage 2: ``RUN/bank``, the bank training uses, from the backbone it starts with.
+def initial_bank(cfg: Config, progress: bool) -> None:
+    """Stage 2: ``RUN/bank``, the bank training uses, from the backbone it starts with: the
+    training engine's own start-up up to its bank (`tallformer.engine.train.prepare_run_bank`:
+    the detector seeded and built as training builds it, the bank built from its backbone or
+    copied from ``memory.bank_dir``); training then finds it ready."""
+    from tallformer.engine.train import prepare_run_bank
 
-    The detector is built exactly as `tallformer.engine.train` builds it (the global RNGs
-    seeded with ``cfg.seed``, then `build_detector`), so the bank holds the features of the
-    initial weights; the engine finds the bank complete and trains on it. Nothing to do
-    when every chunk goes through the backbone (keep ratio 1) or the bank is complete.
-    """
-    import random
-
-    import numpy as np
-    import torch
-
-    from tallformer.engine.bank_build import build_bank
-    from tallformer.engine.device import resolve_device
-    from tallformer.engine.train import TrainingError
-    from tallformer.memory.selection import num_kept
-    from tallformer.models.detector import build_detector
-
-    chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
-    if num_kept(chunks, cfg.memory.keep_ratio) == chunks:
-        print(f"      memory.keep_ratio={cfg.memory.keep_ratio:g}: every chunk goes through the backbone, no bank")
-        return
-    if cfg.memory.bank_dir is not None:
-        print(f"      memory.bank_dir={cfg.memory.bank_dir}: training copies that bank")
-        return
-    if cfg.model.backbone.weights or cfg.model.init_from:
-        print("      the bank is built by the training engine from the configured weights")
-        return
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
-    backbone = build_detector(cfg).backbone
-    report = build_bank(cfg, run / "bank", device=resolve_device(cfg.train.device), backbone=backbone,
-                        progress=progress)
-    if not report.ok:
-        raise TrainingError(report.summary().replace("\n", "; "))
-    print("      " + report.summary())
+    print("      " + prepare_run_bank(cfg, progress=progress))
 
 
 def loss_curve(log: Path) -> tuple[float, float, int]:
@@ -259,11 +230,13 @@ def demo_config(config: str, overrides: Sequence[str], out: str | None, quick: b
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.commands.test import comparison_table
     from tallformer.data.annotations import load_annotations
+    from tallformer.engine.checkpoint import load_model
     from tallformer.engine.device import resolve_device
-    from tallformer.engine.infer import evaluate_model, load_model
-    from tallformer.engine.train import CHECKPOINTS, LAST, LOG, SYNTHETIC_DIR, train
+    from tallformer.engine.infer import evaluate_model
+    from tallformer.engine.results import results_table
+    from tallformer.engine.run_layout import CHECKPOINTS, LAST, LOG, SYNTHETIC_DIR
+    from tallformer.engine.train import train
     from tallformer.memory.selection import num_kept
 
     progress = not args.no_progress
@@ -280,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = synthetic_dataset(cfg, data_dir, QUICK_LENGTH_S if args.quick else FULL_LENGTH_S, progress)
 
     stages.begin(2, "bank", "memory bank of the training videos, from the initial (random) backbone")
-    initial_bank(cfg, run_dir, progress)
+    initial_bank(cfg, progress)
 
     chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
     stages.begin(3, "training", f"training from scratch: {cfg.train.max_epochs} epochs of batch "
@@ -299,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     thresholds = list(cfg.test.tiou_thresholds)
     row = {"name": checkpoint.stem, "epoch": loaded.epoch, "mAP": metrics["mAP"],
            "average_mAP": metrics["average_mAP"]}
-    print(comparison_table([row], thresholds))
+    print(results_table([row], thresholds))
 
     stages.begin(5, "figures", "timelines and the viewer")
     aset = load_annotations(str(cfg.data.annotations))
@@ -313,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
           f"{100 * metrics['average_mAP']:.1f}% on {metrics['num_videos']} {subset} videos")
     print(f"outputs in {run_dir}/:")
     for name, what in (("metrics.json", "the evaluator's numbers"), ("results.json", "every detection"),
-                       ("log.jsonl", "the training log"), (f"{CHECKPOINTS}/", "checkpoints (last.pt: the final one)"),
+                       (LOG, "the training log"), (f"{CHECKPOINTS}/", "checkpoints (last.pt: the final one)"),
                        ("timeline.png", f"detections against ground truth, {TIMELINE_VIDEOS} {subset} videos"),
                        (paths["viewer"].name, "the HTML viewer (open it in a browser)"),
                        ("summary.json", "stage times, loss, mAP")):
@@ -327,8 +300,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _summary(run_dir: Path, cfg: Config, quick: bool, stages: _Stages, metrics: dict[str, Any],
              loss: tuple[float, float, int], paths: dict[str, Path]) -> None:
-    from tallformer import __version__
     from tallformer.atomic import write_json
+    from tallformer.version import __version__
 
     write_json(run_dir / "summary.json", {
         "version": f"tallformer {__version__}",

@@ -20,6 +20,9 @@ Segment = tuple[float, float, str, float]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from tallformer.engine.factory import FAMILIES
+
+    families = "\n\n".join(family.summary for family in FAMILIES.values())
     p = subparser(
         sub, "detect",
         help="detect actions in your own videos: JSON, CSV, timeline PNG and an HTML viewer each",
@@ -33,12 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "timeline; keep the video at its place relative to the HTML file). The config and the "
             "class names come from the checkpoint unless --config is given; KEY=VALUE overrides "
             "apply to that config. A video that cannot be decoded is reported and skipped; the "
-            "exit status is then 1.\n\n"
-            "An ActivityNet checkpoint (model.kind=afsd) decodes each video file at its own rate "
-            "times min(data.num_frames / frames, 1) (the original's 768-frame rule, applied on "
-            "the fly: a video prepared with `tallformer prepare videos --num-frames 768` keeps "
-            "its rate), runs its first data.num_frames frames in one pass and labels the "
-            "class-agnostic proposals with the detector's own video-level classifier (top-2)."
+            "exit status is then 1. How a video is decoded and run depends on the detector family "
+            "of the checkpoint (model.kind):\n\n" + families
         ),
         example_lines=(
             "tallformer detect match.mp4 --checkpoint runs/th14/checkpoints/epoch_0600.pt",
@@ -98,7 +97,7 @@ def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[st
     `name` defaults to the video's id (file stem or folder name). Returns the paths by kind.
     """
     from tallformer.atomic import write_json, write_text
-    from tallformer.engine.infer import results_json
+    from tallformer.engine.results import results_json
     from tallformer.plots import plot_timeline
     from tallformer.viewer import write_viewer
 
@@ -124,21 +123,13 @@ def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[st
     return paths
 
 
-def _unique(name: str, used: set[str]) -> str:
-    out, k = name, 1
-    while out in used:
-        k += 1
-        out = f"{name}_{k}"
-    used.add(out)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tallformer.data.annotations import load_annotations
     from tallformer.data.video import VideoError
     from tallformer.engine.infer import Detector
+    from tallformer.engine.results import unique_name
     from tallformer.errors import TallformerError
 
     split_overrides(args, "videos")
@@ -166,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         if gt is not None and truth is None:
             print(f"warning: {args.gt} has no video {result.video_id!r}; no ground truth drawn for it",
                   file=sys.stderr)
-        name = _unique(result.video_id, used)
+        name = unique_name(result.video_id, used)
         write_outputs(result, out, detector.classes, name=name, ground_truth=truth, source=source)
         bar.clear()
         best = result.detections[0] if result.detections else None

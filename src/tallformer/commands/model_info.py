@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.models.info import parameter_counts
+    from tallformer.engine.factory import parameter_counts
 
     info = parameter_counts(config_from_args(args))
     if args.json:

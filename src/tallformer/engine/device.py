@@ -1,12 +1,16 @@
-"""Device choice (`train.device`, `bank build --device`) and the autocast dtype (`train.amp`)."""
+"""Device choice (`train.device`, `bank build --device`), the autocast dtype (`train.amp`) and
+the autocast context every forward runs in (training step, test paths)."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any
 
 import torch
 
 from tallformer.errors import TallformerError
 
-__all__ = ["DeviceError", "amp_dtype_for", "resolve_device"]
+__all__ = ["DeviceError", "amp_dtype_for", "autocast", "resolve_device"]
 
 
 class DeviceError(TallformerError, ValueError):
@@ -45,3 +49,10 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or amp == "none":
         return None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` on `device`'s type with `dtype` (`amp_dtype_for`), or nothing for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
