@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -117,3 +119,34 @@ def test_a_closed_pipe_ends_quietly():
                          capture_output=True, text=True, timeout=120)
     assert res.stdout == "x" * 100 + "\n"
     assert res.stderr == ""
+
+
+def _every_parser() -> list[tuple[str, argparse.ArgumentParser]]:
+    """(command path, parser) of `tallformer` and every subcommand, nested ones included."""
+    out: list[tuple[str, argparse.ArgumentParser]] = []
+
+    def walk(path: str, parser: argparse.ArgumentParser) -> None:
+        out.append((path, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(f"{path} {name}".strip(), child)
+
+    walk("", build_parser())
+    return out
+
+
+def test_every_stated_default_is_the_options_default():
+    """An option's help "(default N)" / "(default: WxH)" says the value argparse uses."""
+    checked = 0
+    for path, parser in _every_parser():
+        for action in parser._actions:
+            m = re.search(r"\(default:? ([^),]+)", action.help or "")
+            value = action.default
+            if not m or isinstance(value, bool) or not isinstance(value, (int, float, tuple)):
+                continue
+            stated = m.group(1).split()[0]
+            shown = "x".join(str(v) for v in value) if isinstance(value, tuple) else f"{value:g}"
+            assert stated == shown, f"tallformer {path} {action.option_strings}: help says {stated}, default {shown}"
+            checked += 1
+    assert checked >= 10
