@@ -180,6 +180,31 @@ def test_the_activitynet_recipe_adam_and_multistep():
     check_param_groups(model, opt)
 
 
+def test_schedule_misfits_name_the_setting_and_the_fix():
+    from tallformer.config import shipped_configs
+    from tallformer.engine.schedule import schedule_misfits
+
+    # the case: the paper's 100-epoch cosine period on a 20-epoch run never anneals
+    (line,) = schedule_misfits(load_config("thumos14_swin_b", ["train.max_epochs=20", "train.warmup_iters=5"]).train,
+                               50, 16)
+    assert line.startswith("train.max_epochs=20 ends 20% into the first cosine cycle of "
+                           "train.cosine_period=100 epochs: the learning rate is still 91% of its base at the end")
+    assert line.endswith("set train.cosine_period=20 (or a divisor of train.max_epochs) to anneal within the run")
+    # a run that ends mid-way through a restarted cycle
+    (line,) = schedule_misfits(load_config("thumos14_swin_b", ["train.max_epochs=150"]).train, 50, 16)
+    assert "ends 50% into cosine cycle 2 of train.cosine_period=100" in line
+    # a warm-up longer than the run: 20 steps of 2 clips against 2 epochs of 3 steps of 2 clips
+    (line,) = schedule_misfits(load_config("demo", ["train.max_epochs=2", "train.cosine_period=2"]).train, 3, 2)
+    assert line.startswith("the warm-up (train.warmup_iters=20 steps of 2 clips: 40 clips) is longer than the run "
+                           "(2 epochs of 6 clips: 12)")
+    # multistep milestones all past the end never lower the rate
+    (line,) = schedule_misfits(load_config("anet_swin_b", ["train.max_epochs=6"]).train, 100, 16)
+    assert line.startswith("train.milestones [8, 10] are all at or after train.max_epochs=6")
+    # every shipped config fits itself (anet_swin_b's unreachable milestone 10 is the original's)
+    for name in shipped_configs():
+        assert schedule_misfits(load_config(name).train, 100, 16) == [], name
+
+
 def test_every_trainable_parameter_is_in_exactly_one_group():
     from tallformer.engine.optim import make_optimizer
     from tallformer.models.detector import build_detector
@@ -324,6 +349,15 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
 
 
 # --------------------------------------------------------------------------- faults
+
+
+def test_a_schedule_that_never_anneals_is_one_warning_line(data, tmp_path):
+    proc = _run(_args(data, tmp_path / "short", "train.max_epochs=20", "train.max_steps=1"))
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+    assert warnings == [
+        "warning: train.max_epochs=20 ends 13% into the first cosine cycle of train.cosine_period=150 epochs: the "
+        "learning rate is still 96% of its base at the end, it never anneals; set train.cosine_period=20 "
+        "(or a divisor of train.max_epochs) to anneal within the run"], proc.stderr
 
 
 def test_a_resume_with_a_changed_config_is_refused(data, straight):

@@ -78,7 +78,7 @@ from tallformer.engine.run_bank import (
     shard_record,
     write_shard,
 )
-from tallformer.engine.schedule import LrSchedule
+from tallformer.engine.schedule import LrSchedule, warn_schedule_misfits
 from tallformer.engine.step import train_step
 from tallformer.errors import TallformerError, name_list
 from tallformer.memory.selection import num_kept
@@ -816,6 +816,8 @@ class _Run:
             tl = make_train_loader(cfg, self.annotations, self.bank, classes=self.classes, rank=procs.rank,
                                    world_size=procs.world_size)
         self.global_batch = cfg.data.batch_size * procs.world_size
+        if procs.main:
+            warn_schedule_misfits(cfg.train, len(tl), self.global_batch)
         self.amp = amp_dtype_for(cfg.train.amp, procs.device)
         self.scaler = torch.amp.GradScaler(procs.device.type) if self.amp == torch.float16 else None
         self.log = _Log(self.run, procs.main, None if self.saved is None else pos.step)
