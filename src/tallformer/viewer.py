@@ -27,7 +27,14 @@ from urllib.parse import quote
 from tallformer import __version__
 from tallformer.atomic import write_text
 
-__all__ = ["PALETTE", "default_threshold", "render_viewer", "video_src", "write_viewer"]
+__all__ = ["DISPLAY_MAX_THRESHOLD", "DISPLAY_SHOWN", "PALETTE", "default_threshold", "displayed",
+           "displayed_summary", "render_viewer", "video_src", "write_viewer"]
+
+# The display threshold of the timelines and the viewer's score slider (`tallformer demo`,
+# `tallformer detect`): the best DISPLAY_SHOWN detections at most, and every detection
+# scoring DISPLAY_MAX_THRESHOLD or more. The results JSON keeps every detection.
+DISPLAY_SHOWN = 25
+DISPLAY_MAX_THRESHOLD = 0.3
 
 # the same colours as tallformer.plots.PALETTE (tab20: strong colours, then light ones)
 PALETTE = (
@@ -58,14 +65,31 @@ def video_src(video: str | os.PathLike[str], html_path: str | os.PathLike[str]) 
     return quote(Path(rel).as_posix())
 
 
-def default_threshold(scores: Sequence[float], shown: int = 25) -> float:
-    """The slider's starting value: at most `shown` blocks visible, at most 0.3, two decimals
-    (rounded down, so the `shown`-th best is visible)."""
+def default_threshold(scores: Sequence[float], shown: int = DISPLAY_SHOWN) -> float:
+    """The display threshold: at most `shown` detections visible, at most
+    `DISPLAY_MAX_THRESHOLD`, two decimals (rounded down, so the `shown`-th best is visible)."""
     if not scores:
         return 0.0
     ranked = sorted(scores, reverse=True)
     cut = ranked[min(shown, len(ranked)) - 1]
-    return max(0.0, min(0.3, int(cut * 100) / 100))
+    return max(0.0, min(DISPLAY_MAX_THRESHOLD, int(cut * 100) / 100))
+
+
+def displayed(detections: Sequence[Segment], threshold: float | None = None) -> tuple[list[Segment], float]:
+    """(the detections a timeline draws, the threshold): score >= `threshold`, by default
+    `default_threshold` of their scores (what the viewer's slider starts with).
+
+    Example:
+        >>> displayed([(0.0, 1.0, "a", 0.9), (2.0, 3.0, "a", 0.1)], 0.5)
+        ([(0.0, 1.0, 'a', 0.9)], 0.5)
+    """
+    cut = default_threshold([float(d[3]) for d in detections]) if threshold is None else float(threshold)
+    return [d for d in detections if d[3] >= cut], cut
+
+
+def displayed_summary(shown: int, total: int, threshold: float) -> str:
+    """``"12 of 380 detections with score >= 0.3"`` (a timeline's title)."""
+    return f"{shown} of {total} detection{'' if total == 1 else 's'} with score >= {threshold:g}"
 
 
 def render_viewer(*, title: str, classes: Sequence[str], detections: Iterable[Segment],

@@ -205,24 +205,25 @@ def figures(run: Path, aset: AnnotationSet, subset: str, results: dict[str, Any]
     """Stage 5: the timelines of the first `TIMELINE_VIDEOS` videos of `subset` (one PNG each
     in ``timelines/`` and all stacked in ``timeline.png``) and the viewer of the first one.
 
-    The timelines draw the detections the viewer's score slider starts with
-    (`tallformer.viewer.default_threshold`: the best 25 at most)."""
+    The timelines draw the detections the viewer's score slider starts with: the display
+    threshold `tallformer detect` uses too (`tallformer.viewer.displayed`: the best 25, and
+    all scoring 0.3 or more)."""
     from tallformer.atomic import atomic_path
     from tallformer.data.video import resolve_video
     from tallformer.plots import plot_timeline
-    from tallformer.viewer import default_threshold, write_viewer
+    from tallformer.viewer import displayed, displayed_summary, write_viewer
 
     chosen = aset.subset(subset)[:TIMELINE_VIDEOS]
     pngs: list[Path] = []
     for video in chosen:
         dets = _segments(results.get(video.video_id, []))
-        cut = default_threshold([d[3] for d in dets])
-        shown = [d for d in dets if d[3] >= cut]
+        shown, cut = displayed(dets)
         truth = [(a.segment[0], a.segment[1], a.label, 1.0) for a in video.annotations]
         duration = video.duration or max([d[1] for d in dets + truth] or [1.0])
         pngs.append(plot_timeline(run / "timelines" / f"{video.video_id}.png", shown, classes, duration,
-                                  ground_truth=truth, title=f"{video.video_id}: {len(shown)} detections "
-                                  f"(score >= {cut:g}) against {len(truth)} ground-truth instances ({source})"))
+                                  ground_truth=truth, title=f"{video.video_id}: "
+                                  f"{displayed_summary(len(shown), len(dets), cut)} against {len(truth)} "
+                                  f"ground-truth instances ({source})"))
     out = {"timeline": run / "timeline.png"}
     from PIL import Image
 
