@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tallformer.commands.common import subparser
+from tallformer.commands.common import add_progress_argument, subparser
 
 if TYPE_CHECKING:
     from tallformer.config import Config
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the config (default: the shipped demo config)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. memory.keep_ratio=0.25 train.max_epochs=50")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (the stage lines stay)")
+    add_progress_argument(p, "no progress bars (the stage lines stay)")
     p.set_defaults(func=run)
 
 

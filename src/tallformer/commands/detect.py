@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tallformer.commands.common import add_config_arguments, split_overrides, subparser
+from tallformer.commands.common import (
+    add_config_arguments,
+    add_device_argument,
+    add_progress_argument,
+    split_overrides,
+    subparser,
+)
 from tallformer.viewer import DISPLAY_MAX_THRESHOLD, DISPLAY_SHOWN
 
 if TYPE_CHECKING:
@@ -73,9 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", default=None, metavar="FILE",
                    help="ground truth (ActivityNet JSON): drawn in the timeline and the viewer "
                         "for the videos it has (by file name, with or without a v_ prefix)")
-    p.add_argument("--device", default=None, metavar="DEV",
-                   help="auto, cpu, cuda, cuda:1 (default: train.device of the config)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(p)
+    add_progress_argument(p, "no progress bar")
     p.set_defaults(func=run)
 
 
