@@ -278,6 +278,37 @@ def test_sigkill_and_resume_is_bit_identical(data, straight):
     assert steps == sorted(set(steps))  # the killed run's lines past step 3 were redone once
 
 
+def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(data, straight):
+    """A copy of a killed run whose last.pt was cut short: --resume says so, lists the
+    other checkpoints (the one of last.pt's step is exact, an older one is not) with the
+    command, and that command gives the uninterrupted run bit for bit."""
+    run = data["root"] / "cut_last"
+    args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=2")
+    _run_and_kill(args, run, after_step=5)
+    folder = run / "checkpoints"
+    assert load_checkpoint(folder / "last.pt")["step"] == 4
+    whole = (folder / "last.pt").read_bytes()
+    (folder / "last.pt").unlink()  # a copy: its own file, not a hard link to step_000004.pt
+    (folder / "last.pt").write_bytes(whole[:len(whole) * 2 // 3])
+    proc = _run(args, expect=2)
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"error: {folder / 'last.pt'}: truncated: the zip archive ends at byte "
+                           f"{len(whole) * 2 // 3:,}, inside record ")
+    assert (f"Intact checkpoints in {folder}: step_000004.pt (step 4, epoch 1): resuming from it is exact: the bank's "
+            "journal goes back to this step; step_000002.pt (step 2, epoch 0): resuming from it is not exact: the "
+            "memory bank keeps the rows written after step 2 (its journal only goes back to step 4, last.pt's)") in line
+    command = (f"cp {folder / 'step_000004.pt'} {folder / 'last.pt'} && tallformer train --config "
+               f"{run / 'config.yaml'} run_dir={run} --resume")
+    assert f"To resume from step_000004.pt: {command} " in line
+    # the command as printed gives the uninterrupted run
+    copy, resume = command.split(" && ")
+    subprocess.run(copy.split(), check=True)
+    proc = subprocess.run([sys.executable, "-m", *resume.split()], env=_env(), capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_run(straight, run)
+
+
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data, straight, tmp_path):
     """The process dies inside torch.save of the step-6 checkpoint: last.pt stays step 3."""
     run = data["root"] / "killed_in_save"

@@ -61,6 +61,7 @@ from tallformer.engine.checkpoint import (
     CheckpointError,
     get_rng_state,
     load_checkpoint,
+    load_resume_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
@@ -595,7 +596,7 @@ class _Run:
         self._restore()
 
     def _checked_checkpoint(self, last: Path, cfg: Config) -> dict[str, Any]:
-        saved = load_checkpoint(last)
+        saved = load_resume_checkpoint(last, self.run / JOURNAL)
         if saved.get("format") != "tallformer-train":
             raise CheckpointError(f"{last}: not a tallformer training checkpoint")
         changes = _config_changes(saved["config"], cfg)
