@@ -208,6 +208,7 @@ def test_png_and_viewer_show_the_demos_display_threshold_json_keeps_all(setup, d
                                         page, re.S).group(1))
         assert len(embedded["detections"]) == len(dets)
         assert embedded["threshold"] == cut
+        assert embedded["video"]["fps"] == embedded["video"]["source_fps"] == 15.0  # decode rate, the file's own
 
 
 @pytest.mark.parametrize(("option", "value"), [("--score-threshold", "1.5"), ("--score-threshold", "-0.1"),

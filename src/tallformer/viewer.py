@@ -95,14 +95,18 @@ def displayed_summary(shown: int, total: int, threshold: float) -> str:
 def render_viewer(*, title: str, classes: Sequence[str], detections: Iterable[Segment],
                   duration: float, fps: float, src: str | None, path: str | None = None,
                   ground_truth: Iterable[Segment] | None = None, threshold: float | None = None,
-                  source: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
+                  source: str | None = None, source_fps: float | None = None,
+                  extra: Mapping[str, Any] | None = None) -> str:
     """The viewer page as a string.
 
     Args:
         title: shown as the heading (the video's name).
         classes: every class name; one lane each, in this order.
         detections: (start_s, end_s, label, score).
-        duration: seconds (the timeline's length); fps: shown in the header.
+        duration: seconds (the timeline's length).
+        fps: the rate the video was decoded at for the detector (a detection's resolution:
+            prev / next skip detections within one such frame), shown in the header.
+        source_fps: the video file's own rate, shown beside it (None: unknown).
         src: the ``<video>`` source as a URL relative to the page (`video_src`), or None when
             there is no playable video (a frame folder): the timeline still works.
         path: the video's path as the user gave it (shown when it cannot play).
@@ -122,7 +126,8 @@ def render_viewer(*, title: str, classes: Sequence[str], detections: Iterable[Se
         "detections": dets,
         "ground_truth": None if ground_truth is None else [
             {"start": float(s), "end": float(e), "label": str(lab)} for s, e, lab, _ in ground_truth],
-        "video": {"src": src, "path": path, "duration": float(duration), "fps": float(fps)},
+        "video": {"src": src, "path": path, "duration": float(duration), "fps": float(fps),
+                  "source_fps": None if source_fps is None else float(source_fps)},
         "threshold": default_threshold([float(d["score"]) for d in dets]) if threshold is None else float(threshold),
         "source": source,
         "generator": f"tallformer {__version__}",
@@ -139,10 +144,12 @@ def render_viewer(*, title: str, classes: Sequence[str], detections: Iterable[Se
 def write_viewer(path: str | os.PathLike[str], *, video: str | os.PathLike[str] | None,
                  title: str, classes: Sequence[str], detections: Iterable[Segment],
                  duration: float, fps: float, ground_truth: Iterable[Segment] | None = None,
-                 threshold: float | None = None, source: str | None = None) -> Path:
+                 threshold: float | None = None, source: str | None = None,
+                 source_fps: float | None = None) -> Path:
     """Write the viewer of one video to `path` (atomically); `video` is linked relatively.
 
-    A `video` that is a folder (frame folder) or None gets no ``<video>`` source.
+    A `video` that is a folder (frame folder) or None gets no ``<video>`` source. `fps`: the
+    rate it was decoded at; `source_fps`: the file's own (`tallformer.data.video.probe_video`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -150,5 +157,6 @@ def write_viewer(path: str | os.PathLike[str], *, video: str | os.PathLike[str] 
     src = video_src(video, target) if playable and video is not None else None
     page = render_viewer(title=title, classes=classes, detections=detections, duration=duration,
                          fps=fps, src=src, path=None if video is None else str(video),
-                         ground_truth=ground_truth, threshold=threshold, source=source)
+                         ground_truth=ground_truth, threshold=threshold, source=source,
+                         source_fps=source_fps)
     return write_text(target, page)

@@ -209,6 +209,7 @@ def figures(run: Path, aset: AnnotationSet, subset: str, results: dict[str, Any]
     threshold `tallformer detect` uses too (`tallformer.viewer.displayed`: the best 25, and
     all scoring 0.3 or more)."""
     from tallformer.atomic import atomic_path
+    from tallformer.commands.detect import source_fps
     from tallformer.data.video import resolve_video
     from tallformer.plots import plot_timeline
     from tallformer.viewer import displayed, displayed_summary, write_viewer
@@ -238,11 +239,13 @@ def figures(run: Path, aset: AnnotationSet, subset: str, results: dict[str, Any]
         sheet.save(tmp, format="PNG")
     first = chosen[0]
     dets = _segments(results.get(first.video_id, []))
+    video_path = resolve_video(videos_dir, first.video_id)
     out["viewer"] = write_viewer(
-        run / f"viewer_{first.video_id}.html", video=resolve_video(videos_dir, first.video_id),
+        run / f"viewer_{first.video_id}.html", video=video_path,
         title=first.video_id, classes=classes, detections=dets,
         duration=first.duration or max([d[1] for d in dets] or [1.0]), fps=fps,
-        ground_truth=[(a.segment[0], a.segment[1], a.label, 1.0) for a in first.annotations], source=source)
+        ground_truth=[(a.segment[0], a.segment[1], a.label, 1.0) for a in first.annotations], source=source,
+        source_fps=source_fps(video_path))
     return out
 
 

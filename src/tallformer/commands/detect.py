@@ -94,6 +94,19 @@ def ground_truth_for(aset: AnnotationSet, video_id: str) -> list[Segment] | None
     return None
 
 
+def source_fps(path: str | Path | None) -> float | None:
+    """A video file's own frame rate (the viewer shows it beside the decode rate); None for
+    a frame folder or a file whose rate cannot be read."""
+    from tallformer.data.video import VideoError, probe_video
+
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return probe_video(path).fps
+    except VideoError:
+        return None
+
+
 def csv_text(result: VideoResult) -> str:
     """``start,end,label,score``, one row per detection (seconds), best first."""
     buf = io.StringIO()
@@ -138,7 +151,7 @@ def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[st
                         + (f" ({source})" if source else ""))
     write_viewer(paths["html"], video=result.path, title=result.video_id, classes=classes,
                  detections=segs, duration=result.duration, fps=result.fps,
-                 ground_truth=ground_truth, threshold=cut, source=source)
+                 ground_truth=ground_truth, threshold=cut, source=source, source_fps=source_fps(result.path))
     return paths
 
 
