@@ -1,7 +1,9 @@
 """Demo training on a shared machine: steps per second alone and next to CPU-bound processes.
 
-Setting: `tallformer train --config demo` (the shipped demo config: tiny Video Swin, batch 2,
-keep ratio 0.5) as a user runs it, in its own process, on a small synthetic dataset. Once
+Setting: the demo config's training (tiny Video Swin, batch 2, keep ratio 0.5) in its own
+process, on a small synthetic dataset, with the CPU settings of `tallformer demo` (``--mode
+demo``, the default: `tallformer.engine.cpu.REPRODUCIBLE`) or of `tallformer train --config
+demo` (``--mode train``: every CPU, passive waiting). Once
 the run is past its start-up (data, bank, first steps), the steps it logs are counted for
 ``--seconds`` alone, then for ``--seconds`` while ``--hogs`` other processes spin on the CPU
 (pure-Python busy loops, one core each), then alone again; the rates alone are averaged.
@@ -13,7 +15,10 @@ alone) is fair; far below it (0.01-0.1) is the collapse of threads that wait on 
 Prints the rates and the load average before each phase; last line
 ``alone_steps_per_s=X shared_steps_per_s=Y shared_vs_alone=Z`` (aim: shared_vs_alone >= 0.3).
 
-    python benchmarks/shared_machine.py [--seconds 40] [--hogs 2]
+    python benchmarks/shared_machine.py [--mode demo|train] [--seconds 40] [--hogs 2]
+
+With the ``src`` of an older tree first on PYTHONPATH it measures that tree (before
+``engine/cpu.py`` existed, both modes are that tree's plain `tallformer train`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,20 @@ import time
 from pathlib import Path
 
 HOG = "while True: pass"
+# the training process: the demo's CPU settings (or the train command's), then `tallformer train`
+DRIVER = """
+import sys
+try:
+    from tallformer.commands.common import prepare_cpu
+except ImportError:  # a tree from before tallformer.engine.cpu
+    prepare_cpu = None
+if sys.argv[1] == "demo" and prepare_cpu is not None:
+    prepare_cpu("demo")
+    from tallformer.engine import cpu
+    cpu.apply(reproducible=True)
+from tallformer.cli import main
+sys.exit(main(["train", *sys.argv[2:]]))
+"""
 
 
 def _steps(log: Path) -> int:
@@ -58,21 +77,25 @@ def _load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("demo", "train"), default="demo",
+                        help="CPU settings of `tallformer demo` (default) or of `tallformer train`")
     parser.add_argument("--seconds", type=float, default=40.0, help="length of each measured phase")
     parser.add_argument("--hogs", type=int, default=2, help="CPU-bound processes beside the training")
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps before the first phase")
     parser.add_argument("--videos", type=int, default=8, help="synthetic videos (3/4 for training)")
     args = parser.parse_args()
 
+    import tallformer
     from tallformer.data.synthetic import generate_synthetic_dataset
 
-    print(f"cores available: {len(os.sched_getaffinity(0))}; {_load()}", flush=True)
+    print(f"mode {args.mode}, {tallformer.__file__}; cores available: {len(os.sched_getaffinity(0))}; {_load()}",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ann = generate_synthetic_dataset(root / "syn", args.videos, seed=0, min_length=30, max_length=40,
                                          size=(36, 36), progress=False)
         run = root / "run"
-        cmd = [sys.executable, "-m", "tallformer", "train", "--config", "demo", f"data.annotations={ann}",
+        cmd = [sys.executable, "-c", DRIVER, args.mode, "--config", "demo", f"data.annotations={ann}",
                f"data.videos={root / 'syn' / 'videos'}", f"run_dir={run}", "train.log_interval=1",
                "train.max_steps=100000", "train.max_epochs=100000", "train.cosine_period=100000",
                "--no-progress"]

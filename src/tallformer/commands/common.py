@@ -63,6 +63,17 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str = "train.d
     parser.add_argument("--device", default=None, metavar="DEV", help=f"{DEVICES} (default: {default})")
 
 
+def prepare_cpu(command: str | None) -> None:
+    """Before a command imports torch: how its process uses the CPU
+    (`tallformer.engine.cpu.prepare_process`; the demo's arithmetic is reproducible across
+    machines). Nothing when torch is already loaded (the library inside another program)."""
+    if "torch" in sys.modules:
+        return
+    from tallformer.engine.cpu import prepare_process
+
+    prepare_process(reproducible=command == "demo")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     from tallformer.config import load_config
 

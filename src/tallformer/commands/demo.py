@@ -58,7 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(detections against ground truth for three validation videos) and an HTML viewer "
             "of one. A finished run in OUT is reused (delete OUT to train again); an interrupted "
             "one is resumed. About 6 minutes on a free 2-core CPU with the shipped demo config; "
-            "--quick is a small version of every stage (about 2 minutes)."
+            "--quick is a small version of every stage (about 2 minutes).\n\n"
+            "On a CPU the demo computes with one intra-op thread, ATen's AVX2 kernels, MKL's "
+            "reproducible AVX2 branch and torch's own convolutions (OMP_NUM_THREADS=1 "
+            "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2, oneDNN off): for one torch build its numbers "
+            "depend neither on the number of cores nor on AVX-512 (MKL's reproducibility holds on "
+            "Intel CPUs with AVX2), and it keeps its pace next to other busy processes. Setting one of those variables yourself overrides it "
+            "(on AMD CPUs MKL_CBWR=COMPATIBLE is the one that matches across vendors, slower)."
         ),
         example_lines=(
             "tallformer demo",
@@ -265,6 +271,7 @@ def demo_config(config: str, overrides: Sequence[str], out: str | None, quick: b
 def run(args: argparse.Namespace) -> int:
     from tallformer.commands.test import comparison_table
     from tallformer.data.annotations import load_annotations
+    from tallformer.engine import cpu
     from tallformer.engine.device import resolve_device
     from tallformer.engine.infer import evaluate_model, load_model
     from tallformer.engine.train import CHECKPOINTS, LAST, LOG, SYNTHETIC_DIR, train
@@ -274,9 +281,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = demo_config(args.config, args.overrides or [], args.out, args.quick)
     run_dir = Path(cfg.run_dir)
     stages = _Stages()
+    device = resolve_device(cfg.train.device)
+    if cpu.prepared(reproducible=True):  # the `tallformer` command set the process up
+        cpu.apply(reproducible=True)
     print(f"tallformer demo{' --quick' if args.quick else ''}: TALLFormer with a memory bank (keep ratio "
-          f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {resolve_device(cfg.train.device)}; "
-          f"outputs in {run_dir}/")
+          f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {device}; outputs in {run_dir}/")
+    if device.type == "cpu":
+        print(f"      CPU arithmetic: {cpu.describe()}")
 
     stages.begin(1, "data", "synthetic dataset: mp4 videos and ActivityNet annotations")
     # absolute, as `tallformer train` records it: the two commands share the data and a run
