@@ -286,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
         cpu.apply(reproducible=True)
     print(f"tallformer demo{' --quick' if args.quick else ''}: TALLFormer with a memory bank (keep ratio "
           f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {device}; outputs in {run_dir}/")
+    arithmetic = cpu.describe() if device.type == "cpu" else str(device)
     if device.type == "cpu":
-        print(f"      CPU arithmetic: {cpu.describe()}")
+        print(f"      CPU arithmetic: {arithmetic}")
 
     stages.begin(1, "data", "synthetic dataset: mp4 videos and ActivityNet annotations")
     # absolute, as `tallformer train` records it: the two commands share the data and a run
@@ -322,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     paths = figures(run_dir, aset, subset, results, loaded.classes, Path(str(cfg.data.videos)),
                     cfg.data.fps, f"{run_dir.name}/{checkpoint.name}")
     stages.end()
-    _summary(run_dir, cfg, args.quick, stages, metrics, (first, last, steps), paths)
+    _summary(run_dir, cfg, args.quick, stages, metrics, (first, last, steps), paths, arithmetic)
     lo, hi = min(thresholds), max(thresholds)
     print(f"\ndone in {_duration(stages.total)}: average mAP (tIoU {lo:g} to {hi:g}) "
           f"{100 * metrics['average_mAP']:.1f}% on {metrics['num_videos']} {subset} videos")
@@ -341,12 +342,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(run_dir: Path, cfg: Config, quick: bool, stages: _Stages, metrics: dict[str, Any],
-             loss: tuple[float, float, int], paths: dict[str, Path]) -> None:
+             loss: tuple[float, float, int], paths: dict[str, Path], arithmetic: str) -> None:
     from tallformer import __version__
     from tallformer.atomic import write_json
 
     write_json(run_dir / "summary.json", {
         "version": f"tallformer {__version__}",
+        "arithmetic": arithmetic,  # the figures hold for these settings (tallformer.engine.cpu)
         "quick": quick,
         "keep_ratio": cfg.memory.keep_ratio,
         "seconds": {**{k: round(v, 1) for k, v in stages.seconds.items()}, "total": round(stages.total, 1)},
