@@ -32,6 +32,7 @@ from tallformer.commands import (
     test,
     train,
 )
+from tallformer.commands.common import prepare_cpu
 from tallformer.errors import TallformerError
 from tallformer.version import __version__
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    prepare_cpu(args.command)  # before any command imports torch
     try:
         with _cli_warnings():
             code = int(func(args) or 0)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tallformer.commands.common import subparser
+from tallformer.commands.common import add_progress_argument, subparser
 
 if TYPE_CHECKING:
     from tallformer.config import Config
@@ -59,7 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(detections against ground truth for three validation videos) and an HTML viewer "
             "of one. A finished run in OUT is reused (delete OUT to train again); an interrupted "
             "one is resumed. About 6 minutes on a free 2-core CPU with the shipped demo config; "
-            "--quick is a small version of every stage (about 2 minutes)."
+            "--quick is a small version of every stage (about 2 minutes).\n\n"
+            "On a CPU the demo computes with one intra-op thread, ATen's AVX2 kernels, MKL's "
+            "reproducible AVX2 branch and torch's own convolutions (OMP_NUM_THREADS=1 "
+            "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2, oneDNN off): for one torch build its numbers "
+            "depend neither on the number of cores nor on AVX-512 (MKL's reproducibility holds on "
+            "Intel CPUs with AVX2), and it keeps its pace next to other busy processes. Setting one of those variables yourself overrides it "
+            "(on AMD CPUs MKL_CBWR=COMPATIBLE is the one that matches across vendors, slower)."
         ),
         example_lines=(
             "tallformer demo",
@@ -74,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the config (default: the shipped demo config)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. memory.keep_ratio=0.25 train.max_epochs=50")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (the stage lines stay)")
+    add_progress_argument(p, "no progress bars (the stage lines stay)")
     p.set_defaults(func=run)
 
 
@@ -176,24 +182,26 @@ def figures(run: Path, aset: AnnotationSet, subset: str, results: dict[str, Any]
     """Stage 5: the timelines of the first `TIMELINE_VIDEOS` videos of `subset` (one PNG each
     in ``timelines/`` and all stacked in ``timeline.png``) and the viewer of the first one.
 
-    The timelines draw the detections the viewer's score slider starts with
-    (`tallformer.viewer.default_threshold`: the best 25 at most)."""
+    The timelines draw the detections the viewer's score slider starts with: the display
+    threshold `tallformer detect` uses too (`tallformer.viewer.displayed`: the best 25, and
+    all scoring 0.3 or more)."""
     from tallformer.atomic import atomic_path
+    from tallformer.commands.detect import source_fps
     from tallformer.data.video import resolve_video
     from tallformer.plots import plot_timeline
-    from tallformer.viewer import default_threshold, write_viewer
+    from tallformer.viewer import displayed, displayed_summary, write_viewer
 
     chosen = aset.subset(subset)[:TIMELINE_VIDEOS]
     pngs: list[Path] = []
     for video in chosen:
         dets = _segments(results.get(video.video_id, []))
-        cut = default_threshold([d[3] for d in dets])
-        shown = [d for d in dets if d[3] >= cut]
+        shown, cut = displayed(dets)
         truth = [(a.segment[0], a.segment[1], a.label, 1.0) for a in video.annotations]
         duration = video.duration or max([d[1] for d in dets + truth] or [1.0])
         pngs.append(plot_timeline(run / "timelines" / f"{video.video_id}.png", shown, classes, duration,
-                                  ground_truth=truth, title=f"{video.video_id}: {len(shown)} detections "
-                                  f"(score >= {cut:g}) against {len(truth)} ground-truth instances ({source})"))
+                                  ground_truth=truth, title=f"{video.video_id}: "
+                                  f"{displayed_summary(len(shown), len(dets), cut)} against {len(truth)} "
+                                  f"ground-truth instances ({source})"))
     out = {"timeline": run / "timeline.png"}
     from PIL import Image
 
@@ -208,11 +216,13 @@ def figures(run: Path, aset: AnnotationSet, subset: str, results: dict[str, Any]
         sheet.save(tmp, format="PNG")
     first = chosen[0]
     dets = _segments(results.get(first.video_id, []))
+    video_path = resolve_video(videos_dir, first.video_id)
     out["viewer"] = write_viewer(
-        run / f"viewer_{first.video_id}.html", video=resolve_video(videos_dir, first.video_id),
+        run / f"viewer_{first.video_id}.html", video=video_path,
         title=first.video_id, classes=classes, detections=dets,
         duration=first.duration or max([d[1] for d in dets] or [1.0]), fps=fps,
-        ground_truth=[(a.segment[0], a.segment[1], a.label, 1.0) for a in first.annotations], source=source)
+        ground_truth=[(a.segment[0], a.segment[1], a.label, 1.0) for a in first.annotations], source=source,
+        source_fps=source_fps(video_path))
     return out
 
 
@@ -231,6 +241,7 @@ def demo_config(config: str, overrides: Sequence[str], out: str | None, quick: b
 
 def run(args: argparse.Namespace) -> int:
     from tallformer.data.annotations import load_annotations
+    from tallformer.engine import cpu
     from tallformer.engine.checkpoint import load_model
     from tallformer.engine.device import resolve_device
     from tallformer.engine.infer import evaluate_model
@@ -243,9 +254,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = demo_config(args.config, args.overrides or [], args.out, args.quick)
     run_dir = Path(cfg.run_dir)
     stages = _Stages()
+    device = resolve_device(cfg.train.device)
+    if cpu.prepared(reproducible=True):  # the `tallformer` command set the process up
+        cpu.apply(reproducible=True)
     print(f"tallformer demo{' --quick' if args.quick else ''}: TALLFormer with a memory bank (keep ratio "
-          f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {resolve_device(cfg.train.device)}; "
-          f"outputs in {run_dir}/")
+          f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {device}; outputs in {run_dir}/")
+    arithmetic = cpu.describe() if device.type == "cpu" else str(device)
+    if device.type == "cpu":
+        print(f"      CPU arithmetic: {arithmetic}")
 
     stages.begin(1, "data", "synthetic dataset: mp4 videos and ActivityNet annotations")
     # absolute, as `tallformer train` records it: the two commands share the data and a run
@@ -280,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     paths = figures(run_dir, aset, subset, results, loaded.classes, Path(str(cfg.data.videos)),
                     cfg.data.fps, f"{run_dir.name}/{checkpoint.name}")
     stages.end()
-    _summary(run_dir, cfg, args.quick, stages, metrics, (first, last, steps), paths)
+    _summary(run_dir, cfg, args.quick, stages, metrics, (first, last, steps), paths, arithmetic)
     lo, hi = min(thresholds), max(thresholds)
     print(f"\ndone in {_duration(stages.total)}: average mAP (tIoU {lo:g} to {hi:g}) "
           f"{100 * metrics['average_mAP']:.1f}% on {metrics['num_videos']} {subset} videos")
@@ -299,12 +315,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(run_dir: Path, cfg: Config, quick: bool, stages: _Stages, metrics: dict[str, Any],
-             loss: tuple[float, float, int], paths: dict[str, Path]) -> None:
+             loss: tuple[float, float, int], paths: dict[str, Path], arithmetic: str) -> None:
     from tallformer.atomic import write_json
     from tallformer.version import __version__
 
     write_json(run_dir / "summary.json", {
         "version": f"tallformer {__version__}",
+        "arithmetic": arithmetic,  # the figures hold for these settings (tallformer.engine.cpu)
         "quick": quick,
         "keep_ratio": cfg.memory.keep_ratio,
         "seconds": {**{k: round(v, 1) for k, v in stages.seconds.items()}, "total": round(stages.total, 1)},

@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{'part':<10} {'total':>14} {'trainable':>14}")
+    w = max(len(name) for name in ["part", "all", *info["parts"]])
+    print(f"{'part':<{w}} {'total':>14} {'trainable':>14}")
     for name, c in info["parts"].items():
-        print(f"{name:<10} {c['total']:>14,} {c['trainable']:>14,}")
-    print(f"{'all':<10} {info['total']:>14,} {info['trainable']:>14,}")
+        print(f"{name:<{w}} {c['total']:>14,} {c['trainable']:>14,}")
+    print(f"{'all':<{w}} {info['total']:>14,} {info['trainable']:>14,}")
     return 0

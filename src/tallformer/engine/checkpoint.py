@@ -29,7 +29,13 @@ from tallformer.config import Config, apply_overrides, config_from_dict, config_
 from tallformer.engine.device import resolve_device
 from tallformer.engine.errors import InferenceError
 from tallformer.engine.family import LoadedModel, check_classes
-from tallformer.engine.run_layout import CHECKPOINT_FORMATS, MODEL_FORMAT, VERSION
+from tallformer.engine.journal import segment_steps
+from tallformer.engine.run_layout import (
+    CHECKPOINT_FORMATS,
+    MODEL_FORMAT,
+    TRAIN_FORMAT,
+    VERSION,
+)
 from tallformer.errors import TallformerError
 from tallformer.models.weights import WeightsError, key_problems, read_checkpoint
 
@@ -41,6 +47,8 @@ __all__ = [
     "get_rng_state",
     "load_checkpoint",
     "load_model",
+    "load_resume_checkpoint",
+    "resume_alternatives",
     "save_checkpoint",
     "save_model",
     "set_rng_state",
@@ -73,6 +81,72 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: not a tallformer checkpoint (a {type(state).__name__}, not a dict)")
     return state
+
+
+def load_resume_checkpoint(last: str | os.PathLike[str], journal: str | os.PathLike[str]) -> dict[str, Any]:
+    """`load_checkpoint` of a run's ``last.pt`` for a resume; when it cannot be read, the
+    `CheckpointError` goes on to say which intact checkpoints the run has, whether resuming
+    from each is exact, and the command (`resume_alternatives`; ``journal``: the run's bank
+    journal folder)."""
+    try:
+        return load_checkpoint(last)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}. {resume_alternatives(last, journal)}") from None
+
+
+def _exactness(state: dict[str, Any], journal_step: int | None) -> str:
+    memory = state.get("config", {}).get("memory", {})
+    if state.get("nodes") is not None:
+        return ("exact only if it is the step each node's bank journal (memory.node_dir/journal/from_STEP.*) "
+                "starts from")
+    if state.get("bank") is None or memory.get("frozen"):
+        return "exact (this run's memory bank never changes)"
+    if journal_step is None:
+        return "not exact unless it is the step last.pt had (no bank journal names it)"
+    if state["step"] == journal_step:
+        return "exact: the bank's journal goes back to this step"
+    return (f"not exact: the memory bank keeps the rows written after step {state['step']} (its journal "
+            f"only goes back to step {journal_step}, last.pt's), so the run differs from an uninterrupted one")
+
+
+def resume_alternatives(last: str | os.PathLike[str], journal: str | os.PathLike[str]) -> str:
+    """What to do when a run's ``last.pt`` cannot be read: the other checkpoints in its folder
+    that can (newest first, with their step and whether a resume from each is exact) and
+    the command that resumes from the best of them; or, when none can, how to start again.
+
+    A resume restores the model, optimizer, schedule and random states from the checkpoint,
+    and the memory bank by undoing the journaled writes made since the latest checkpoint
+    (`tallformer.engine.journal`): that is the state ``last.pt`` had. So a resume from an
+    older checkpoint is exact only when the bank cannot have changed since it (a frozen bank,
+    no bank) or it is of last.pt's own step (a copy of it under another name).
+    """
+    last = Path(last)
+    folder, run = last.parent, last.parent.parent
+    steps = segment_steps(journal)
+    journal_step = steps[-1] if steps else None
+    intact: list[tuple[int, Path, dict[str, Any]]] = []
+    damaged: list[str] = []
+    for path in sorted(folder.glob("*.pt")):
+        if path.name == last.name or path.name.startswith("."):
+            continue
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError:
+            damaged.append(path.name)
+            continue
+        if state.get("format") == TRAIN_FORMAT and isinstance(state.get("step"), int):
+            intact.append((state["step"], path, state))
+    bad = f" ({', '.join(damaged)} cannot be read either)" if damaged else ""
+    fresh = f"tallformer train --config {run / 'config.yaml'} run_dir=NEW_RUN_DIR"
+    if not intact:
+        return f"No other checkpoint in {folder} can be read{bad}; start the run again: {fresh}"
+    intact.sort(key=lambda item: (item[0] == journal_step, item[0]), reverse=True)
+    listing = "; ".join(f"{p.name} (step {step}, epoch {st.get('epoch')}): resuming from it is "
+                        f"{_exactness(st, journal_step)}" for step, p, st in intact)
+    best = intact[0][1]
+    return (f"Intact checkpoints in {folder}{bad}: {listing}. To resume from {best.name}: "
+            f"cp {best} {last} && tallformer train --config {run / 'config.yaml'} run_dir={run} --resume "
+            f"(or start again: {fresh})")
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -52,6 +52,7 @@ from tallformer.engine.checkpoint import (
     CheckpointError,
     get_rng_state,
     load_checkpoint,
+    load_resume_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
@@ -87,7 +88,7 @@ from tallformer.engine.run_layout import (
     last_checkpoint,
     step_checkpoint,
 )
-from tallformer.engine.schedule import LrSchedule
+from tallformer.engine.schedule import LrSchedule, warn_schedule_misfits
 from tallformer.engine.step import train_step
 from tallformer.errors import name_list
 
@@ -507,7 +508,7 @@ class _Run:
         self._restore()
 
     def _checked_checkpoint(self, last: Path, cfg: Config) -> dict[str, Any]:
-        saved = load_checkpoint(last)
+        saved = load_resume_checkpoint(last, self.run / JOURNAL)
         if saved.get("format") != TRAIN_FORMAT:
             raise CheckpointError(f"{last}: not a tallformer training checkpoint")
         changes = _config_changes(saved["config"], cfg, f"{last} (saved config)")
@@ -608,6 +609,8 @@ class _Run:
             tl = make_train_loader(cfg, self.annotations, self.bank, classes=self.classes, rank=procs.rank,
                                    world_size=procs.world_size)
         self.global_batch = cfg.data.batch_size * procs.world_size
+        if procs.main:
+            warn_schedule_misfits(cfg.train, len(tl), self.global_batch)
         self.amp = amp_dtype_for(cfg.train.amp, procs.device)
         self.scaler = torch.amp.GradScaler(procs.device.type) if self.amp == torch.float16 else None
         self.log = _Log(self.run, procs.main, None if self.saved is None else pos.step)
