@@ -27,7 +27,7 @@ from tallformer.engine import cpu
 if sys.argv[2] == "demo":
     cpu.apply(reproducible=True)
 from tallformer.config import load_config
-from tallformer.models.detector import build_detector
+from tallformer.engine.factory import build_detector
 torch.manual_seed(0)
 backbone = build_detector(load_config("demo")).backbone.train()
 x = torch.randn(4, 3, 32, 32, 32)
