@@ -17,7 +17,11 @@ from tallformer.memory.selection import num_kept
 if TYPE_CHECKING:
     from tallformer.models.protocol import DetectorModel
 
-__all__ = ["Processes", "TrainForward", "node_layout", "start_processes", "unwrap", "wrap_ddp"]
+__all__ = ["ONE_PROCESS_GROUP_ENV", "Processes", "TrainForward", "node_layout", "start_processes", "unwrap",
+           "wrap_ddp"]
+
+# set to 1: one process under torchrun forms a process group too (start_processes)
+ONE_PROCESS_GROUP_ENV = "TALLFORMER_PROCESS_GROUP"
 
 
 class TrainForward(nn.Module):
@@ -106,6 +110,11 @@ class Processes:
             self.data_rank = self.rank
 
     @property
+    def distributed(self) -> bool:
+        """Under DDP: several processes, or one that formed its own process group."""
+        return self.world_size > 1 or self.owns_group
+
+    @property
     def main(self) -> bool:
         return self.rank == 0
 
@@ -148,11 +157,16 @@ def start_processes(device_name: str = "auto") -> Processes:
     """The process group under ``torchrun`` (gloo on the CPU, nccl on CUDA), else one process.
 
     ``device_name`` is ``train.device``; under ``torchrun`` a CUDA run uses ``cuda:LOCAL_RANK``.
+    One process (``--nproc_per_node 1``) runs without a process group unless
+    ``TALLFORMER_PROCESS_GROUP=1`` is set: then it forms one too (nccl or gloo, SyncBatchNorm
+    with ``model.sync_bn``, DDP), the path several processes take (the GPU check runs it
+    on one GPU).
     Build the detector after this, so ``model.sync_bn`` gives SyncBatchNorm. The node layout
     (``GROUP_RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` of every rank) is gathered once.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    one_group = os.environ.get(ONE_PROCESS_GROUP_ENV) == "1" and "MASTER_ADDR" in os.environ
+    if world <= 1 and not one_group:
         return Processes(0, 1, resolve_device(device_name), False)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))

@@ -56,7 +56,7 @@ from tallformer.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from tallformer.engine.device import amp_dtype_for
+from tallformer.engine.device import amp_dtype_for, deterministic_from_env
 from tallformer.engine.distributed import Processes, start_processes, unwrap, wrap_ddp
 from tallformer.engine.errors import TrainingError
 from tallformer.engine.factory import build_detector
@@ -386,6 +386,7 @@ def train(cfg: Config, *, resume: bool | None = None, progress: bool = True) -> 
         can fix, before the first step where possible; a non-finite loss stops the run
         with the step and its losses named.
     """
+    deterministic_from_env()  # TALLFORMER_DETERMINISTIC=1; before the first CUDA op
     procs = start_processes(cfg.train.device)
     try:
         return _train(cfg, procs, resume, progress)
@@ -539,7 +540,7 @@ class _Run:
                                       progress=self.progress and procs.main)
         chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
         self.model = (wrap_ddp(self.detector, cfg.memory.keep_ratio, chunks, procs.device)
-                      if procs.world_size > 1 else self.detector)
+                      if procs.distributed else self.detector)
         self.optimizer = make_optimizer(self.detector, cfg.train)
         for group in self.optimizer.param_groups:
             group["base_lr"] = group["lr"]
