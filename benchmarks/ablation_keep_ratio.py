@@ -53,7 +53,7 @@ def _activation_bytes(cfg: Any, run: Path) -> int:
     import torch
 
     from tallformer.data.annotations import load_annotations
-    from tallformer.engine.infer import load_model
+    from tallformer.engine.checkpoint import load_model
     from tallformer.engine.loader import make_train_loader
     from tallformer.memory.bank import MemoryBank
 
@@ -90,8 +90,10 @@ def run_one(keep: float, seed: int, epochs: int, work: Path) -> dict[str, Any]:
         loss_curve,
         synthetic_dataset,
     )
-    from tallformer.engine.infer import evaluate_model, load_model
-    from tallformer.engine.train import SYNTHETIC_DIR, train
+    from tallformer.engine.checkpoint import load_model
+    from tallformer.engine.infer import evaluate_model
+    from tallformer.engine.run_layout import SYNTHETIC_DIR
+    from tallformer.engine.train import train
 
     run = work / f"{KEYS[keep]}_seed{seed}"
     cfg = demo_config("demo", [f"memory.keep_ratio={keep}", f"seed={seed}", f"train.max_epochs={epochs}",

@@ -237,7 +237,7 @@ def test_failed_videos_are_reported_and_the_rest_built(data: Data, tmp_path: Pat
     assert MemoryBank.open(tmp_path / "lib").videos == ["vid_a"]
 
     code = main(["bank", "build", "--config", str(DEMO), "--out", str(tmp_path / "cli"),
-                 "--weights", str(data.weights), "--quiet",
+                 "--weights", str(data.weights), "--no-progress",
                  f"data.annotations={ann}", f"data.videos={videos}"])
     out, err = capsys.readouterr()
     assert code == 1
@@ -285,7 +285,7 @@ def test_settings_mismatch_and_bad_inputs(data: Data, tmp_path: Path,
     shutil.copytree(data.bank_dir, bank_dir)
     other = load_config(DEMO, [f"data.annotations={data.ann}", f"data.videos={data.videos}",
                                "memory.dtype=float32"])
-    code = main(["bank", "build", "--config", "demo", "--out", str(bank_dir), "--quiet",
+    code = main(["bank", "build", "--config", "demo", "--out", str(bank_dir), "--no-progress",
                  "--weights", str(data.weights), f"data.annotations={data.ann}",
                  f"data.videos={data.videos}", "memory.dtype=float32",
                  "model.backbone.drop_path_rate=0.2"])
@@ -428,7 +428,7 @@ def test_sources_are_recorded_and_another_dataset_is_refused(data: Data, tmp_pat
     write_video(other / "vid_a.mp4", 40, fps=FPS, size=(64, 64), gop=8)
     write_video(other / "vid_b.mp4", 60, fps=FPS)
     shutil.copy(data.videos / "vid_c.mp4", other / "vid_c.mp4")
-    args = ["bank", "build", "--config", "demo", "--out", str(bank_dir), "--quiet",
+    args = ["bank", "build", "--config", "demo", "--out", str(bank_dir), "--no-progress",
             "--weights", str(data.weights), f"data.annotations={data.ann}", f"data.videos={other}"]
     before = (bank_dir / "meta.json").read_bytes()
     assert main(args) == 2
@@ -461,7 +461,7 @@ def test_weights_path_spelled_another_way_resumes(data: Data, tmp_path: Path,
 def test_missing_videos_folder_is_one_error_and_leaves_no_bank(data: Data, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bank"
-    code = main(["bank", "build", "--config", "demo", "--out", str(out), "--quiet",
+    code = main(["bank", "build", "--config", "demo", "--out", str(out), "--no-progress",
                  f"data.annotations={data.ann}", f"data.videos={tmp_path / 'nope'}"])
     assert code == 2
     err = capsys.readouterr().err

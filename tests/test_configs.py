@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ import torch
 import tallformer.config
 from tallformer.cli import main
 from tallformer.config import Config, config_to_dict, load_config
+from tallformer.engine.factory import build_detector
 from tallformer.models.backbone import PRESETS
-from tallformer.models.detector import build_detector
 
 CONFIGS = Path(tallformer.config.__file__).resolve().parent / "configs"
 
@@ -61,7 +62,7 @@ def test_demo_config_is_tiny_and_runs() -> None:
     assert cfg.data.crop_size == 32
     assert cfg.model.head.norm == "gn"  # the CPU demo's departure from the paper's head
     assert cfg.data.num_frames == 128
-    assert cfg.model.head.num_classes == 4
+    assert cfg.model.num_classes == 4
     assert cfg.data.annotations is None
     assert cfg.data.videos is None
     torch.manual_seed(0)
@@ -168,3 +169,62 @@ def test_the_wheel_ships_the_configs_and_runs_from_them(tmp_path: Path) -> None:
     first, rest = res.stdout.split("\n", 1)
     assert first.startswith(str(site))  # the installed wheel, not the source tree
     assert json.loads(rest)["total"] == 117_478_022
+
+
+def _comment_text(path: Path) -> str:
+    """Every comment of a YAML file (header and end-of-line ones) as one paragraph."""
+    parts = []
+    for line in path.read_text().splitlines():
+        if "#" in line:
+            parts.append(line.split("#", 1)[1].strip())
+    return " ".join(parts)
+
+
+def _ints(found: list[str]) -> list[int]:
+    return [int(x.replace(",", "")) for x in found]
+
+
+def test_demo_config_comments_state_its_values() -> None:
+    from tallformer.config import shipped_config_path
+    from tallformer.data.synthetic import plan_dataset
+    from tallformer.memory.selection import num_kept
+    from tallformer.models.info import parameter_counts
+
+    text = _comment_text(shipped_config_path("demo"))
+    cfg = load_config("demo")
+    d, tr, bb = cfg.data, cfg.train, cfg.model.backbone
+    training = sum(v.subset == "training" for v in plan_dataset(d.synthetic_videos, d.synthetic_seed))
+    steps_per_epoch = -(-training // d.batch_size)
+    chunks = d.num_frames // bb.chunk_size
+    stride = round(d.num_frames * (1 - d.test_overlap))
+
+    assert _ints(re.findall(r"stride (\d+)", text)) == [stride, stride]
+    assert re.findall(r"test_overlap: ([\d.]+)", text) == [f"{d.test_overlap:g}"]
+    assert _ints(re.findall(r"(\d+)-frame windows", text)) == [d.num_frames] * 2
+    assert {(int(a), int(b)) for a, b in re.findall(r"(\d+)x(\d+) frames", text)} == {tuple(d.frame_size)}
+    assert _ints(re.findall(r"(\d+) crop", text)) == [d.crop_size]
+    assert set(re.findall(r"(\d+) chunks of (\d+)", text)) == {(str(chunks), str(bb.chunk_size))}
+    assert re.findall(r"(\d+) of (\d+) chunks through the backbone", text) == [
+        (str(num_kept(chunks, cfg.memory.keep_ratio)), str(chunks))]
+    assert _ints(re.findall(r"(\d+) classes", text)) == [cfg.model.head.num_classes]
+    # the run's length, in the header and beside max_epochs
+    epoch = re.findall(r"(\d+) steps of (\d+) clips an epoch \((\d+) training videos\): ([\d,]+) steps", text)
+    assert epoch == [(str(steps_per_epoch), str(d.batch_size), str(training), str(tr.max_epochs * steps_per_epoch))]
+    total = re.findall(r"([\d,]+) steps of (\d+) clips\.", text)
+    assert _ints([t for t, _ in total]) == [tr.max_epochs * steps_per_epoch]
+    assert re.findall(r"warm-up over (\d+) steps of (\d+) clips", text) == [
+        (str(tr.warmup_iters), str(tr.warmup_batch))]
+    assert re.findall(r"stochastic depth ([\d.]+) in the backbone", text) == [f"{bb.drop_path_rate:g}"]
+    assert re.findall(r"keep the paper's ([\d.]+) drop path and dropout", text) == [
+        f"{cfg.model.neck.tcm_drop_path:g}"] == [f"{cfg.model.neck.tdm_dropout:g}"]
+    (millions,) = re.findall(r"About ([\d.]+) M parameters", text)
+    assert float(millions) == round(parameter_counts(cfg)["total"] / 1e6, 1)
+
+
+@pytest.mark.parametrize("config", ["anet_demo", "demo"])
+def test_model_info_table_columns_line_up(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["model-info", "--config", config]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("action_head ") for line in lines) == (config == "anet_demo")
+    ends = {tuple(m.end() for m in re.finditer(r"\S+", line))[-2:] for line in lines}
+    assert len(ends) == 1, lines  # every row's two numbers end in the header's columns

@@ -173,3 +173,21 @@ def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (info.width, info.height) == (48, 32)
     assert main(["prepare", "synthetic", "--out", str(out), "--num-classes", "9"]) == 2
     assert "\nerror: num_classes must be between 1 and 8" in capsys.readouterr().err
+
+
+def test_prepare_synthetic_help_states_the_generators_instance_lengths() -> None:
+    import argparse
+    import re
+
+    from tallformer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    prepare = sub.choices["prepare"]
+    inner = next(a for a in prepare._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(inner.choices["synthetic"].description.split())
+    assert re.findall(r"unfolding over ([\d.]+)-([\d.]+) s", text) == [(f"{MIN_INSTANCE_S:g}", f"{MAX_INSTANCE_S:g}")]
+    # and the lengths the generator plans lie in that range
+    lengths = [(e.stop - e.start) / 15.0 for v in plan_dataset(20, 0) for e in v.events if e.complete]
+    assert lengths
+    assert min(lengths) >= MIN_INSTANCE_S
+    assert max(lengths) <= MAX_INSTANCE_S + 1 / 15

@@ -13,8 +13,8 @@ import torch
 
 from tallformer.cli import main
 from tallformer.config import load_config
-from tallformer.engine.checkpoint import CheckpointError
-from tallformer.engine.infer import evaluate_model, load_model
+from tallformer.engine.checkpoint import CheckpointError, load_model
+from tallformer.engine.infer import evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

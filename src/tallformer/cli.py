@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from tallformer import __version__
 from tallformer.commands import (
     bank,
     convert_weights,
@@ -33,7 +32,9 @@ from tallformer.commands import (
     test,
     train,
 )
+from tallformer.commands.common import prepare_cpu
 from tallformer.errors import TallformerError
+from tallformer.version import __version__
 
 _COMMANDS = (prepare, bank, train, test, detect, evaluate, model_info, convert_weights, demo)
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    prepare_cpu(args.command)  # before any command imports torch
     try:
         with _cli_warnings():
             code = int(func(args) or 0)

@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -29,7 +30,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from tallformer.atomic import write_text
-from tallformer.errors import TallformerError
+from tallformer.errors import TallformerError, TallformerWarning
 
 __all__ = [
     "ActionFormerConfig",
@@ -53,6 +54,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "migrate_config_dict",
     "resolve_config_path",
     "save_config",
     "shipped_config_path",
@@ -145,9 +147,10 @@ class NeckConfig:
 
 @dataclass
 class HeadConfig:
-    """Anchor head, anchors, assigner and losses (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:142-205)."""
+    """Anchor head, anchors, assigner and losses of the anchor family (original:
+    configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:142-205); the classes are
+    `model.num_classes`."""
 
-    num_classes: int = field(default=20, metadata=_range(1))
     feat_channels: int = field(default=256, metadata=_range(1))
     stacked_convs: int = field(default=4, metadata=_range(0))
     anchor_strides: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
@@ -174,7 +177,7 @@ class AfsdConfig:
     """The ActivityNet detector (`model.kind: afsd`): the AFSD-style coarse + refine head and
     the video-level action head (original: AFSD/anet_video_cls/BDNet.py,
     multisegment_loss.py; configs/membank/1.0.0.py). The video-level classes are
-    `model.head.num_classes` actions + background; the neck's TDM is convolutional (one
+    `model.num_classes` actions + background; the neck's TDM is convolutional (one
     stage per `model.neck.tdm_kernels` entry) and every norm is GroupNorm(`norm_groups`).
     Defaults: the paper's ActivityNet-1.3 run (`--lw=1 --cw=1 --piou=0.6`, README.md:202)."""
 
@@ -349,8 +352,14 @@ def _check_actionformer(a: ActionFormerConfig, source: str) -> None:
 
 @dataclass
 class ModelConfig:
-    # "thumos14": anchor head (the THUMOS14 paper config); "afsd": the ActivityNet detector
-    kind: Literal["thumos14", "afsd", "actionformer"] = "thumos14"
+    """The detector: `kind` names its family (the engine's factory table,
+    `tallformer.engine.factory.FAMILIES`), each family reads the sections it needs."""
+
+    # the detector family: "anchor" = TALLFormer's anchor head (the THUMOS14 paper config);
+    # "afsd" = the AFSD-style ActivityNet detector; "actionformer" = ActionFormer's network. "thumos14" (older configs) loads as anchor
+    kind: Literal["anchor", "afsd", "actionformer"] = "anchor"
+    # action classes (no background), read by every family
+    num_classes: int = field(default=20, metadata=_range(1))
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -624,9 +633,72 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+# --------------------------------------------------------------------------- older names
+
+# keys and values renamed since configs (and the configs saved in checkpoints) were written
+# with them: old dotted key -> new one; (key, old value) -> new value
+RENAMED_KEYS = {"model.head.num_classes": "model.num_classes"}
+RENAMED_VALUES = {("model.kind", "thumos14"): "anchor"}
+
+
+def _rename_note(source: str, old: str, new: str) -> None:
+    warnings.warn(f"{source}: {old} is now {new} (same meaning); loaded as {new}, rename it "
+                  "to silence this note", TallformerWarning, stacklevel=4)
+
+
+def _renamed(key: str, value: Any, source: str) -> tuple[str, Any]:
+    """An override's key and value under today's names (a note when one was renamed)."""
+    if key in RENAMED_KEYS:
+        _rename_note(source, f"'{key}'", f"'{RENAMED_KEYS[key]}'")
+        key = RENAMED_KEYS[key]
+    if isinstance(value, str) and (key, value) in RENAMED_VALUES:
+        new = RENAMED_VALUES[(key, value)]
+        _rename_note(source, f"{key}: {value}", f"{key}: {new}")
+        value = new
+    return key, value
+
+
+def migrate_config_dict(data: dict[str, Any] | None, source: str = "config") -> dict[str, Any]:
+    """`data` (a nested config dict: a YAML file's, or one saved in a checkpoint) with the
+    renamed keys and values under today's names (`RENAMED_KEYS`, `RENAMED_VALUES`), one
+    `TallformerWarning` note per rename. Returns a new dict; `data` is not changed."""
+    import copy
+
+    out: dict[str, Any] = copy.deepcopy(data) if data else {}
+    for old, new in RENAMED_KEYS.items():
+        *parents, name = old.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or name not in node:
+            continue
+        value = node.pop(name)
+        *new_parents, new_name = new.split(".")
+        target: Any = out
+        for part in new_parents:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        if new_name in target and target[new_name] != value:
+            raise ConfigError(f"{source}: '{old}' ({value!r}) and '{new}' ({target[new_name]!r}) "
+                              f"are both set; '{old}' is the old name of '{new}': keep only '{new}'")
+        target[new_name] = value
+        _rename_note(source, f"'{old}'", f"'{new}'")
+    for (key, old_value), new_value in RENAMED_VALUES.items():
+        *parents, name = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(name) == old_value:
+            node[name] = new_value
+            _rename_note(source, f"{key}: {old_value}", f"{key}: {new_value}")
+    return out
+
+
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
-    """Build a validated `Config` from a nested dict (missing keys keep their defaults)."""
-    cfg = _build(Config, data or {}, "", source)
+    """Build a validated `Config` from a nested dict (missing keys keep their defaults;
+    renamed keys and values load under today's names with a note, `migrate_config_dict`)."""
+    cfg = _build(Config, migrate_config_dict(data, source), "", source)
     _check_consistency(cfg, source)
     return cfg
 
@@ -688,6 +760,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = copy.deepcopy(data) if data else {}
     for item in overrides:
         key, value = _parse_override(item)
+        key, value = _renamed(key, value, "command line")
         _set_dotted(out, key, value)
     return out
 
@@ -728,7 +801,20 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a config (a YAML file or a shipped name; the defaults when `path` is None) and
-    apply dotted overrides."""
+    apply dotted overrides (`tallformer.load_config`). Errors are `ConfigError` naming the
+    key and where it came from.
+
+    Example::
+
+        >>> import tallformer
+        >>> cfg = tallformer.load_config("demo", ["memory.keep_ratio=0.25", "train.max_epochs=3"])
+        >>> cfg.model.kind, cfg.model.num_classes, cfg.memory.keep_ratio, cfg.train.max_epochs
+        ('anchor', 4, 0.25, 3)
+        >>> tallformer.load_config("demo", ["keep_ratio=0.3"])
+        Traceback (most recent call last):
+        ...
+        tallformer.config.ConfigError: command line: unknown key 'keep_ratio'. Did you mean 'memory.keep_ratio'? ...
+    """
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -744,7 +830,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
+        data = migrate_config_dict(loaded, source)
         _build(Config, data, "", source)  # file errors are reported against the file
     if overrides:
         data = apply_overrides(data, overrides)

@@ -19,6 +19,8 @@ from typing import Any
 
 from tallformer.commands.common import (
     add_config_arguments,
+    add_device_argument,
+    add_progress_argument,
     config_from_args,
     examples,
     subparser,
@@ -91,15 +93,13 @@ def _register_build(inner: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="FILE", default=None,
                    help="backbone checkpoint (official Video Swin, torchvision or tallformer); "
                         "default: model.backbone.weights")
-    p.add_argument("--device", default="cpu", metavar="cpu|cuda",
-                   help="where the backbone runs: cpu, cuda, cuda:N or auto (CUDA when "
-                        "available; default: cpu)")
+    add_device_argument(p, "train.device of the config; auto: CUDA when available")
     p.add_argument("--batch-chunks", type=int, default=8, metavar="N",
                    help="32-frame chunks per backbone call (default: 8)")
     p.add_argument("--overwrite", action="store_true",
                    help="rebuild the videos already in OUT whose frame count or source file "
                         "differs from the videos now (default: refuse, naming them)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_argument(p, old="--quiet")
     p.set_defaults(func=run_build)
 
 
@@ -136,7 +136,7 @@ def _register_import(inner: argparse._SubParsersAction) -> None:
                    help="the original's meta JSON (default: the one meta*.json in or beside ORIG_DIR)")
     p.add_argument("--dtype", choices=("float16", "float32"), default=None,
                    help="row type of our bank (default: memory.dtype of the config, float16)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_argument(p, "no progress bar", old="--quiet")
     p.set_defaults(func=run_import)
 
 
@@ -187,7 +187,7 @@ def _register_merge(inner: argparse._SubParsersAction) -> None:
     p.add_argument("--run", metavar="RUN_DIR", default=None,
                    help="the run the shards belong to: undo writes after its last checkpoint and "
                         "check every shard against it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_argument(p, "no progress bar", old="--quiet")
     p.set_defaults(func=run_merge)
 
 
@@ -196,13 +196,16 @@ def _register_merge(inner: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from tallformer.engine.bank_build import build_bank
+    from tallformer.engine.device import resolve_device
 
     if args.batch_chunks < 1:
         raise TallformerError(f"--batch-chunks must be >= 1, got {args.batch_chunks}")
     cfg = config_from_args(args)
-    report = build_bank(cfg, args.out, weights=args.weights, device=args.device,
+    # --device, else the config's train.device (an error then names that key)
+    device = resolve_device(cfg.train.device) if args.device is None else args.device
+    report = build_bank(cfg, args.out, weights=args.weights, device=device,
                         batch_chunks=args.batch_chunks, overwrite=args.overwrite,
-                        progress=not args.quiet)
+                        progress=not args.no_progress)
     print(report.summary().split("\n", 1)[0])
     if report.failed:
         print(f"tallformer bank build: {len(report.failed)} video(s) failed (not in the bank "
@@ -220,7 +223,7 @@ def run_import(args: argparse.Namespace) -> int:
     from tallformer.engine.bank_import import import_bank
 
     report = import_bank(config_from_args(args), args.orig_dir, args.out, meta_file=args.meta,
-                         dtype=args.dtype, progress=not args.quiet)
+                         dtype=args.dtype, progress=not args.no_progress)
     head, *rest = report.summary().split("\n")
     print(head)
     for line in rest:
@@ -278,7 +281,7 @@ def run_info(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     from tallformer.engine.run_bank import merge_node_banks
 
-    bank = merge_node_banks(args.sources, args.out, run_dir=args.run, progress=not args.quiet)
+    bank = merge_node_banks(args.sources, args.out, run_dir=args.run, progress=not args.no_progress)
     stats = bank.stats()
     print(f"merged {len(args.sources)} source(s) into {bank.root}: {stats['videos']} videos, "
           f"{stats['rows']:,} rows, fingerprint {bank.fingerprint()[:12]}")

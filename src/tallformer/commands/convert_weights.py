@@ -1,7 +1,7 @@
 """`tallformer convert-weights`: Video Swin weights -> a tallformer backbone state dict, or an
 original detector checkpoint -> a tallformer checkpoint.
 
-The work is `tallformer.models.original_checkpoints.convert_weights_file`: it recognises
+The work is `tallformer.engine.model_import.convert_weights_file`: it recognises
 the file (the official Video Swin release or its `_keysfrom_backbone` variant, a
 torchvision swin3d state dict, a tallformer checkpoint, the original's THUMOS14
 `epoch_N_weights.pth` or ActivityNet `checkpoint-N.ckpt`) and converts it. torch is
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.models.original_checkpoints import convert_weights_file
+    from tallformer.engine.model_import import convert_weights_file
 
     kind, info = convert_weights_file(args.src, args.out, arch=args.arch, window=args.window,
                                       config=args.config, overrides=args.overrides,

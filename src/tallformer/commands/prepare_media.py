@@ -171,8 +171,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Write a synthetic temporal-action-localization dataset: OUT/videos/synth_NNNN.mp4 "
             "(H.264) and OUT/annotations.json (ActivityNet format, subsets training and "
             "validation). Each class is a shape with its own colour and motion unfolding over "
-            "1-10 s on a drifting textured background; distractors play the beginning of an "
-            "action and stop, so boundaries need temporal context. Same --seed, same data."
+            "1-5 s (at most a third of the video) on a drifting textured background; "
+            "distractors play the beginning of an action and stop, so boundaries need "
+            "temporal context. Same --seed, same data."
         ),
         example_lines=(
             "tallformer prepare synthetic --out data/synthetic --num-videos 40 --seed 0",

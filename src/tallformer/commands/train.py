@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from tallformer.commands.common import add_config_arguments, config_from_args, subparser
+from tallformer.commands.common import (
+    add_config_arguments,
+    add_progress_argument,
+    config_from_args,
+    subparser,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="continue the run in run_dir (an error if it has no checkpoint)")
     group.add_argument("--fresh", dest="resume", action="store_false",
                        help="start a new run (an error if run_dir already has checkpoints)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 

@@ -175,8 +175,9 @@ def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: i
                  ) -> tuple[SyntheticEvent, ...]:
     """Non-overlapping instances and distractors separated by background gaps.
 
-    Instances last `instance_length` seconds (1-10 s; the longest capped at a third of
-    the video, so short test videos still get several); at least one instance per video.
+    Instances last `instance_length` seconds (default `MIN_INSTANCE_S` to `MAX_INSTANCE_S`:
+    1-5 s; the longest capped at a third of the video, so short test videos still get
+    several); at least one instance per video.
     """
     length_s = num_frames / fps
     min_inst = instance_length[0]

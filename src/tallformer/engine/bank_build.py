@@ -333,7 +333,7 @@ def build_bank(
     was_training = backbone.training
     try:
         backbone = backbone.to(dev).eval()
-        bank = _open_bank(cfg, out_dir, counted, backbone.num_features, stride, weights_path,
+        bank = _output_bank(cfg, out_dir, counted, backbone.num_features, stride, weights_path,
                           overwrite)
         try:
             todo = [vid for vid in counted if not bank.is_complete(vid)]
@@ -416,7 +416,7 @@ def _count_frames(cfg: Config, videos_dir: Path, ids: list[str], rates: dict[str
     return counted
 
 
-def _open_bank(cfg: Config, out_dir: str | os.PathLike[str], counted: dict[str, _Video],
+def _output_bank(cfg: Config, out_dir: str | os.PathLike[str], counted: dict[str, _Video],
                feature_dim: int, stride: int, weights_path: str | None,
                overwrite: bool) -> MemoryBank:
     """Create the bank, or reopen it to resume (same settings and video files required)."""

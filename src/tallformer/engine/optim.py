@@ -11,11 +11,12 @@ from tallformer.engine.distributed import unwrap
 
 if TYPE_CHECKING:
     from tallformer.config import TrainConfig
+    from tallformer.models.protocol import DetectorModel
 
 __all__ = ["make_optimizer"]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: DetectorModel | nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer with the two parameter groups of both recipes: the backbone at
     ``lr * backbone_lr_mult``, the rest at ``lr``, weight decay on all.
 

@@ -24,15 +24,25 @@ AFSD/anet_video_cls/membank/train_membank.py:382-498, milestones [8, 10], gamma 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from tallformer.errors import TallformerWarning
 
 if TYPE_CHECKING:
     import torch
 
     from tallformer.config import TrainConfig
 
-__all__ = ["LrSchedule"]
+__all__ = ["LrSchedule", "ScheduleWarning", "schedule_misfits", "warn_schedule_misfits"]
+
+# a cosine run "anneals" when its rate at the end is at most this fraction of the base rate
+ANNEALED = 0.1
+
+
+class ScheduleWarning(TallformerWarning):
+    """A learning-rate schedule that does not fit the run's length (see `schedule_misfits`)."""
 
 
 @dataclass(frozen=True)
@@ -81,3 +91,53 @@ class LrSchedule:
             group["lr"] = self.lr(group["base_lr"], epoch, samples, global_batch)
             rates.append(group["lr"])
         return rates
+
+
+def schedule_misfits(cfg: TrainConfig, steps_per_epoch: int, global_batch: int) -> list[str]:
+    """What in ``cfg``'s schedule does not fit a run of ``cfg.max_epochs`` epochs, one line each.
+
+    - cosine: the rate at the run's end is still above `ANNEALED` of the base rate
+      (``max_epochs`` shorter than ``cosine_period``, or ending early in a restarted cycle);
+    - multistep: every milestone at or after ``max_epochs`` (the rate never drops);
+    - a warm-up longer than the run (the rate never reaches its base).
+
+    ``steps_per_epoch``, ``global_batch``: this run's (the warm-up counts samples).
+
+    Example:
+        >>> from tallformer.config import load_config
+        >>> train = load_config("demo", ["train.max_epochs=20"]).train
+        >>> schedule_misfits(train, 15, 2)[0].split(":")[0]
+        'train.max_epochs=20 ends 13% into the first cosine cycle of train.cosine_period=150 epochs'
+    """
+    schedule = LrSchedule.from_config(cfg)
+    epochs = cfg.max_epochs
+    out = []
+    if schedule.kind == "cosine":
+        period = schedule.cosine_period
+        phase = (epochs % period) / period or 1.0  # where in its cycle the run ends (1: a whole cycle)
+        low = schedule.min_lr_ratio
+        end = low + 0.5 * (1 - low) * (1 + math.cos(math.pi * phase))
+        if end > ANNEALED:
+            where = (f"ends {100 * phase:.0f}% into the first cosine cycle" if epochs < period else
+                     f"ends {100 * phase:.0f}% into cosine cycle {epochs // period + 1}")
+            out.append(f"train.max_epochs={epochs} {where} of train.cosine_period={period} epochs: the learning "
+                       f"rate is still {100 * end:.0f}% of its base at the end, it never anneals; set "
+                       f"train.cosine_period={epochs} (or a divisor of train.max_epochs) to anneal within the run")
+    elif schedule.milestones and min(schedule.milestones) >= epochs:
+        out.append(f"train.milestones {list(schedule.milestones)} are all at or after train.max_epochs={epochs}: "
+                   "the learning rate never drops; set milestones below train.max_epochs")
+    if schedule.warmup_iters > 0:
+        run = epochs * steps_per_epoch * global_batch
+        warm = schedule.warmup_iters * (schedule.warmup_batch or global_batch)
+        if warm > run:
+            out.append(f"the warm-up (train.warmup_iters={schedule.warmup_iters} steps of "
+                       f"{schedule.warmup_batch or global_batch} clips: {warm:,} clips) is longer than the run "
+                       f"({epochs} epochs of {steps_per_epoch * global_batch:,} clips: {run:,}): the learning "
+                       "rate never reaches its base; lower train.warmup_iters")
+    return out
+
+
+def warn_schedule_misfits(cfg: TrainConfig, steps_per_epoch: int, global_batch: int) -> None:
+    """One `ScheduleWarning` per `schedule_misfits` line (at the start of training)."""
+    for line in schedule_misfits(cfg, steps_per_epoch, global_batch):
+        warnings.warn(line, ScheduleWarning, stacklevel=2)

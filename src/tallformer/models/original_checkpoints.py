@@ -21,9 +21,11 @@ integer, ``{i*2+1}`` the integer computed from it, ``{p}`` a parameter or buffer
 load into BatchNorm1d under the same names. A key that fits no rule, a key our model has
 and the file lacks, or a shape that differs is one `WeightsError` listing them.
 
-`convert_original_checkpoint` writes a tallformer checkpoint (``format:
-tallformer-model``: the model state, the config it fits and the class names in the
-original's label-id order) that ``tallformer test``, ``tallformer detect`` and
+`read_original_checkpoint` builds the detector of the config (the family of the original's
+kind: THUMOS14 -> ``model.kind: anchor``, ActivityNet -> ``afsd``) and loads the mapped
+weights into it; `tallformer.engine.model_import.convert_original_checkpoint` writes it as a
+tallformer model checkpoint (the model state, the config it fits and the class names in
+the original's label-id order) that ``tallformer test``, ``tallformer detect`` and
 ``model.init_from`` take as our own.
 """
 
@@ -31,17 +33,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from tallformer import __version__
-from tallformer.atomic import atomic_path
-from tallformer.config import Config, ConfigError, config_to_dict, load_config
+from tallformer.config import Config, ConfigError, load_config
 from tallformer.errors import name_list
 from tallformer.models.weights import (
     WeightsError,
@@ -50,22 +50,25 @@ from tallformer.models.weights import (
     read_checkpoint,
 )
 
+if TYPE_CHECKING:
+    from tallformer.models.protocol import DetectorModel
+
 __all__ = [
     "ANET_KEYS",
     "ANET_MAP",
-    "MODEL_FORMAT",
+    "FAMILY_OF",
     "THUMOS14_CLASSES",
     "THUMOS14_KEYS",
     "THUMOS14_MAP",
     "KeyMap",
     "OriginalKind",
-    "convert_original_checkpoint",
-    "convert_weights_file",
+    "OriginalModel",
     "original_kind",
     "read_class_names",
+    "read_original_checkpoint",
+    "sibling_error",
 ]
 
-MODEL_FORMAT = "tallformer-model"
 _MAX_LISTED = 12
 
 OriginalKind = Literal["thumos14", "anet"]
@@ -78,8 +81,9 @@ THUMOS14_CLASSES: tuple[str, ...] = (
     "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
 )
 
-# The paper config each format fits by default.
+# The paper config each format fits by default, and the detector family (model.kind) it is.
 DEFAULT_CONFIG: dict[OriginalKind, str] = {"thumos14": "thumos14_swin_b", "anet": "anet_swin_b"}
+FAMILY_OF: dict[OriginalKind, str] = {"thumos14": "anchor", "anet": "afsd"}
 
 # --------------------------------------------------------------------------- key tables
 
@@ -310,7 +314,7 @@ def original_kind(obj: Any) -> OriginalKind | None:
     return None
 
 
-def _sibling_error(path: Path, obj: Any) -> WeightsError | None:
+def sibling_error(path: Path, obj: Any) -> WeightsError | None:
     """The original's optimizer / meta files given in place of the weights."""
     if not isinstance(obj, Mapping):
         return None
@@ -406,29 +410,40 @@ def _backbone_tv(state: Mapping[str, Tensor], kind: OriginalKind) -> dict[str, T
     return out
 
 
-def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | Path | Config | None = None,
-                                overrides: Sequence[str] = (), classes: str | Path | None = None,
-                                loaded: Any = None) -> dict[str, Any]:
-    """Convert an original THUMOS14 (``epoch_N_weights.pth``) or ActivityNet
-    (``checkpoint-N.ckpt``) detector checkpoint into a tallformer checkpoint at `out`.
+@dataclass
+class OriginalModel:
+    """An original detector checkpoint read into our detector (`read_original_checkpoint`)."""
+
+    kind: OriginalKind
+    model: DetectorModel  # the detector of `cfg`, the original's weights loaded
+    cfg: Config  # the config it fits (no weights files named: the weights are the model's)
+    classes: list[str]  # label-id order
+    epoch: int | None
+    iter: int | None
+    dropped: list[str]  # the original's buffers we rebuild, dropped by name
+
+
+def read_original_checkpoint(src: str | Path, build: Callable[[Config], DetectorModel],
+                             config: str | Path | Config | None = None, overrides: Sequence[str] = (),
+                             classes: str | Path | None = None, loaded: Any = None) -> OriginalModel:
+    """Read an original THUMOS14 (``epoch_N_weights.pth``) or ActivityNet
+    (``checkpoint-N.ckpt``) detector checkpoint into the detector of its config.
 
     Args:
+        build: the detector factory (`tallformer.engine.factory.build_detector`); the
+            config's ``model.kind`` must be the family of the file (`FAMILY_OF`).
         config: the config the model fits (a shipped name, a YAML file or a `Config`);
             default the paper's (``thumos14_swin_b`` / ``anet_swin_b``), with `overrides`.
         classes: a file of class names, one a line, in the order of the original's label
             ids; default the original THUMOS14 list; required for ActivityNet (its
             ``action_name.txt``).
         loaded: the file's content when the caller has read it already.
-    Returns:
-        ``{"kind", "config", "classes", "epoch", "iter", "num_parameters", "dropped"}``.
     Raises `WeightsError` naming the file: not an original detector checkpoint, keys that
     do not fit, a missing or wrong class list.
     """
-    from tallformer.models.detector import build_detector
-
-    src, out = Path(src), Path(out)
+    src = Path(src)
     obj = read_checkpoint(src) if loaded is None else loaded
-    sibling = _sibling_error(src, obj)
+    sibling = sibling_error(src, obj)
     if sibling is not None:
         raise sibling
     kind = original_kind(obj)
@@ -449,7 +464,7 @@ def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | 
             cfg = load_config(config if config is not None else DEFAULT_CONFIG[kind], list(overrides))
         except ConfigError as exc:
             raise WeightsError(f"{src}: {exc}") from None
-    want = "afsd" if kind == "anet" else "thumos14"
+    want = FAMILY_OF[kind]
     if cfg.model.kind != want:
         raise WeightsError(f"{src}: an original {kind} checkpoint, but the config has model.kind="
                            f"{cfg.model.kind}; use --config {DEFAULT_CONFIG[kind]} or a config with "
@@ -461,12 +476,12 @@ def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | 
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, init_from=None, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
     with torch.device("cpu"):
-        model = build_detector(cfg)
+        model = build(cfg)
     check_arch(model.backbone, _backbone_tv(state, kind), str(src))
     mapped = map_original_state(state, kind, model.state_dict(), str(src))
     model.load_state_dict(mapped, strict=True)
 
-    num_classes = cfg.model.head.num_classes
+    num_classes = cfg.model.num_classes
     if classes is not None:
         names = read_class_names(classes, num_classes)
     elif kind == "thumos14":
@@ -480,54 +495,4 @@ def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | 
                            "one a line in label-id order; the release does not ship it)")
     epoch, it = _epoch_and_iter(src, kind)
     dropped = sorted(k for k in state if KEY_MAPS[kind].to_ours(k) == (True, None))
-    checkpoint = {
-        "format": MODEL_FORMAT,
-        "version": __version__,
-        "model": model.state_dict(),
-        "config": config_to_dict(cfg),
-        "classes": names,
-        "epoch": epoch,
-        "step": it,
-        "source": {"path": str(src), "format": f"original-{kind}", "dropped": dropped},
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
-    return {
-        "kind": kind, "config": cfg, "classes": names, "epoch": epoch, "iter": it,
-        "num_parameters": sum(p.numel() for p in model.parameters()), "dropped": dropped,
-    }
-
-
-def convert_weights_file(src: str | Path, out: str | Path, *, arch: str | None = None,
-                         window: Sequence[int] | None = None, config: str | Path | None = None,
-                         overrides: Sequence[str] = (), classes: str | Path | None = None
-                         ) -> tuple[str, dict[str, Any]]:
-    """What ``tallformer convert-weights`` does: read `src` once and recognise it.
-
-    An original detector checkpoint -> `convert_original_checkpoint` (`config`,
-    `overrides`, `classes`); anything else (a Video Swin release, a torchvision or
-    tallformer state dict) -> `tallformer.models.weights.convert_checkpoint` (`arch`,
-    `window`). Returns ("thumos14" | "anet" | "backbone", that function's result). Options
-    of the other kind are an error naming them.
-    """
-    from tallformer.models.weights import convert_checkpoint
-
-    obj = read_checkpoint(src)
-    sibling = _sibling_error(Path(src), obj)
-    if sibling is not None:
-        raise sibling
-    kind = original_kind(obj)
-    if kind is not None:
-        if arch is not None or window is not None:
-            raise WeightsError(f"{src}: an original {kind} detector checkpoint; --arch/--window are for "
-                               "backbone files (set the architecture with --config or overrides, e.g. "
-                               "model.backbone.arch=swin_t)")
-        return kind, convert_original_checkpoint(src, out, config, overrides, classes, loaded=obj)
-    extra = [name for name, given in (("--config", config), ("KEY=VALUE overrides", list(overrides)),
-                                      ("--classes", classes)) if given]
-    if extra:
-        raise WeightsError(f"{src}: not a detector checkpoint of the original release, so "
-                           f"{', '.join(extra)} do not apply (they are for epoch_N_weights.pth / "
-                           "checkpoint-N.ckpt); drop them to convert backbone weights")
-    return "backbone", convert_checkpoint(src, out, arch, window, loaded=obj)
+    return OriginalModel(kind, model, cfg, names, epoch, it, dropped)
