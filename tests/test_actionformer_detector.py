@@ -32,7 +32,7 @@ from tallformer.models.weights import WeightsError
 single_thread = ref.single_thread  # autouse: one intra-op thread
 
 SMALL = ["model.kind=actionformer", "model.backbone.arch=tiny", "model.backbone.drop_path_rate=0.0",
-         "data.num_frames=64", "data.frame_size=[32, 32]", "data.crop_size=32", "model.head.num_classes=3",
+         "data.num_frames=64", "data.frame_size=[32, 32]", "data.crop_size=32", "model.num_classes=3",
          "model.actionformer.backbone_arch=[1, 1, 2]", "model.actionformer.n_head=2",
          "model.actionformer.n_mha_win_size=5", "model.actionformer.embd_dim=16", "model.actionformer.fpn_dim=16",
          "model.actionformer.head_dim=16", "model.actionformer.regression_range=[[0, 4], [4, 8], [8, 1000]]",

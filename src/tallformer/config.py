@@ -248,7 +248,7 @@ class ActionFormerConfig:
     """ActionFormer's network (`model.kind: actionformer`) under its own key names (the
     `model` section of its config); defaults = its THUMOS14 run (original:
     libs/core/config.py:43-81, configs/thumos_i3d.yaml:18-21). Its `input_dim` is the
-    backbone's width and its `num_classes` is `model.head.num_classes`.
+    backbone's width and its `num_classes` is `model.num_classes`.
 
     `max_seq_len` (a `dataset` key in the original, used by the model: the training padding,
     the test padding and the point buffer) must be a multiple of the factor the windows and

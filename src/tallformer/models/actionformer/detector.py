@@ -34,9 +34,9 @@ from tallformer.models.actionformer.outputs import ActionFormerOutputs
 from tallformer.models.actionformer.postprocess import ActionFormerPostProcess
 from tallformer.models.actionformer.targets import frames_to_grid
 from tallformer.models.backbone import VideoSwinBackbone, build_backbone_from_config
-from tallformer.models.detector import compose_features
 from tallformer.models.errors import ModelError
 from tallformer.models.outputs import Detections
+from tallformer.models.shared import compose_features
 
 if TYPE_CHECKING:
     from tallformer.config import Config
@@ -53,7 +53,7 @@ class ActionFormerDetector(nn.Module):
         >>> import torch
         >>> from tallformer.config import load_config
         >>> cfg = load_config(None, ["model.kind=actionformer", "model.backbone.arch=tiny",
-        ...                          "model.head.num_classes=3", "model.actionformer.embd_dim=16",
+        ...                          "model.num_classes=3", "model.actionformer.embd_dim=16",
         ...                          "model.actionformer.fpn_dim=16", "model.actionformer.head_dim=16"])
         >>> det = build_actionformer(cfg).eval()
         >>> feats = torch.randn(1, det.backbone.num_features, 300)   # a whole video, 600 frames
@@ -102,7 +102,7 @@ class ActionFormerDetector(nn.Module):
 
         Args:
             fresh_chunks: `[B*k, 3, chunk, H, W]` the kept chunks (see
-                `tallformer.models.detector.compose_features`).
+                `tallformer.models.shared.compose_features`).
             cached_features: `[B, n-k, C, rows]` bank features of the dropped chunks.
             keep_mask: bool `[B, n]`.
             valid_frames: real (not padded) frames of each window; None = the whole window.
@@ -165,7 +165,7 @@ class ActionFormerDetector(nn.Module):
 def build_actionformer(cfg: Config) -> ActionFormerDetector:
     """The family from `cfg`: `build_backbone_from_config(cfg.model.backbone)`, ActionFormer's
     network from `cfg.model.actionformer` on the backbone's width with
-    `cfg.model.head.num_classes` classes, its loss and post-processing. Does not load
+    `cfg.model.num_classes` classes, its loss and post-processing. Does not load
     backbone weights. Works under `with torch.device("meta"):`. Raises `ConfigError` when
     a training window's features do not fit `max_seq_len` or `head_empty_cls` names a class
     that does not exist.
@@ -179,11 +179,11 @@ def build_actionformer(cfg: Config) -> ActionFormerDetector:
         (1024, 576)
     """
     a = cfg.model.actionformer
-    num_classes = cfg.model.head.num_classes
+    num_classes = cfg.model.num_classes
     bad = [c for c in a.train_cfg.head_empty_cls if c >= num_classes]
     if bad:
         raise ConfigError(f"model.actionformer.train_cfg.head_empty_cls {bad} are not class ids below "
-                          f"model.head.num_classes ({num_classes})")
+                          f"model.num_classes ({num_classes})")
     backbone = build_backbone_from_config(cfg.model.backbone)
     window = -(-cfg.data.num_frames // backbone.temporal_stride)
     if window > a.max_seq_len:

@@ -114,7 +114,7 @@ class ActionFormerLoss(nn.Module):
         for i, labels in enumerate(gt_labels):
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise ModelError(f"loss: sample {i} has labels outside [0, {self.num_classes}): "
-                                 f"{labels.tolist()}; check model.head.num_classes")
+                                 f"{labels.tolist()}; check model.num_classes")
         gt_cls, gt_reg = self.targets(points, gt_segments, gt_labels)
         valid = torch.cat(list(masks), dim=1)
         pos = (gt_cls.sum(-1) > 0) & valid
