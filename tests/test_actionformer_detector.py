@@ -48,7 +48,7 @@ def test_defaults_are_the_release_thumos14_config() -> None:
     assert a.regression_range[-1] == [64.0, 10000.0]
     assert a.max_seq_len == 576
     t, s = a.train_cfg, a.test_cfg
-    assert (t.init_loss_norm, t.clip_grad_l2norm, t.droppath, t.dropout, t.center_sample_radius) == (100, 1.0, 0.1, 0, 1.5)
+    assert (t.init_loss_norm, t.droppath, t.dropout, t.center_sample_radius) == (100, 0.1, 0, 1.5)
     assert (s.pre_nms_topk, s.min_score, s.max_seg_num, s.voting_thresh, s.multiclass_nms, s.nms_method) == \
         (2000, 0.001, 200, 0.7, True, "soft")
 

@@ -188,7 +188,7 @@ def test_demo_config_comments_state_its_values() -> None:
     from tallformer.config import shipped_config_path
     from tallformer.data.synthetic import plan_dataset
     from tallformer.memory.selection import num_kept
-    from tallformer.models.info import parameter_counts
+    from tallformer.engine.factory import parameter_counts
 
     text = _comment_text(shipped_config_path("demo"))
     cfg = load_config("demo")
@@ -206,7 +206,7 @@ def test_demo_config_comments_state_its_values() -> None:
     assert set(re.findall(r"(\d+) chunks of (\d+)", text)) == {(str(chunks), str(bb.chunk_size))}
     assert re.findall(r"(\d+) of (\d+) chunks through the backbone", text) == [
         (str(num_kept(chunks, cfg.memory.keep_ratio)), str(chunks))]
-    assert _ints(re.findall(r"(\d+) classes", text)) == [cfg.model.head.num_classes]
+    assert _ints(re.findall(r"(\d+) classes", text)) == [cfg.model.num_classes]
     # the run's length, in the header and beside max_epochs
     epoch = re.findall(r"(\d+) steps of (\d+) clips an epoch \((\d+) training videos\): ([\d,]+) steps", text)
     assert epoch == [(str(steps_per_epoch), str(d.batch_size), str(training), str(tr.max_epochs * steps_per_epoch))]

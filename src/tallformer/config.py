@@ -211,14 +211,14 @@ class AfsdConfig:
 @dataclass
 class ActionFormerTrainConfig:
     """`model.actionformer.train_cfg`: ActionFormer's `train_cfg` under its own key names;
-    defaults = its THUMOS14 run (original: libs/core/config.py:83-100, configs/thumos_i3d.yaml:31-37)."""
+    defaults = its THUMOS14 run (original: libs/core/config.py:83-100, configs/thumos_i3d.yaml:31-37).
+    Its `clip_grad_l2norm` is the engine's ``train.grad_clip`` (1.0 in the ActionFormer configs)."""
 
     center_sample: Literal["radius", "none"] = "radius"
     center_sample_radius: float = field(default=1.5, metadata=_range(0))  # in strides
     loss_weight: float = 1.0  # on the regression loss; <= 0: cls.detach() / max(reg, 0.01)
     cls_prior_prob: float = field(default=0.01, metadata=_range(0, 1, lo_open=True, hi_open=True))
     init_loss_norm: float = field(default=100.0, metadata=_range(0, None, lo_open=True))
-    clip_grad_l2norm: float = 1.0  # <= 0: no clipping
     head_empty_cls: list[int] = field(default_factory=list, metadata=_range(0))  # class ids
     dropout: float = field(default=0.0, metadata=_range(0, 1, hi_open=True))
     droppath: float = field(default=0.1, metadata=_range(0, 1, hi_open=True))
@@ -396,10 +396,14 @@ class TrainConfig:
     """Optimiser and schedule (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:211-258)."""
 
     max_epochs: int = field(default=1000, metadata=_range(1))
-    # sgd: the THUMOS14 recipe (momentum); adam: the ActivityNet one (L2 weight decay, not AdamW)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    # cosine: restarts every cosine_period epochs; multistep: lr x gamma at each milestone epoch
-    schedule: Literal["cosine", "multistep"] = "cosine"
+    # sgd: the THUMOS14 recipe (momentum); adam: the ActivityNet one (L2 weight decay, not AdamW);
+    # adamw: ActionFormer's (decoupled weight decay on the weights of linear and conv layers
+    # only; biases, norms, scales and position tables without)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    # cosine: restarts every cosine_period epochs; multistep: lr x gamma at each milestone epoch;
+    # warmup_cosine: ActionFormer's, per step: linear warm-up (warmup_iters, from warmup_ratio x
+    # lr), then one cosine to min_lr_ratio x lr at the end of max_epochs (cosine_period unused)
+    schedule: Literal["cosine", "multistep", "warmup_cosine"] = "cosine"
     milestones: list[int] = field(default_factory=list, metadata=_range(1))
     gamma: float = field(default=0.1, metadata=_range(0, 1, lo_open=True))
     lr: float = field(default=0.01, metadata=_range(0, None, lo_open=True))

@@ -37,10 +37,10 @@ class TrainForward(nn.Module):
         self.model = model
 
     def forward(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
-                gt_segments: list[Tensor], gt_labels: list[Tensor],
-                gt_ignore: list[Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+                gt_segments: list[Tensor], gt_labels: list[Tensor], gt_ignore: list[Tensor],
+                valid_frames: list[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
         return self.model.forward_losses(fresh_chunks, cached_features, keep_mask, gt_segments,
-                                         gt_labels, gt_ignore)
+                                         gt_labels, gt_ignore, valid_frames)
 
 
 def unwrap(model: Any) -> DetectorModel:

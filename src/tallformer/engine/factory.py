@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tallformer.config import ConfigError
+from tallformer.engine.families.actionformer import ActionFormerFamily
 from tallformer.engine.families.afsd import AfsdFamily
 from tallformer.engine.families.anchor import AnchorFamily
 from tallformer.engine.family import Family
@@ -26,6 +27,7 @@ __all__ = ["FAMILIES", "build_detector", "family_for", "parameter_counts"]
 FAMILIES: dict[str, Family] = {
     "anchor": AnchorFamily(),  # TALLFormer's THUMOS14 detector: sliding windows, anchor head
     "afsd": AfsdFamily(),  # the ActivityNet detector: one pass, video-level labels
+    "actionformer": ActionFormerFamily(),  # ActionFormer's network: one pass over the whole video
 }
 
 

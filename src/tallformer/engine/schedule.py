@@ -19,6 +19,18 @@ batch, 4 GPUs x 4 clips), so the warm-up covers the same 8,000 clips on any numb
 ``train.schedule=multistep`` is the ActivityNet recipe's MultiStepLR instead, stepped per
 epoch: ``lr(e) = b gamma^(number of milestones <= e)`` (original:
 AFSD/anet_video_cls/membank/train_membank.py:382-498, milestones [8, 10], gamma 0.1).
+
+``train.schedule=warmup_cosine`` is ActionFormer's recipe (original:
+libs/utils/lr_schedulers.py:10-120, ``LinearWarmupCosineAnnealingLR`` in its closed form;
+libs/utils/train_utils.py:133-149), set before every step ``k`` (0, 1, ...) of a run of
+``M = max_epochs x steps_per_epoch`` steps, with a warm-up of ``W`` steps (the warm-up's
+``warmup_iters`` steps of ``warmup_batch`` clips, in this run's steps):
+
+    k < W:  lr = b (r + (1 - r) min(k / (W - 1), 1))                   r = warmup_ratio
+    k >= W: lr = m b + 0.5 (b - m b) (1 + cos(pi (k - W) / (M - W)))    m = min_lr_ratio
+
+The release warms up from 0 (r = 0) over 5 epochs of its steps and anneals to 1e-8 (m =
+1e-8 / lr) over the remaining 30; its first step runs at lr 0.
 """
 
 from __future__ import annotations
@@ -47,21 +59,23 @@ class ScheduleWarning(TallformerWarning):
 
 @dataclass(frozen=True)
 class LrSchedule:
-    """Cosine restarts by epoch plus a linear warm-up counted in samples (see the module)."""
+    """Cosine restarts by epoch plus a linear warm-up counted in samples, MultiStepLR, or
+    ActionFormer's warm-up and cosine by step (see the module)."""
 
     cosine_period: int = 100
     min_lr_ratio: float = 0.01
     warmup_iters: int = 500
     warmup_ratio: float = 0.1
     warmup_batch: int | None = 16
-    kind: str = "cosine"  # or "multistep"
+    kind: str = "cosine"  # or "multistep", "warmup_cosine"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    max_epochs: int = 1000  # the run's length (warmup_cosine anneals over it)
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> LrSchedule:
         return cls(cfg.cosine_period, cfg.min_lr_ratio, cfg.warmup_iters, cfg.warmup_ratio,
-                   cfg.warmup_batch, cfg.schedule, tuple(cfg.milestones), cfg.gamma)
+                   cfg.warmup_batch, cfg.schedule, tuple(cfg.milestones), cfg.gamma, cfg.max_epochs)
 
     def epoch_lr(self, base: float, epoch: int) -> float:
         """``lr(e)`` for a group of base rate ``base`` after ``epoch`` completed epochs."""
@@ -75,20 +89,41 @@ class LrSchedule:
         """The warm-up's ``it`` after ``samples`` training samples (of all ranks)."""
         return samples / (self.warmup_batch if self.warmup_batch is not None else global_batch)
 
-    def lr(self, base: float, epoch: int, samples: int, global_batch: int) -> float:
-        """The learning rate of the next step: ``lr(e)``, warmed up while ``it < W``."""
+    def lr(self, base: float, epoch: int, samples: int, global_batch: int,
+           steps_per_epoch: int | None = None) -> float:
+        """The learning rate of the next step: ``lr(e)``, warmed up while ``it < W``;
+        ``warmup_cosine``: `step_lr` (which needs `steps_per_epoch`)."""
+        if self.kind == "warmup_cosine":
+            if steps_per_epoch is None:
+                raise ValueError("train.schedule=warmup_cosine is set per step: give steps_per_epoch")
+            return self.step_lr(base, samples, global_batch, steps_per_epoch)
         value = self.epoch_lr(base, epoch)
         it = self.warmup_iteration(samples, global_batch)
         if it < self.warmup_iters:
             value *= self.warmup_ratio + (1 - self.warmup_ratio) * it / self.warmup_iters
         return value
 
+    def step_lr(self, base: float, samples: int, global_batch: int, steps_per_epoch: int) -> float:
+        """``warmup_cosine`` before the step after ``samples`` training samples (see the
+        module): step ``k = samples / global_batch`` of ``M = max_epochs x steps_per_epoch``,
+        warm-up steps ``W = warmup_iters x warmup_batch / global_batch``."""
+        k = samples / global_batch
+        warm = self.warmup_iters * (self.warmup_batch or global_batch) / global_batch
+        total = self.max_epochs * steps_per_epoch
+        if k < warm:
+            frac = min(k / (warm - 1), 1.0) if warm > 1 else 1.0
+            return base * (self.warmup_ratio + (1 - self.warmup_ratio) * frac)
+        low = self.min_lr_ratio * base
+        phase = min((k - warm) / (total - warm), 1.0) if total > warm else 1.0
+        return low + 0.5 * (base - low) * (1 + math.cos(math.pi * phase))
+
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int, samples: int,
-              global_batch: int) -> list[float]:
-        """Set every group's ``lr`` from its ``base_lr``; returns the rates, group by group."""
+              global_batch: int, steps_per_epoch: int | None = None) -> list[float]:
+        """Set every group's ``lr`` from its ``base_lr``; returns the rates, group by group.
+        `steps_per_epoch`: this run's optimizer steps per epoch (``warmup_cosine`` needs it)."""
         rates = []
         for group in optimizer.param_groups:
-            group["lr"] = self.lr(group["base_lr"], epoch, samples, global_batch)
+            group["lr"] = self.lr(group["base_lr"], epoch, samples, global_batch, steps_per_epoch)
             rates.append(group["lr"])
         return rates
 
@@ -112,7 +147,9 @@ def schedule_misfits(cfg: TrainConfig, steps_per_epoch: int, global_batch: int) 
     schedule = LrSchedule.from_config(cfg)
     epochs = cfg.max_epochs
     out = []
-    if schedule.kind == "cosine":
+    if schedule.kind == "warmup_cosine":
+        pass  # anneals over the run by construction
+    elif schedule.kind == "cosine":
         period = schedule.cosine_period
         phase = (epochs % period) / period or 1.0  # where in its cycle the run ends (1: a whole cycle)
         low = schedule.min_lr_ratio

@@ -118,7 +118,8 @@ def train_step(
         model: a detector of any family, or ``wrap_ddp(...)`` of one under ``torchrun``.
         batch: ``collate_train`` output: ``chunks`` ``[B*k, 3, chunk, H, W]``, ``cached``
             ``[B, n-k, C, rows]``, ``keep_mask`` bool ``[B, n]``, lists ``keep``,
-            ``segments``, ``labels``, ``ignore``, ``video_id``, ``offset``.
+            ``segments``, ``labels``, ``ignore``, ``video_id``, ``offset`` and ``num_frames``
+            (each window's real frames, passed on as ``valid_frames``; optional).
         optimizer: e.g. ``make_optimizer(model, cfg.train)``.
         bank: the run's bank (open ``"r+"``) for the write-back; None writes nothing.
         frozen: ``memory.frozen``: never write back.
@@ -143,11 +144,12 @@ def train_step(
     segments = [s.to(device, non_blocking=nb) for s in batch["segments"]]
     labels = [t.to(device, non_blocking=nb) for t in batch["labels"]]
     ignore = [t.to(device, non_blocking=nb) for t in batch["ignore"]]
+    valid = [int(n) for n in batch["num_frames"]] if "num_frames" in batch else None
     with autocast(amp_dtype, device):
         if isinstance(model, nn.Module) and model is not detector:  # DDP(TrainForward), TrainForward
-            losses, fresh = model(chunks, cached, keep_mask, segments, labels, ignore)
+            losses, fresh = model(chunks, cached, keep_mask, segments, labels, ignore, valid)
         else:
-            losses, fresh = detector.forward_losses(chunks, cached, keep_mask, segments, labels, ignore)
+            losses, fresh = detector.forward_losses(chunks, cached, keep_mask, segments, labels, ignore, valid)
     loss = losses["loss"]
     if not torch.isfinite(loss.detach()):
         # checked before the write-back: non-finite fresh features (a diverged backbone) would

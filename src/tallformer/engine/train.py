@@ -610,6 +610,7 @@ class _Run:
             tl = make_train_loader(cfg, self.annotations, self.bank, classes=self.classes, rank=procs.rank,
                                    world_size=procs.world_size)
         self.global_batch = cfg.data.batch_size * procs.world_size
+        self.steps_per_epoch = len(tl)
         if procs.main:
             warn_schedule_misfits(cfg.train, len(tl), self.global_batch)
         self.amp = amp_dtype_for(cfg.train.amp, procs.device)
@@ -703,7 +704,7 @@ class _Run:
     def _step(self, batch: dict[str, Any]) -> tuple[dict[str, float], list[float], float]:
         cfg, pos = self.cfg, self.pos
         t0 = time.perf_counter()
-        rates = self.schedule.apply(self.optimizer, pos.epoch, pos.samples, self.global_batch)
+        rates = self.schedule.apply(self.optimizer, pos.epoch, pos.samples, self.global_batch, self.steps_per_epoch)
         if self.journal is not None:
             self.journal.step = pos.step
         try:

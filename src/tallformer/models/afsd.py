@@ -274,9 +274,12 @@ class AFSD(nn.Module):
         return self.forward_features(feats), detached
 
     def forward_losses(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
-                       gt_segments: list[Tensor], gt_labels: list[Tensor],
-                       gt_ignore: list[Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        """`forward_train` then `loss` (`tallformer.models.protocol.DetectorModel`)."""
+                       gt_segments: list[Tensor], gt_labels: list[Tensor], gt_ignore: list[Tensor],
+                       valid_frames: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """`forward_train` then `loss` (`tallformer.models.protocol.DetectorModel`).
+        `valid_frames` is not used: a short window's zero-padded end is part of the window,
+        as the original (AFSD/anet_video_cls/membank/model.py:29-104: every clip is T frames)."""
+        del valid_frames
         outputs, detached = self.forward_train(fresh_chunks, cached_features, keep_mask)
         return self.loss(outputs, gt_segments, gt_labels, gt_ignore), detached
 

@@ -14,7 +14,7 @@ channels, ``rows`` feature rows per chunk (chunk / backbone temporal stride).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ class DetectorModel(Protocol):
     def num_classes(self) -> int: ...
 
     def forward_losses(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
-                       gt_segments: list[Tensor], gt_labels: list[Tensor],
-                       gt_ignore: list[Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+                       gt_segments: list[Tensor], gt_labels: list[Tensor], gt_ignore: list[Tensor],
+                       valid_frames: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
         """Training forward with the memory bank and the losses.
 
         Args:
@@ -63,6 +63,9 @@ class DetectorModel(Protocol):
             keep_mask: bool ``[B, n]``, True for the kept chunks.
             gt_segments, gt_labels, gt_ignore: per sample ``[M, 2]`` segments (window
                 frames), ``[M]`` class indices, ``[G, 2]`` ignore regions.
+            valid_frames: per sample, the window's real frames (fewer than ``n * chunk`` for
+                a video shorter than the window, whose end is zero-padded); None: all real.
+                A family whose original scores padded frames as part of the window ignores it.
         Returns:
             (losses, "loss" the total to minimise; the fresh features ``[B*k, C, rows]``,
             detached, for the bank write-back).

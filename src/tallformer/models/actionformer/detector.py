@@ -92,9 +92,15 @@ class ActionFormerDetector(nn.Module):
 
     def forward_features(self, feats: Tensor, lengths: Sequence[int] | None = None) -> ActionFormerOutputs:
         """ActionFormer's network on backbone features `[B, C, T]` (valid `lengths`, default
-        T), padded by the release's rule for the current mode (`train()` / `eval()`)."""
-        x, mask = self.actionformer.pad(feats.to(self._param().dtype), lengths)
-        return self.actionformer(x, mask)
+        T), padded by the release's rule for the current mode (`train()` / `eval()`).
+
+        Runs in the network's own dtype (float32) with autocast off, also inside the
+        training step's or a test path's bf16/fp16 autocast: the release computes in float32,
+        and its masks, LayerNorms and the focal loss's inputs stay as it computes them; only
+        the backbone before it runs in the autocast dtype."""
+        with torch.autocast(device_type=feats.device.type, enabled=False):
+            x, mask = self.actionformer.pad(feats.to(self._param().dtype), lengths)
+            return self.actionformer(x, mask)
 
     def forward_train(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
                       valid_frames: Sequence[int] | None = None) -> tuple[ActionFormerOutputs, Tensor]:
@@ -117,6 +123,15 @@ class ActionFormerDetector(nn.Module):
             t = feats.shape[-1]
             lengths = [min(max(-(-int(f) // self.feat_stride), 1), t) for f in valid_frames]
         return self.forward_features(feats, lengths), fresh
+
+    def forward_losses(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
+                       gt_segments: list[Tensor], gt_labels: list[Tensor], gt_ignore: list[Tensor],
+                       valid_frames: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """`forward_train` then `loss` (`tallformer.models.protocol.DetectorModel`): a window
+        shorter than ``data.num_frames`` (`valid_frames`) is masked after its last real
+        feature, as the release pads a short video's features."""
+        outputs, fresh = self.forward_train(fresh_chunks, cached_features, keep_mask, valid_frames)
+        return self.loss(outputs, gt_segments, gt_labels, gt_ignore), fresh
 
     def loss(self, outputs: ActionFormerOutputs, gt_segments: Sequence[Tensor], gt_labels: Sequence[Tensor],
              gt_ignore: Sequence[Tensor] | None = None) -> dict[str, Tensor]:

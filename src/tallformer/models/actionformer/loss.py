@@ -41,6 +41,21 @@ def ctr_diou_loss_1d(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     return 1.0 - iou + torch.square(rho / len_c.clamp(min=eps))
 
 
+def _positives(pos: Tensor) -> float:
+    """max(#positives, 1) of the batch (original: libs/modeling/meta_archs.py:554-557); under
+    ``torch.distributed`` with several processes, of the global batch divided by the number
+    of processes, so every process keeps the same normaliser and the averaged gradients
+    equal the release's on the global batch (the release runs one process,
+    nn.DataParallel)."""
+    import torch.distributed as dist
+
+    count = pos.sum().to(torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(count)
+        return max(float(count.item()), 1.0) / dist.get_world_size()
+    return float(max(int(count.item()), 1))
+
+
 class ActionFormerLoss(nn.Module):
     """Targets (`assign_points`) and losses of a batch (original:
     libs/modeling/meta_archs.py:534-595).
@@ -55,7 +70,8 @@ class ActionFormerLoss(nn.Module):
 
     N is the buffer `loss_normalizer` (float64, in the state dict), so a checkpoint and an
     exact resume keep it; the release holds it in a plain attribute that its checkpoints
-    do not save.
+    do not save. Under ``torch.distributed`` the positives are counted over every process's
+    batch (`_positives`), so the buffer is the same in every process.
 
     Example:
         >>> import torch
@@ -121,7 +137,7 @@ class ActionFormerLoss(nn.Module):
         pred_offsets = torch.cat(list(offsets), dim=1)[pos]
         gt_offsets = gt_reg[pos]
         num_pos = int(pos.sum().item())
-        norm = self.momentum * float(self.loss_normalizer) + (1 - self.momentum) * max(num_pos, 1)
+        norm = self.momentum * float(self.loss_normalizer) + (1 - self.momentum) * _positives(pos)
         self.loss_normalizer.fill_(norm)
         target = gt_cls[valid]
         target = target * (1 - self.label_smoothing)
