@@ -133,6 +133,34 @@ def test_the_training_step_passes_each_windows_real_frames() -> None:
     assert float(unmasked["loss"].detach()) != stats["loss"]  # the mask matters
 
 
+def _positives_worker(rank: int, root: str) -> None:
+    import torch.distributed as dist
+
+    from tallformer.models.actionformer.loss import _positives
+
+    dist.init_process_group("gloo", init_method=f"file://{root}/pg", rank=rank, world_size=2)
+    try:
+        found = []
+        for counts in ([3, 0], [0, 0]):
+            pos = torch.zeros(2, 8, dtype=torch.bool)
+            pos.view(-1)[: counts[rank]] = True
+            found.append(_positives(pos))
+        Path(root, f"rank{rank}").write_text(json.dumps(found))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_torchrun_every_process_keeps_the_normaliser_of_the_global_batch(tmp_path: Path) -> None:
+    """Two processes (gloo), 3 + 0 and 0 + 0 positives: summed over both, max(sum, 1) / 2 in
+    each (the averaged gradients then equal one process on the global batch, and the buffer
+    that rank 0 checkpoints is every rank's)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_positives_worker, args=(str(tmp_path),), nprocs=2)
+    got = [json.loads((tmp_path / f"rank{r}").read_text()) for r in range(2)]
+    assert got == [[1.5, 0.5]] * 2
+
+
 # --------------------------------------------------------------------------- the test path
 
 

@@ -10,9 +10,9 @@ One video:
 2. the backbone chunk by chunk over the WHOLE video, a training window's worth of chunks
    (``data.num_frames / chunk_size``) per call, the video's last partial chunk zero-padded
    after normalisation (as the anchor family's windows are): backbone features
-   ``[1, C, ceil(frames / 2)]`` (one per 2 frames). Only about one call's frames are held
-   at once, so memory does not grow with the video's length (the features do: C numbers per
-   2 frames);
+   ``[1, C, ceil(frames / 2)]`` (one per 2 frames). About two calls' frames are held at
+   once (the call's and those decoded ahead of it), so memory does not grow with the video's
+   length (the features do: C numbers per 2 frames);
 3. ActionFormer's network over the whole feature sequence at once, padded by the release's
    rule (``max_seq_len``, or the next multiple of its window x level factor), in float32
    with autocast off (the backbone before it runs in ``train.amp``'s autocast on a GPU);
