@@ -276,7 +276,6 @@ def test_actionformer_demo_config_is_the_demo_with_a_network_fitted_to_its_windo
     assert af.model.backbone == demo.model.backbone
     assert af.memory == demo.memory
     assert af.model.num_classes == demo.model.num_classes
-    assert af.train.max_epochs == demo.train.max_epochs
     a = af.model.actionformer
     strides = actionformer_fpn_strides(a)
     factor = actionformer_div_factor(strides, actionformer_windows(a))
@@ -300,6 +299,9 @@ def test_actionformer_demo_config_is_the_demo_with_a_network_fitted_to_its_windo
     steps = -(-training // af.data.batch_size)
     run, warmup = re.findall(r"(\d+) epochs of (\d+) steps of (\d+) clips", text)
     assert run == (str(af.train.max_epochs), str(steps), str(af.data.batch_size))
+    assert _ints(re.findall(r"\(([\d,]+) steps; the anchor demo", text)) == [af.train.max_epochs * steps]
+    assert _ints(re.findall(r"clips an epoch \(\d+ training videos\): (\d+) steps", text)) == [
+        af.train.max_epochs * steps]
     assert int(warmup[0]) * steps == af.train.warmup_iters
     assert warmup[1:] == (str(steps), str(af.train.warmup_batch))
 
