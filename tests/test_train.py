@@ -533,6 +533,7 @@ def test_a_run_dir_in_use_refuses_a_second_run_test_and_demo_and_the_first_run_i
     args = _args(data, run, f"train.max_steps={STEPS}", "test.interval=1", "data.test_subset=validation")
     first = subprocess.Popen(_command(args, 1), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
+    procs: dict[str, subprocess.Popen] = {}
     try:
         _wait_for_step(first, run, 1)
         os.killpg(first.pid, signal.SIGSTOP)
@@ -549,8 +550,8 @@ def test_a_run_dir_in_use_refuses_a_second_run_test_and_demo_and_the_first_run_i
                                 str(straight / "checkpoints" / "last.pt"), "--out", str(tmp_path / "elsewhere"),
                                 "--no-progress"], None, None),
         }
-        procs = {name: subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        cwd=tmp_path) for name, (cmd, _, _) in others.items()}
+        procs |= {name: subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        cwd=tmp_path, start_new_session=True) for name, (cmd, _, _) in others.items()}
         host = socket.gethostname()
         for name, proc in procs.items():
             out, err = proc.communicate(timeout=300)
@@ -566,6 +567,10 @@ def test_a_run_dir_in_use_refuses_a_second_run_test_and_demo_and_the_first_run_i
             assert line.endswith(f"; wait for it to end or stop it (kill {first.pid} on {host}), or choose "
                                  f"another {option}"), line
         assert _files(run) == before  # nothing touched: no rollback, no log line, no config write
+    except BaseException:
+        for proc in [first, *procs.values()]:
+            kill_tree(proc.pid)
+        raise
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGCONT)

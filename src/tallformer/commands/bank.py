@@ -200,8 +200,6 @@ def _register_merge(inner: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from tallformer.atomic import check_writable
     from tallformer.data.annotations import check_num_classes, load_annotations
-    from tallformer.engine.bank_build import build_bank
-    from tallformer.engine.device import resolve_device
     from tallformer.errors import OutputError, output_error
 
     if args.batch_chunks < 1:
@@ -209,7 +207,11 @@ def run_build(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if cfg.data.annotations:  # the check `tallformer train` makes, before a long build
         check_num_classes(load_annotations(cfg.data.annotations), cfg.model.num_classes)
-    check_writable(args.out, "--out")
+    check_writable(args.out, "--out")  # before torch loads
+
+    from tallformer.engine.bank_build import build_bank
+    from tallformer.engine.device import resolve_device
+
     # --device, else the config's train.device (an error then names that key)
     device = resolve_device(cfg.train.device) if args.device is None else args.device
     try:

@@ -155,9 +155,12 @@ def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[st
 
 
 def run(args: argparse.Namespace) -> int:
+    from tallformer.atomic import check_writable
+
+    out = check_writable(args.out, "--out")  # at once, before the model (and torch) loads
+
     from tqdm import tqdm
 
-    from tallformer.atomic import check_writable
     from tallformer.data.annotations import load_annotations
     from tallformer.data.video import VideoError
     from tallformer.engine.infer import Detector
@@ -174,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not 0.0 <= value <= 1.0:
             raise TallformerError(f"--{option.replace('_', '-')} must be a score from 0 to 1, got {value:g}")
     gt = load_annotations(args.gt) if args.gt else None
-    out = check_writable(args.out, "--out")  # before the model runs
     detector = Detector.from_checkpoint(args.checkpoint, args.config, overrides=args.overrides or [],
                                         device=args.device)
     source = Path(args.checkpoint).stem

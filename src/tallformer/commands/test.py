@@ -142,8 +142,6 @@ def _default_out(cfg: Config | None, first: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from tallformer.atomic import check_writable
-    from tallformer.engine.factory import family_for
-    from tallformer.engine.run_lock import hold_folder
     from tallformer.errors import OutputError, output_error
 
     split_overrides(args, "checkpoint")
@@ -151,14 +149,18 @@ def run(args: argparse.Namespace) -> int:
         if option.nargs in ("+", "*") and getattr(args, option.dest, None):
             split_overrides(args, option.dest)
     given = config_from_args(args) if args.config else None
-    tester = None
-    if given is not None:  # a wrong option is said before anything runs
-        family = family_for(given)
-        tester = family.tester(given, _family_options_given(args, given, family))
     paths = [Path(p) for p in args.checkpoint]
     names = checkpoint_names(paths)
     out = Path(args.out) if args.out else _default_out(given, paths[0])
     check_writable(out, "--out")  # before any checkpoint runs
+
+    from tallformer.engine.factory import family_for
+    from tallformer.engine.run_lock import hold_folder
+
+    tester = None
+    if given is not None:  # a wrong option is said before anything runs
+        family = family_for(given)
+        tester = family.tester(given, _family_options_given(args, given, family))
     try:
         with hold_folder(out, "tallformer test", option="--out"):
             return _test(args, given, tester, paths, names, out)

@@ -50,8 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.engine.train import train
+    from tallformer.atomic import check_writable
 
     cfg = config_from_args(args)
+    check_writable(cfg.run_dir, "run_dir")  # at once, before torch loads
+
+    from tallformer.engine.train import train
+
     train(cfg, resume=args.resume, progress=not args.no_progress)
     return 0
