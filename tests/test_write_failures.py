@@ -52,10 +52,13 @@ def setup(tmp_path_factory) -> dict[str, Path]:
             "a": videos[0], "b": videos[1]}
 
 
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+
+
 def _tallformer(*args: str, cwd: Path | None = None):
     return run_as_user([sys.executable, "-m", "tallformer", *map(str, args)], capture_output=True, text=True,
-                       timeout=300, cwd=cwd, env=dict(os.environ, OMP_NUM_THREADS="1",
-                                                      PYTHONPATH=str(ROOT / "src")))
+                       timeout=300, cwd=cwd, env=_env())
 
 
 def _data(s: dict[str, Path]) -> list[str]:
@@ -81,20 +84,26 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
-def test_an_unwritable_output_folder_is_one_line_before_the_work(setup, command, tmp_path) -> None:
-    make_args, option = COMMANDS[command]
+def test_an_unwritable_output_folder_is_one_line_before_the_work(setup, tmp_path) -> None:
+    """Every writing command, each into a folder it cannot create (all started at once):
+    one line naming the folder, the cause and the fix, exit status 2, nothing written."""
+    from concurrent.futures import ThreadPoolExecutor
+
     locked = unwritable_folder(tmp_path / "locked")
     out = locked / "out"
-    proc = _tallformer(*make_args(setup, out), cwd=tmp_path)
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    (line,) = proc.stderr.splitlines()
-    assert line == (f"error: cannot write {out}: permission denied; make {locked} writable (chmod u+w "
-                    f"{locked}) or choose another {option}")
+    with ThreadPoolExecutor(len(COMMANDS)) as pool:
+        runs = {command: pool.submit(_tallformer, *make_args(setup, out), cwd=tmp_path)
+                for command, (make_args, _) in COMMANDS.items()}
+    for command, (_, option) in COMMANDS.items():
+        proc = runs[command].result()
+        assert "Traceback" not in proc.stderr, f"{command}: {proc.stderr[-3000:]}"
+        assert proc.returncode == 2, f"{command}: exit {proc.returncode}: {proc.stderr[-3000:]}"
+        assert proc.stderr.splitlines() == [
+            f"error: cannot write {out}: permission denied; make {locked} writable (chmod u+w {locked}) or "
+            f"choose another {option}"], command
+        if command.startswith("eval"):
+            assert "mAP" not in proc.stdout  # checked before the evaluation, not after
     assert list(locked.iterdir()) == []
-    if command.startswith("eval"):
-        assert "mAP" not in proc.stdout  # checked before the evaluation, not after
 
 
 def test_detect_reports_a_failed_write_and_goes_on_with_the_other_videos(setup, tmp_path) -> None:
