@@ -7,7 +7,8 @@ Every file counts, ``__init__.py`` included, and every import: at the top, insid
     errors, atomic, version  <-  ops, evaluation, config  <-  data, memory | models  <-  engine  <-  commands, cli
     plots, viewer (pictures and the HTML page)  <-  commands;   the package root (its lazy API)  <-  nothing
 
-`errors`, `atomic` and `version` import nothing of ours; `ops`, `evaluation` and `config`
+`errors` and `version` import nothing of ours, `atomic` only `errors` (its `OutputError`
+and the words for a failed write); `ops`, `evaluation` and `config`
 only those; `data` and `memory` only the layers below them (never each other, never
 `models`); `models` only `ops` and `config` (and the foundation); `engine` uses `models`,
 `memory`, `data`, `evaluation`; `commands` and `cli` sit on top. The package root
@@ -40,7 +41,7 @@ FOUNDATION = {"errors", "atomic", "version"}
 BELOW_ENGINE = FOUNDATION | {"ops", "evaluation", "config", "data", "memory", "models"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "atomic": set(),
+    "atomic": {"errors"},
     "version": set(),
     "ops": FOUNDATION,
     "evaluation": FOUNDATION,

@@ -340,7 +340,7 @@ def _replay(data: dict[str, object], shards: list[list[str]], tmp_path: Path, sn
 
 def _merge_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run([sys.executable, "-m", "tallformer", "bank", "merge", "--quiet", *args],
+    return subprocess.run([sys.executable, "-m", "tallformer", "bank", "merge", "--no-progress", *args],
                           env=env, capture_output=True, text=True, timeout=120)
 
 

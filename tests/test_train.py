@@ -505,3 +505,132 @@ def test_periodic_test_logs_the_table_and_keeps_best_and_changes_nothing_else(da
     assert state["test"]["average_mAP"] == best["average_mAP"]
     for epoch in (1, 2):
         assert (run / "test" / f"epoch_{epoch:04d}" / "metrics.json").is_file()
+
+
+# --------------------------------------------------------------------------- one run per folder, stops, full disks
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
+    deadline = time.monotonic() + 300
+    while max(_logged_steps(run), default=0) < step:
+        assert proc.poll() is None, f"the run ended before step {step}: {proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"the run did not reach step {step} in time"
+        time.sleep(0.02)
+
+
+def test_a_run_dir_in_use_refuses_a_second_run_test_and_demo_and_the_first_run_is_a_solo_run(data, straight,
+                                                                                              tmp_path):
+    """Run A trains (with periodic tests, so it writes RUN/test/ too). While it holds the
+    folder (paused after its first step), the same `train` command, a `test` writing into
+    RUN/test/ and a `demo` writing into RUN stop before touching anything, in one line
+    naming the folder and A's host and pid (exit status 2); a `test` writing elsewhere runs.
+    A then ends exactly as a run alone does."""
+    run = tmp_path / "shared"
+    args = _args(data, run, f"train.max_steps={STEPS}", "test.interval=1", "data.test_subset=validation")
+    first = subprocess.Popen(_command(args, 1), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        _wait_for_step(first, run, 1)
+        os.killpg(first.pid, signal.SIGSTOP)
+        before = _files(run)
+        data_args = [f"data.annotations={data['annotations']}", f"data.videos={data['videos']}"]
+        tm = [sys.executable, "-m", "tallformer"]
+        others = {
+            "train": (_command(args, 1), run, "run_dir"),
+            "test": ([*tm, "test", "--config", "demo", *data_args, "--checkpoint",
+                      str(straight / "checkpoints" / "last.pt"), "--out", str(run / "test"), "--no-progress"],
+                     run / "test", "--out"),
+            "demo": ([*tm, "demo", "--quick", "--out", str(run), "--no-progress"], run, "--out"),
+            "test elsewhere": ([*tm, "test", "--config", "demo", *data_args, "--checkpoint",
+                                str(straight / "checkpoints" / "last.pt"), "--out", str(tmp_path / "elsewhere"),
+                                "--no-progress"], None, None),
+        }
+        procs |= {name: subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        cwd=tmp_path, start_new_session=True) for name, (cmd, _, _) in others.items()}
+        host = socket.gethostname()
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            folder, option = others[name][1:]
+            if folder is None:
+                assert proc.returncode == 0, err[-3000:]
+                continue
+            assert proc.returncode == 2, f"{name}: exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+            assert out == ""
+            (line,) = err.splitlines()
+            assert line.startswith(f"error: {folder} is in use by tallformer train (pid {first.pid} on host {host}, "
+                                   "since "), line
+            assert line.endswith(f"; wait for it to end or stop it (kill {first.pid} on {host}), or choose "
+                                 f"another {option}"), line
+        assert _files(run) == before  # nothing touched: no rollback, no log line, no config write
+    except BaseException:
+        for proc in [first, *procs.values()]:
+            kill_tree(proc.pid)
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-3000:]
+    _assert_same_run(straight, run)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_the_printed_resume_is_exact(data, straight):
+    """SIGINT to the whole process group (Ctrl-C in a terminal, the data worker included)
+    after step 3: the step ends, a checkpoint is written (its bank journal starts at its
+    step), the resume command is printed, exit status 130; that command ends the run
+    exactly as the uninterrupted one."""
+    run = data["root"] / "ctrl_c"
+    args = _args(data, run, f"train.max_steps={STEPS}", "data.num_workers=1")
+    proc = subprocess.Popen(_command(args, 1), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _wait_for_step(proc, run, 3)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        kill_tree(proc.pid)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    stopped = state["step"]
+    assert 3 <= stopped < STEPS
+    assert _logged_steps(run) == list(range(1, stopped + 1))
+    from tallformer.engine.journal import segment_steps
+
+    assert segment_steps(run / "journal") == [stopped]  # the bank's journal and last.pt agree
+    last = err.splitlines()[-1]
+    command = f"tallformer train --config {run / 'config.yaml'} run_dir={run} --resume"
+    assert last == (f"interrupted: SIGINT at step {stopped} (epoch {state['epoch']}): saved "
+                    f"{run / 'checkpoints' / 'last.pt'}; resume with: {command}")
+    _run([*command.split()[2:], "--no-progress"])
+    _assert_same_run(straight, run)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_the_resume_is_exact(data, straight, tmp_path):
+    """run_dir on a 24 MiB file system: the step-3 checkpoint (15 MB) fits, the step-6 one
+    does not. One line says so (not torch's `unexpected pos`), last.pt and step_000003.pt
+    stay as they were, no partial file is left; with space again the resume is exact."""
+    from helpers import SmallDisk
+
+    disk = SmallDisk(tmp_path / "disk", "24m")
+    try:
+        run = disk.path / "run"
+        args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=3")
+        proc = _run(args, expect=2)
+        assert "Traceback" not in proc.stderr
+        (line,) = proc.stderr.splitlines()
+        folder = run / "checkpoints"
+        assert line.startswith(f"error: cannot write {folder / 'step_000006.pt'}: no space left on the device ("), line
+        assert f"the last checkpoint {folder / 'last.pt'} (step 3) is intact" in line
+        assert load_checkpoint(folder / "last.pt")["step"] == 3
+        assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step_000003.pt"]
+        disk.resize("64m")
+        _run(args)
+        _assert_same_run(straight, run)
+    finally:
+        disk.unmount()

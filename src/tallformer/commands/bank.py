@@ -74,7 +74,10 @@ def _register_build(inner: argparse._SubParsersAction) -> None:
             "cannot be read are listed at the end and the exit status is 1; the others are "
             "built. An existing bank in OUT must have the same settings, and its videos the "
             "same source files (another dataset's videos with the same ids are refused; "
-            "--overwrite rebuilds them)."
+            "--overwrite rebuilds them). Before the backbone runs: the annotations' classes "
+            "are checked against model.num_classes (as `tallformer train` does), OUT is held "
+            "(another build into it stops at once, naming this one) and its disk must hold the "
+            "whole bank (the space of each file is reserved when it is created)."
         ),
         example_lines=(
             "tallformer bank build --config thumos14_swin_b --out banks/thumos14_swin_b "
@@ -195,17 +198,28 @@ def _register_merge(inner: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from tallformer.engine.bank_build import build_bank
-    from tallformer.engine.device import resolve_device
+    from tallformer.atomic import check_writable
+    from tallformer.data.annotations import check_num_classes, load_annotations
+    from tallformer.errors import OutputError, output_error
 
     if args.batch_chunks < 1:
         raise TallformerError(f"--batch-chunks must be >= 1, got {args.batch_chunks}")
     cfg = config_from_args(args)
+    if cfg.data.annotations:  # the check `tallformer train` makes, before a long build
+        check_num_classes(load_annotations(cfg.data.annotations), cfg.model.num_classes)
+    check_writable(args.out, "--out")  # before torch loads
+
+    from tallformer.engine.bank_build import build_bank
+    from tallformer.engine.device import resolve_device
+
     # --device, else the config's train.device (an error then names that key)
     device = resolve_device(cfg.train.device) if args.device is None else args.device
-    report = build_bank(cfg, args.out, weights=args.weights, device=device,
-                        batch_chunks=args.batch_chunks, overwrite=args.overwrite,
-                        progress=not args.no_progress)
+    try:
+        report = build_bank(cfg, args.out, weights=args.weights, device=device,
+                            batch_chunks=args.batch_chunks, overwrite=args.overwrite,
+                            progress=not args.no_progress)
+    except OutputError as exc:
+        raise output_error(args.out, exc, "--out") from None
     print(report.summary().split("\n", 1)[0])
     if report.failed:
         print(f"tallformer bank build: {len(report.failed)} video(s) failed (not in the bank "

@@ -240,6 +240,18 @@ def demo_config(config: str, overrides: Sequence[str], out: str | None, quick: b
 
 
 def run(args: argparse.Namespace) -> int:
+    from tallformer.engine.run_lock import hold_folder
+    from tallformer.errors import OutputError, output_error
+
+    cfg = demo_config(args.config, args.overrides or [], args.out, args.quick)
+    try:  # the run folder is the demo's from the start (a training run there stops it at once)
+        with hold_folder(cfg.run_dir, "tallformer demo", option="--out"):
+            return _demo(args, cfg)
+    except OutputError as exc:
+        raise output_error(cfg.run_dir, exc, "--out") from None
+
+
+def _demo(args: argparse.Namespace, cfg: Config) -> int:
     from tallformer.data.annotations import load_annotations
     from tallformer.engine import cpu
     from tallformer.engine.checkpoint import load_model
@@ -251,7 +263,6 @@ def run(args: argparse.Namespace) -> int:
     from tallformer.memory.selection import num_kept
 
     progress = not args.no_progress
-    cfg = demo_config(args.config, args.overrides or [], args.out, args.quick)
     run_dir = Path(cfg.run_dir)
     stages = _Stages()
     device = resolve_device(cfg.train.device)

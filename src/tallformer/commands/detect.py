@@ -45,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "slider starts at, the display threshold (--display-threshold; by default the demo's: "
             "the best 25 detections, and all scoring 0.3 or more). The config and the "
             "class names come from the checkpoint unless --config is given; KEY=VALUE overrides "
-            "apply to that config. A video that cannot be decoded is reported and skipped; the "
-            "exit status is then 1. How a video is decoded and run depends on the detector family "
+            "apply to that config. OUT is checked before the model runs; a video that cannot be "
+            "decoded, or whose outputs cannot be written, is reported in one line and the others "
+            "are done; the exit status is then 1. How a video is decoded and run depends on the detector family "
             "of the checkpoint (model.kind):\n\n" + families
         ),
         example_lines=(
@@ -132,7 +133,6 @@ def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[st
     from tallformer.viewer import displayed, displayed_summary, write_viewer
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = name or result.video_id
     data = results_json({result.video_id: result.detections})
     data["video"] = {"id": result.video_id, "path": str(result.path), "duration": result.duration,
@@ -155,13 +155,17 @@ def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[st
 
 
 def run(args: argparse.Namespace) -> int:
+    from tallformer.atomic import check_writable
+
+    out = check_writable(args.out, "--out")  # at once, before the model (and torch) loads
+
     from tqdm import tqdm
 
     from tallformer.data.annotations import load_annotations
     from tallformer.data.video import VideoError
     from tallformer.engine.infer import Detector
     from tallformer.engine.results import unique_name
-    from tallformer.errors import TallformerError
+    from tallformer.errors import OutputError, TallformerError, output_error
 
     split_overrides(args, "videos")
     if not args.videos:
@@ -176,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.from_checkpoint(args.checkpoint, args.config, overrides=args.overrides or [],
                                         device=args.device)
     source = Path(args.checkpoint).stem
-    out = Path(args.out)
     failed: list[str] = []
+    unwritten: list[str] = []
     used: set[str] = set()
     bar = tqdm(args.videos, desc="detect", unit="video", disable=args.no_progress or None)
     for video in bar:
@@ -193,8 +197,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {args.gt} has no video {result.video_id!r}; no ground truth drawn for it",
                   file=sys.stderr)
         name = unique_name(result.video_id, used)
-        write_outputs(result, out, detector.classes, name=name, ground_truth=truth, source=source,
-                      display_threshold=args.display_threshold)
+        try:
+            write_outputs(result, out, detector.classes, name=name, ground_truth=truth, source=source,
+                          display_threshold=args.display_threshold)
+        except OSError as exc:  # an OutputError, or a writer's own OSError
+            bar.clear()
+            path = exc.filename if exc.filename is not None and not isinstance(exc, OutputError) else out
+            print(f"error: {output_error(path, exc, '--out')}", file=sys.stderr)
+            unwritten.append(str(video))
+            continue
         bar.clear()
         best = result.detections[0] if result.detections else None
         top = f"; best {best.label} {best.start:.1f}-{best.end:.1f} s ({best.score:.2f})" if best else ""
@@ -203,5 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} of {len(args.videos)} videos could not be decoded: "
               f"{', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    if unwritten:
+        print(f"{len(unwritten)} of {len(args.videos)} videos could not be written: "
+              f"{', '.join(unwritten)}", file=sys.stderr)
+    return 1 if failed or unwritten else 0

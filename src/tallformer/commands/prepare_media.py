@@ -81,14 +81,20 @@ def _run_frames(args: argparse.Namespace) -> int:
 def _run_synthetic(args: argparse.Namespace) -> int:
     import time
 
+    from tallformer.atomic import check_writable
     from tallformer.data.synthetic import generate_synthetic_dataset
+    from tallformer.errors import OutputError, output_error
 
+    check_writable(args.out, "--out")
     start = time.perf_counter()
-    path = generate_synthetic_dataset(
-        args.out, args.num_videos, args.seed, num_classes=args.num_classes, size=args.size,
-        fps=args.fps, min_length=args.min_length, max_length=args.max_length,
-        val_fraction=args.val_fraction, workers=args.workers,
-    )
+    try:
+        path = generate_synthetic_dataset(
+            args.out, args.num_videos, args.seed, num_classes=args.num_classes, size=args.size,
+            fps=args.fps, min_length=args.min_length, max_length=args.max_length,
+            val_fraction=args.val_fraction, workers=args.workers,
+        )
+    except OutputError as exc:
+        raise output_error(args.out, exc, "--out") from None
     print(f"prepare synthetic: {args.num_videos} videos in {path.parent / 'videos'}, "
           f"annotations {path} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -16,7 +16,7 @@ from tallformer.commands.common import (
 
 if TYPE_CHECKING:
     from tallformer.config import Config
-    from tallformer.engine.family import Family, LoadedModel, TestOption
+    from tallformer.engine.family import Family, LoadedModel, Tester, TestOption
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "OUT/<name>/results.json (ActivityNet results) and OUT/<name>/metrics.json (as "
             "`tallformer eval --out`); the table comparing all checkpoints is printed and written "
             "to OUT/summary.json. Detections of classes the subset has no instance of are not "
-            "scored (as `tallformer eval --ignore-unknown-labels`). Data paths left null in the "
-            "config come from each checkpoint's saved config.\n\n" + families
+            "scored (as `tallformer eval --ignore-unknown-labels`). Without --config each "
+            "checkpoint is tested with the config it holds (KEY=VALUE overrides apply to it, e.g. "
+            "data paths); with --config its model section must be the checkpoint's, and data "
+            "paths left null in it come from each checkpoint's saved config. OUT is checked "
+            "before the first checkpoint runs and held while the command writes there (a training "
+            "run whose periodic tests write into the same folder holds it too).\n\n" + families
         ),
         example_lines=(
             "tallformer test --config thumos14_swin_b data.annotations=data/thumos14/annotations.json "
@@ -43,19 +47,20 @@ def register(sub: argparse._SubParsersAction) -> None:
             "tallformer test --config thumos14_swin_b run_dir=runs/th14 "
             "--checkpoint runs/th14/checkpoints/epoch_*.pt --out runs/th14/test_original "
             "test.protocol=original",
-            "tallformer test --config demo --checkpoint runs/demo/checkpoints/last.pt --subset validation",
+            "tallformer test --checkpoint runs/demo/checkpoints/last.pt --subset validation",
             "tallformer test --config anet_swin_b data.annotations=data/anet/annotations.json "
             "data.videos=data/anet/videos run_dir=runs/anet --checkpoint runs/anet/checkpoints/epoch_0010.pt "
             "--classifier builtin gt cuhk_val_simp_share.json --videos-list video_info_new.csv",
         ),
     )
-    add_config_arguments(p)
+    add_config_arguments(p, required=False, override_examples="test.protocol=original data.videos=DIR")
     p.add_argument("--checkpoint", required=True, nargs="+", metavar="FILE",
                    help="training checkpoints (RUN_DIR/checkpoints/*.pt), one or more")
     p.add_argument("--subset", default=None, metavar="NAME",
                    help="annotation subset to test (default: data.test_subset)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="output folder (default: RUN_DIR/test/ with run_dir from the config)")
+                   help="output folder (default: RUN_DIR/test/, RUN_DIR the run folder of the first checkpoint, "
+                        "or run_dir of --config)")
     p.add_argument("--device", default=None, metavar="DEV",
                    help="auto, cpu, cuda, cuda:1 (default: train.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,35 +126,83 @@ def _family_options_given(args: argparse.Namespace, cfg: Config, family: Family)
     return {option.dest: getattr(args, option.dest, None) for option in family.test_options}
 
 
+def _default_out(cfg: Config | None, first: Path) -> Path:
+    """RUN_DIR/test: run_dir of --config, else the run folder of the first checkpoint (the
+    folder above its ``checkpoints/``), else run_dir of the config it holds."""
+    from tallformer.engine.checkpoint import load_checkpoint
+    from tallformer.engine.run_layout import CHECKPOINTS, TEST_DIR
+
+    if cfg is not None:
+        return Path(cfg.run_dir) / TEST_DIR
+    if first.parent.name == CHECKPOINTS:
+        return first.parent.parent / TEST_DIR
+    saved = load_checkpoint(first).get("config") or {}
+    return Path(str(saved.get("run_dir", "runs/test"))) / TEST_DIR
+
+
 def run(args: argparse.Namespace) -> int:
-    from tallformer.atomic import write_json
-    from tallformer.engine.checkpoint import load_model
-    from tallformer.engine.errors import InferenceError
-    from tallformer.engine.factory import family_for
-    from tallformer.engine.run_layout import TEST_DIR
+    from tallformer.atomic import check_writable
+    from tallformer.errors import OutputError, output_error
 
     split_overrides(args, "checkpoint")
     for option in _family_options().values():
         if option.nargs in ("+", "*") and getattr(args, option.dest, None):
             split_overrides(args, option.dest)
-    cfg = config_from_args(args)
-    family = family_for(cfg)
-    tester = family.tester(cfg, _family_options_given(args, cfg, family))
+    given = config_from_args(args) if args.config else None
     paths = [Path(p) for p in args.checkpoint]
     names = checkpoint_names(paths)
-    out = Path(args.out) if args.out else Path(cfg.run_dir) / TEST_DIR
-    subset = args.subset or cfg.data.test_subset
+    out = Path(args.out) if args.out else _default_out(given, paths[0])
+    check_writable(out, "--out")  # before any checkpoint runs
+
+    from tallformer.engine.factory import family_for
+    from tallformer.engine.run_lock import hold_folder
+
+    tester = None
+    if given is not None:  # a wrong option is said before anything runs
+        family = family_for(given)
+        tester = family.tester(given, _family_options_given(args, given, family))
+    try:
+        with hold_folder(out, "tallformer test", option="--out"):
+            return _test(args, given, tester, paths, names, out)
+    except OutputError as exc:
+        raise output_error(out, exc, "--out") from None
+
+
+def _test(args: argparse.Namespace, given: Config | None, tester: Tester | None, paths: list[Path],
+          names: list[str], out: Path) -> int:
+    """Each checkpoint tested into ``out/<name>/``, then the table and ``out/summary.json``;
+    without --config (`given` None) each with the config it holds, the first one's family
+    testing them all."""
+    from tallformer.atomic import write_json
+    from tallformer.engine.checkpoint import load_model
+    from tallformer.engine.errors import InferenceError
+    from tallformer.engine.factory import family_for
+
     rows: list[dict[str, Any]] = []
+    cfg: Config | None = given
     for path, name in zip(paths, names, strict=True):
-        loaded = load_model(path, cfg, device=args.device)
-        run_cfg = _with_data_paths(cfg, loaded)
+        loaded = load_model(path, given, overrides=[] if given is not None else list(args.overrides or []),
+                            device=args.device)
+        run_cfg = _with_data_paths(given, loaded) if given is not None else loaded.cfg
+        if cfg is None:
+            cfg = run_cfg
+        if tester is None:
+            family = family_for(cfg)
+            tester = family.tester(cfg, _family_options_given(args, cfg, family))
+        elif run_cfg.model.kind != cfg.model.kind:
+            raise InferenceError(f"{path}: a model.kind={run_cfg.model.kind} checkpoint, but {paths[0]} is "
+                                 f"model.kind={cfg.model.kind}; test them in separate commands")
         if run_cfg.data.annotations is None:
             raise InferenceError("data.annotations is not set (nor in the checkpoint's config): give "
                                  "the test annotations, e.g. data.annotations=data/thumos14/annotations.json")
+        subset = args.subset or cfg.data.test_subset
         print(f"{name}: {path} (epoch {loaded.epoch}, step {loaded.step}) on subset {subset!r}"
               f"{tester.describe()}")
         rows += tester.test(run_cfg, loaded, out / name, name=name, subset=subset, progress=not args.no_progress)
         del loaded
+    assert cfg is not None  # --checkpoint takes at least one
+    assert tester is not None
+    subset = args.subset or cfg.data.test_subset
     thresholds = list(cfg.test.tiou_thresholds)
     table = tester.table(rows, thresholds)
     print(table)

@@ -36,7 +36,7 @@ from tallformer.engine.run_layout import (
     TRAIN_FORMAT,
     VERSION,
 )
-from tallformer.errors import TallformerError
+from tallformer.errors import TallformerError, output_error
 from tallformer.models.weights import WeightsError, key_problems, read_checkpoint
 
 if TYPE_CHECKING:
@@ -60,11 +60,48 @@ class CheckpointError(TallformerError):
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (fsynced temp file, then rename)."""
+    """Write ``state`` to ``path`` atomically (fsynced temp file, then rename): a failed
+    write leaves ``path`` as it was and raises `tallformer.errors.OutputError` naming it and
+    the cause (``no space left on the device``, never torch's ``unexpected pos``)."""
     target = Path(path)
     with atomic_path(target) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write as its own error
+            if not _is_write_failure(exc):
+                raise
+            raise output_error(target, _write_cause(exc, tmp, state)) from exc
     return target
+
+
+def _is_write_failure(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "inline_container" in text or "PytorchStreamWriter" in text or "file write failed" in text
+
+
+def _write_cause(exc: RuntimeError, tmp: Path, state: dict[str, Any]) -> OSError:
+    """What made torch's write of `tmp` fail, as an `OSError`: no space when the disk has less
+    room left than the checkpoint's tensors (the part written is still there), else torch's
+    own words."""
+    import errno
+    import shutil
+
+    needed = sum(v.untyped_storage().nbytes() for v in _leaves(state) if isinstance(v, torch.Tensor))
+    try:
+        full = shutil.disk_usage(tmp.parent).free < needed
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    return OSError(None, f"the write failed (torch: {str(exc).strip().splitlines()[0]})")
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -210,8 +247,10 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
     """Build the detector of a checkpoint (``RUN_DIR/checkpoints/*.pt``, or a model
     checkpoint of `save_model` / ``tallformer convert-weights``) and load its weights.
 
-    The model is built from `cfg` when given (its ``model`` section must describe the same
-    network), else from the config saved in the checkpoint with `overrides` applied. Class
+    The model is built from `cfg` when given (its ``model`` section must be the checkpoint's,
+    the starting weights ``model.backbone.weights`` / ``model.init_from`` aside: the error
+    names the keys that differ and the run's ``config.yaml``), else from the config saved in
+    the checkpoint with `overrides` applied. Class
     names come from the checkpoint. `device` None means ``train.device`` of that config.
     Raises `CheckpointError` naming the file when it is not a tallformer checkpoint or its
     weights do not fit the model. Every detector family loads (``model.kind``).
@@ -250,6 +289,11 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
             raise CheckpointError(f"{path}: a model.kind={saved.model.kind} checkpoint, but the given "
                                   f"config has model.kind={cfg.model.kind}; test it with the config "
                                   f"it was trained with (e.g. --config {family_for(saved).example_config})")
+        differences = _model_differences(saved, cfg)
+        if differences:
+            raise CheckpointError(f"{path} was trained with another model than the given config: "
+                                  f"{', '.join(differences)}; test it with the config it was trained with, "
+                                  f"{_run_config(path)} (or leave out --config: a checkpoint holds its config)")
     if device is None:
         dev = resolve_device(cfg.train.device)
     else:
@@ -267,6 +311,33 @@ def load_model(checkpoint: str | os.PathLike[str], cfg: Config | None = None, *,
     check_classes(model, classes, str(path))
     return LoadedModel(model=model, cfg=cfg, saved_cfg=saved, classes=classes, path=path,
                        epoch=state.get("epoch"), step=state.get("step"), device=dev)
+
+
+# model keys that only say where a run's weights started (the checkpoint's weights replace them)
+_STARTING_WEIGHTS = ("model.backbone.weights", "model.init_from")
+
+
+def _model_differences(saved: Config, given: Config) -> list[str]:
+    """``model.KEY: SAVED (checkpoint) -> GIVEN (given)`` for every model key that differs."""
+    def flat(data: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(data, dict):
+            return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}.{key}").items()}
+        return {prefix: data}
+
+    old, new = flat(config_to_dict(saved)["model"], "model"), flat(config_to_dict(given)["model"], "model")
+    return [f"{key}: {old.get(key)!r} (checkpoint) -> {new.get(key)!r} (given)" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key) and key not in _STARTING_WEIGHTS]
+
+
+def _run_config(path: Path) -> str:
+    """The config file of the run a checkpoint is in (``RUN_DIR/config.yaml`` beside its
+    ``checkpoints/`` folder), or the words for the one it holds."""
+    from tallformer.engine.run_layout import CHECKPOINTS, CONFIG_FILE
+
+    run_config = path.parent.parent / CONFIG_FILE
+    if path.parent.name == CHECKPOINTS and run_config.is_file():
+        return str(run_config)
+    return f"the one saved in {path}"
 
 
 def _state_dict_problem(model: DetectorModel, state: dict[str, Any]) -> str | None:

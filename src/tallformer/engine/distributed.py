@@ -140,6 +140,14 @@ class Processes:
         if first:
             raise TrainingError(first)
 
+    def agree_max(self, value: int) -> int:
+        """The largest ``value`` of all ranks (``value`` on one process): one all-reduce."""
+        if self.world_size == 1:
+            return int(value)
+        flag = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
     def gather(self, value: Any) -> list[Any]:
         """``value`` of every rank, in rank order (``[value]`` on one process)."""
         if self.world_size == 1:

@@ -2,6 +2,8 @@
 
 A training run (``run_dir``)::
 
+    RUN_DIR/.lock              who holds the folder while a run writes there (host, pid,
+                               command, start; `tallformer.engine.run_lock`)
     RUN_DIR/config.yaml        the resolved config (written at the start)
     RUN_DIR/log.jsonl          one JSON object per logged step
     RUN_DIR/tensorboard/       TensorBoard events (when tensorboard is installed)
@@ -40,6 +42,7 @@ __all__ = [
     "CONFIG_FILE",
     "JOURNAL",
     "LAST",
+    "LOCK",
     "LOG",
     "MODEL_FORMAT",
     "SHARD_RECORD",
@@ -53,6 +56,7 @@ __all__ = [
     "step_checkpoint",
 ]
 
+LOCK = ".lock"
 CONFIG_FILE = "config.yaml"
 LOG = "log.jsonl"
 TENSORBOARD = "tensorboard"

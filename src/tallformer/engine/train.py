@@ -15,6 +15,19 @@ built from the initial backbone), the optimizer, then either a fresh start (back
 weights loaded) or a resume from ``last.pt`` (every state restored, the bank rolled back by
 its journal), then the epochs.
 
+One run at a time: the run folder is held (`tallformer.engine.run_lock`) from the start to
+the end; another command that would write there stops before it touches anything.
+
+A stop on SIGINT (Ctrl-C) or SIGTERM: the step in progress ends, every rank agrees on the
+step to stop at (under ``torchrun``, which forwards the signal to every process, through an
+all-reduce of a stop flag after each step), a checkpoint is written and the resume
+command printed, and `train` raises `tallformer.errors.Interrupted` (exit status 130 or 143
+from the command). A second signal stops at once, without a checkpoint.
+
+A checkpoint that cannot be written (a full disk) stops the run in one line; the files of
+the previous checkpoint are untouched and the bank journal still goes back to it, so the
+resume from it is exact.
+
 Exactness: everything random is a function of the seed and the position in the run (the
 per-sample generators of the dataset, the sampler's per-epoch plan, the DataLoader's own
 generator) or is saved in the checkpoint (the global RNG states that dropout and stochastic
@@ -31,6 +44,9 @@ import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,9 +104,16 @@ from tallformer.engine.run_layout import (
     last_checkpoint,
     step_checkpoint,
 )
+from tallformer.engine.run_lock import hold_folder
 from tallformer.engine.schedule import LrSchedule, warn_schedule_misfits
 from tallformer.engine.step import train_step
-from tallformer.errors import name_list
+from tallformer.errors import (
+    Interrupted,
+    OutputError,
+    TallformerError,
+    name_list,
+    output_error,
+)
 
 if TYPE_CHECKING:
     from tallformer.data.annotations import AnnotationSet
@@ -141,7 +164,7 @@ def _synthetic_data(cfg: Config, procs: Processes, progress: bool = True) -> Con
 
 
 def _annotations(cfg: Config) -> AnnotationSet:
-    from tallformer.data.annotations import load_annotations
+    from tallformer.data.annotations import check_num_classes, load_annotations
     from tallformer.data.dataset import _resolve_all as resolve_videos
 
     if cfg.data.annotations is None:
@@ -155,10 +178,7 @@ def _annotations(cfg: Config) -> AnnotationSet:
     annotations = load_annotations(cfg.data.annotations)
     videos = annotations.subset(cfg.data.train_subset)  # unknown or empty: an error naming both
     resolve_videos(cfg.data.videos, [v.video_id for v in videos])  # one error listing the missing
-    num = len(annotations.classes)
-    if num != cfg.model.num_classes:
-        raise TrainingError(f"{cfg.data.annotations} has {num} classes but model.num_classes is "
-                            f"{cfg.model.num_classes}; set model.num_classes={num}")
+    check_num_classes(annotations, cfg.model.num_classes)
     return annotations
 
 
@@ -255,8 +275,19 @@ def _state(cfg: Config, model: DetectorModel | torch.nn.Module, optimizer: torch
 
 
 def _save(run: Path, state: dict[str, Any], cfg: Config, *, epoch_end: bool) -> None:
-    """last.pt always; epoch_NNNN.pt / step_NNNNNN.pt by the configured cadence."""
+    """last.pt always; epoch_NNNN.pt / step_NNNNNN.pt by the configured cadence. One file is
+    written (atomically), the other names are hard links to it, last.pt the last: a failed
+    write (`OutputError`) leaves last.pt as it was."""
     folder = run / CHECKPOINTS
+    try:
+        _save_files(folder, state, cfg, epoch_end=epoch_end)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise output_error(folder, exc, "run_dir") from exc
+
+
+def _save_files(folder: Path, state: dict[str, Any], cfg: Config, *, epoch_end: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     if epoch_end and state["epoch"] % cfg.train.checkpoint_interval == 0:
@@ -294,13 +325,16 @@ class _Log:
         self.tb: Any = None
         if not enabled:
             return
-        if resume_step is not None and self.path.is_file():
-            # lines of a killed run past the checkpoint are redone by the resume
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            self.path.write_text("".join(f"{ln}\n" for ln in kept))
-        elif resume_step is None:
-            self.path.write_text("")
+        try:
+            if resume_step is not None and self.path.is_file():
+                # lines of a killed run past the checkpoint are redone by the resume
+                kept = [ln for ln in self.path.read_text().splitlines()
+                        if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+                self.path.write_text("".join(f"{ln}\n" for ln in kept))
+            elif resume_step is None:
+                self.path.write_text("")
+        except OSError as exc:
+            raise output_error(self.path, exc, "run_dir") from exc
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # the optional extra `tensorboard` is not installed
@@ -310,8 +344,11 @@ class _Log:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise output_error(self.path, exc, "run_dir") from exc
         if self.tb is not None:
             for key, value in _flat(record).items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -337,8 +374,46 @@ def _epoch_loader(tl: TrainLoader, epoch: int, start: int, cfg: Config, pin: boo
         prefetch_factor=2 if workers > 0 else None,
         # its own generator: creating the iterator never draws from the global RNG
         generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
+        worker_init_fn=_ignore_stop_signals,
     )
     return batches, loader
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a data worker: SIGINT and SIGTERM (Ctrl-C reaches the whole process group) are the
+    main process's to handle; it ends the workers when it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _StopSignals:
+    """While the loop runs (main thread): the first SIGINT or SIGTERM asks the run to stop
+    after the step in progress (`requested`: the signal's number); a second one stops at
+    once (KeyboardInterrupt, no checkpoint)."""
+
+    def __init__(self, announce: bool) -> None:
+        self.requested = 0
+        self.announce = announce
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signum
+        if self.announce:
+            print(f"{signal.Signals(signum).name}: stopping after this step, with a checkpoint (send it again to "
+                  "stop at once, without one)", file=sys.stderr, flush=True)
 
 
 def _repeats(tl: TrainLoader, batches: list[list[int]]) -> list[set[int]]:
@@ -465,18 +540,19 @@ def prepare_run_bank(cfg: Config, *, progress: bool = True) -> str:
     the initial detector (`initial_detector`), and the run's bank opened (copied from
     ``memory.bank_dir`` or built in ``RUN_DIR/bank`` from the initial backbone, unless
     there already). `train` then finds the bank ready. Returns what was done, in one line.
-    ``tallformer demo`` calls it as its own stage."""
+    ``tallformer demo`` calls it as its own stage. The run folder is held meanwhile
+    (`tallformer.engine.run_lock`)."""
     if not needs_bank(cfg):
         return f"memory.keep_ratio={cfg.memory.keep_ratio:g}: every chunk goes through the backbone, no bank"
     procs = start_processes(cfg.train.device)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(procs.close)
+        stack.enter_context(hold_folder(cfg.run_dir, "tallformer train", option="run_dir"))
         annotations = _annotations(cfg)
         detector = initial_detector(cfg, procs.device, list(annotations.classes))
         counts = training_frame_counts(cfg, annotations)
         done = complete_videos(Path(cfg.run_dir) / BANK_DIR, counts) if cfg.memory.bank_dir is None else 0
         bank = open_run_bank(cfg, Path(cfg.run_dir), detector, counts, procs, progress=progress)
-    finally:
-        procs.close()
     assert bank is not None  # needs_bank
     bank.close()
     if cfg.memory.bank_dir is not None:
@@ -507,6 +583,8 @@ class _Run:
         self._build()
         self.pos = _Position()
         self._restore()
+        self.saved_step: int | None = None if self.saved is None else self.pos.step
+        self.stop = _StopSignals(announce=procs.main)
 
     def _checked_checkpoint(self, last: Path, cfg: Config) -> dict[str, Any]:
         saved = load_resume_checkpoint(last, self.run / JOURNAL)
@@ -580,7 +658,11 @@ class _Run:
         self.write_bank: Any = bank if self.journal is None or bank is None else JournaledBank(bank, self.journal)
 
     def checkpoint(self, *, epoch_end: bool) -> None:
-        """Bank flushed by every rank, checkpoint by rank 0, then every rank cuts its journal."""
+        """Bank flushed by every rank, checkpoint by rank 0, then every rank cuts its journal.
+
+        A checkpoint that cannot be written stops the run on every rank (one line: the file,
+        the cause, and the last checkpoint, intact, to resume from); the journal is not cut,
+        so it still restores the bank of that checkpoint."""
         procs = self.procs
         if self.bank is not None:
             self.bank.flush()
@@ -589,14 +671,41 @@ class _Run:
         if procs.world_size > 1:  # in data-rank order (a node-local run's ranks follow the shards)
             states = [state for _, state in sorted(procs.gather((procs.data_rank, rng)), key=lambda p: p[0])]
         procs.barrier()
+        error: str | None = None
         if procs.main:
             state = _state(self.cfg, self.model, self.optimizer, self.pos, self.classes, self.bank,
                            procs.world_size, self._nodes_state())
             state["rng"] = states
-            _save(self.run, state, self.cfg, epoch_end=epoch_end)
-        procs.barrier()
+            try:
+                _save(self.run, state, self.cfg, epoch_end=epoch_end)
+            except OutputError as exc:
+                error = f"{output_error(exc.path or self.run, exc, 'run_dir')}; {self._stopped_here()}"
+        procs.raise_together(error)
+        self.saved_step = self.pos.step
         if self.journal is not None:
             self.journal.begin(self.pos.step)
+
+    def _stopped_here(self) -> str:
+        """Where a run that cannot save stands: the checkpoint to resume from."""
+        last = self.run / CHECKPOINTS / LAST
+        if self.saved_step is None:
+            return f"the run stopped at step {self.pos.step} with no checkpoint written; make room and start again"
+        return (f"the run stopped at step {self.pos.step}; the last checkpoint {last} (step {self.saved_step}) is "
+                f"intact: make room, then resume exactly from it with {self._resume_command()}")
+
+    def _resume_command(self) -> str:
+        config = self.run / CONFIG_FILE
+        command = f"tallformer train --config {config} run_dir={self.run} --resume"
+        if self.procs.world_size > 1:
+            command = (f"torchrun --nnodes {self.procs.num_nodes} --nproc_per_node {self.procs.local_world_size} "
+                       f"(and this run's other torchrun options) -m {command}")
+        return command
+
+    def _stopping(self) -> int:
+        """The stop signal that reached any rank (0: none; SIGTERM before SIGINT when both
+        did): every rank gets the same answer (an all-reduce under torchrun, so call it on
+        every rank at the same point of the loop)."""
+        return self.procs.agree_max(self.stop.requested)
 
     def _nodes_state(self) -> dict[str, Any] | None:
         return None if self.nodes is None else self.nodes.state()
@@ -623,54 +732,73 @@ class _Run:
             print(f"{what} {self.run}: epoch {pos.epoch}, step {pos.step}, {procs.world_size} "
                   f"process(es){nodes} on {procs.device}, {len(tl)} steps per epoch")
         try:
-            while pos.epoch < cfg.train.max_epochs and not self._stop():
-                if not self._epoch(tl):
-                    break  # stopped by train.max_steps inside the epoch
-                pos.epoch += 1
-                pos.batch = 0
-                procs.barrier()
-                if _due(cfg, pos, epoch_end=True):
-                    self.checkpoint(epoch_end=True)
-                if cfg.test.interval and pos.epoch % cfg.test.interval == 0:
-                    self._periodic_test()
-            self.checkpoint(epoch_end=False)
+            with self.stop:
+                while pos.epoch < cfg.train.max_epochs and not self._stop() and not self._stopping():
+                    if not self._epoch(tl):
+                        break  # stopped by train.max_steps or a signal inside the epoch
+                    pos.epoch += 1
+                    pos.batch = 0
+                    procs.barrier()
+                    if _due(cfg, pos, epoch_end=True):
+                        self.checkpoint(epoch_end=True)
+                    if cfg.test.interval and pos.epoch % cfg.test.interval == 0:
+                        self._periodic_test()
+                signalled = self._stopping()
+                if self.saved_step != pos.step:
+                    self.checkpoint(epoch_end=False)
         finally:
             self.log.close()
             if self.journal is not None:
                 self.journal.close()
             tl.dataset.close()
+        if signalled:
+            name = signal.Signals(signalled).name
+            last = self.run / CHECKPOINTS / LAST
+            raise Interrupted(f"{name} at step {pos.step} (epoch {pos.epoch}): saved {last}; resume with: "
+                              f"{self._resume_command()}" if procs.main else "", signalled)
         if procs.main:
             print(f"done: epoch {pos.epoch}, step {pos.step}; checkpoints in {self.run / CHECKPOINTS}")
 
     def _periodic_test(self) -> None:
         """``test.interval``: test on ``data.test_subset`` (rank 0), log the table, keep
         ``checkpoints/best.pt`` by average mAP. The random states are left as they were, so
-        a run with periodic tests trains exactly as one without."""
+        a run with periodic tests trains exactly as one without. A failure on rank 0 (a
+        file it cannot write) stops every rank."""
+        procs = self.procs
+        error: str | None = None
+        if procs.main:
+            try:
+                self._test_and_keep_best()
+            except TallformerError as exc:
+                if procs.world_size == 1:
+                    raise
+                error = str(exc)
+        procs.raise_together(error)
+
+    def _test_and_keep_best(self) -> None:
         from tallformer.engine.infer import evaluate_model
 
         cfg, pos, procs = self.cfg, self.pos, self.procs
-        if procs.main:
-            rng = get_rng_state()
-            out = self.run / TEST_DIR / f"epoch_{pos.epoch:04d}"
-            metrics = evaluate_model(cfg, self.detector, str(cfg.data.annotations), cfg.data.test_subset, out,
-                                     progress=self.progress, classes=self.classes, device=procs.device)
-            set_rng_state(rng)
-            score = float(metrics["average_mAP"])
-            self.log.write({"step": pos.step, "epoch": pos.epoch, "test": {
-                "subset": cfg.data.test_subset, "average_mAP": score,
-                **{f"mAP@{t:g}": float(m) for t, m in zip(metrics["tiou_thresholds"], metrics["mAP"], strict=True)}}})
-            best_file = self.run / CHECKPOINTS / BEST_RECORD
-            best = json.loads(best_file.read_text())["average_mAP"] if best_file.is_file() else -1.0
-            print(f"epoch {pos.epoch}: average mAP {100 * score:.2f} on {cfg.data.test_subset}"
-                  + (" (best so far)" if score > best else ""))
-            if score > best:
-                state = _state(cfg, self.model, self.optimizer, pos, self.classes, self.bank,
-                               procs.world_size, self._nodes_state())
-                state["test"] = {k: metrics[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
-                save_checkpoint(self.run / CHECKPOINTS / BEST, state)
-                write_json(best_file, {"epoch": pos.epoch, "step": pos.step, "average_mAP": score,
-                                       "subset": cfg.data.test_subset})
-        procs.barrier()
+        rng = get_rng_state()
+        out = self.run / TEST_DIR / f"epoch_{pos.epoch:04d}"
+        metrics = evaluate_model(cfg, self.detector, str(cfg.data.annotations), cfg.data.test_subset, out,
+                                 progress=self.progress, classes=self.classes, device=procs.device)
+        set_rng_state(rng)
+        score = float(metrics["average_mAP"])
+        self.log.write({"step": pos.step, "epoch": pos.epoch, "test": {
+            "subset": cfg.data.test_subset, "average_mAP": score,
+            **{f"mAP@{t:g}": float(m) for t, m in zip(metrics["tiou_thresholds"], metrics["mAP"], strict=True)}}})
+        best_file = self.run / CHECKPOINTS / BEST_RECORD
+        best = json.loads(best_file.read_text())["average_mAP"] if best_file.is_file() else -1.0
+        print(f"epoch {pos.epoch}: average mAP {100 * score:.2f} on {cfg.data.test_subset}"
+              + (" (best so far)" if score > best else ""))
+        if score > best:
+            state = _state(cfg, self.model, self.optimizer, pos, self.classes, self.bank,
+                           procs.world_size, self._nodes_state())
+            state["test"] = {k: metrics[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
+            save_checkpoint(self.run / CHECKPOINTS / BEST, state)
+            write_json(best_file, {"epoch": pos.epoch, "step": pos.step, "average_mAP": score,
+                                   "subset": cfg.data.test_subset})
 
     def _stop(self) -> bool:
         return self.cfg.train.max_steps is not None and self.pos.step >= self.cfg.train.max_steps
@@ -695,8 +823,11 @@ class _Run:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{rates[0]:.2e}", s_step=f"{seconds:.2f}")
                 if pos.step % cfg.train.log_interval == 0 or pos.step == 1:
                     self.log.write(_record(pos, stats, self.optimizer, seconds, wait, self.procs.device))
-                if cfg.train.checkpoint_steps and pos.step % cfg.train.checkpoint_steps == 0:
+                if (cfg.train.checkpoint_steps and pos.step % cfg.train.checkpoint_steps == 0
+                        and pos.batch < len(batches)):  # at the epoch's end, the epoch's checkpoint is it
                     self.checkpoint(epoch_end=False)
+                if self._stopping():
+                    return False  # the epoch's end (if this was its last step) is the resume's
         finally:
             bar.close()
         return pos.batch >= len(batches)
@@ -721,9 +852,35 @@ class _Run:
 
 
 def _train(cfg: Config, procs: Processes, resume: bool | None, progress: bool) -> Path:
-    run = _Run(cfg, procs, resume, progress)
-    run.loop()
-    return run.run
+    with contextlib.ExitStack() as held:
+        error: str | None = None
+        if procs.main:  # the process that writes the checkpoints holds the folders
+            try:
+                for folder, option in _folders_written(cfg):
+                    held.enter_context(hold_folder(folder, "tallformer train", option=option))
+            except TallformerError as exc:
+                if procs.world_size == 1:
+                    raise
+                error = str(exc)
+        procs.raise_together(error)
+        run = _Run(cfg, procs, resume, progress)
+        run.loop()
+        return run.run
+
+
+def _folders_written(cfg: Config) -> list[tuple[Path, str]]:
+    """The folders a run writes and holds for its life: the run folder; with periodic tests
+    their folder ``RUN_DIR/test`` (where ``tallformer test`` writes by default); with
+    ``memory.in_place`` the bank it changes."""
+    run = Path(cfg.run_dir)
+    folders = [(run, "run_dir")]
+    if cfg.test.interval:
+        folders.append((run / TEST_DIR, "run_dir"))
+    bank = cfg.memory.bank_dir
+    if (cfg.memory.in_place and bank is not None and cfg.memory.placement != "node_local"
+            and (Path(bank) / "meta.json").is_file()):
+        folders.append((Path(bank), "memory.bank_dir"))
+    return folders
 
 
 def _record(pos: _Position, stats: dict[str, float], optimizer: torch.optim.Optimizer, seconds: float,

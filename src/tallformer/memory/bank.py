@@ -32,6 +32,11 @@ A video's ``complete`` flag is set by ``mark_complete`` after its rows were all 
 an interrupted build is detectable and resumable; ``meta.json`` is always replaced
 atomically (``tallformer.atomic``).
 
+The disk space of a video's rows is reserved when its file is created (and for an
+unfinished video when a build resumes; ``tallformer.atomic.reserve_space``), after a check
+that the disk has room for every file to be written: writing rows through a memory map
+into a file the disk cannot hold would end the process with SIGBUS, not an error.
+
 This module is the storage; the folder's format and its validation are
 ``tallformer.memory.meta``, copies and merges ``tallformer.memory.copies``. It imports neither
 ``models`` nor ``data`` (building a bank is ``tallformer.engine.bank_build``).
@@ -52,7 +57,8 @@ from typing import Any, Literal
 import numpy as np
 
 import tallformer.memory.meta as bank_meta
-from tallformer.errors import name_list
+from tallformer.atomic import check_free_space, reserve_space
+from tallformer.errors import OutputError, name_list, output_error
 from tallformer.memory.copies import merged_meta, shard_meta, write_bank
 from tallformer.memory.meta import (
     DTYPES,
@@ -88,6 +94,28 @@ def _as_numpy(features: Any) -> np.ndarray:
             features = features.float()
         return features.numpy()
     return np.asarray(features)
+
+
+def _npy_bytes(rows: int, dim: int, dtype: np.dtype) -> int:
+    """Size of the ``.npy`` file of ``[rows, dim]`` (header of 128 bytes, as numpy writes
+    it for such shapes, plus the data)."""
+    return 128 + rows * dim * dtype.itemsize
+
+
+def _unallocated(path: Path, size: int, block: int) -> int:
+    """Bytes of disk a file of `size` bytes still needs beyond what `path` holds now."""
+    want = -(-size // block) * block
+    try:
+        have = path.stat().st_blocks * 512
+    except (OSError, AttributeError):
+        have = 0
+    return max(0, want - have)
+
+
+def _reserve(path: Path) -> None:
+    """Reserve the disk space of the whole file (`tallformer.atomic.reserve_space`)."""
+    with open(path, "r+b") as f:
+        reserve_space(f, 0, os.fstat(f.fileno()).st_size)
 
 
 # --------------------------------------------------------------------------- the bank
@@ -175,7 +203,7 @@ class MemoryBank:
             if not overwrite:
                 bank._check_same_videos(videos, sources)
         else:
-            if root.exists() and any(root.iterdir()):
+            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):  # .lock aside
                 raise BankError(
                     f"{root} exists, is not empty and holds no {META}; choose an empty or new folder"
                 )
@@ -216,30 +244,52 @@ class MemoryBank:
             )
 
     def _add_videos(self, videos: Mapping[str, int], sources: Mapping[str, Mapping[str, Any]]) -> None:
-        """Give every video that is new, changed or damaged a fresh zero file (incomplete)."""
+        """Give every video that is new, changed or damaged a fresh zero file (incomplete),
+        its disk space reserved, and reserve the space of the unfinished ones kept; first
+        check that the disk holds them all (`OutputError`: ``no space left on DEVICE for
+        the memory bank BANK: needs N, M free``)."""
         meta = self._meta
-        (self.root / FEATURES_DIR).mkdir(exist_ok=True)
         taken = {e["file"].rsplit("/", 1)[-1].lower() for e in meta["videos"].values()}
-        fpr, dim = meta["frames_per_row"], meta["feature_dim"]
+        fpr, dim, dtype = meta["frames_per_row"], meta["feature_dim"], np.dtype(meta["dtype"])
+        fresh: list[tuple[str, int, int, str, Mapping[str, Any] | None]] = []
+        kept: list[str] = []
         for video, frames in videos.items():
             n = int(frames)
             entry = meta["videos"].get(video)
             source = sources.get(video)
             if (entry is not None and not bank_meta.video_differences(entry, n, source)
                     and self._check_file(video) is None):
+                if not entry.get("complete", False):
+                    kept.append(video)  # unfinished: its rows will be written
                 continue  # kept as it is (finished or not)
-            self._drop(video)
-            rows = math.ceil(n / fpr)
-            if entry is None:
-                file = f"{FEATURES_DIR}/{bank_meta.file_name(video, taken)}"
-            else:
-                file = entry["file"]
-            np.lib.format.open_memmap(self.root / file, mode="w+", dtype=np.dtype(meta["dtype"]),
-                                      shape=(rows, dim))  # sparse zeros
-            new: dict[str, Any] = {"num_frames": n, "num_rows": rows, "file": file, "complete": False}
-            if source is not None:
-                new["source"] = dict(source)
-            meta["videos"][video] = new
+            file = f"{FEATURES_DIR}/{bank_meta.file_name(video, taken)}" if entry is None else entry["file"]
+            fresh.append((video, n, math.ceil(n / fpr), file, source))
+        try:
+            block = os.statvfs(self.root).f_frsize or 4096
+        except (OSError, AttributeError):
+            block = 4096
+        needed = sum(_unallocated(self.root / file, _npy_bytes(rows, dim, dtype), block)
+                     for _, _, rows, file, _ in fresh)
+        needed += sum(_unallocated(self.path(video), self.path(video).stat().st_size, block) for video in kept)
+        if needed:  # and room to rewrite meta.json next to the old one
+            check_free_space(self.root, needed + 2 * len(canonical(meta)) + 4 * block,
+                             f"the memory bank {self.root}")
+        try:
+            (self.root / FEATURES_DIR).mkdir(exist_ok=True)
+            for video, n, rows, file, source in fresh:
+                self._drop(video)
+                np.lib.format.open_memmap(self.root / file, mode="w+", dtype=dtype, shape=(rows, dim))  # zeros
+                _reserve(self.root / file)
+                new: dict[str, Any] = {"num_frames": n, "num_rows": rows, "file": file, "complete": False}
+                if source is not None:
+                    new["source"] = dict(source)
+                meta["videos"][video] = new
+            for video in kept:
+                _reserve(self.path(video))
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise output_error(self.root, exc) from exc
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], mode: Literal["r", "r+"] = "r",
