@@ -111,7 +111,7 @@ def _activation_bytes(cfg: Any, run: Path) -> int:
     import torch
 
     from tallformer.data.annotations import load_annotations
-    from tallformer.engine.infer import load_model
+    from tallformer.engine.checkpoint import load_model
     from tallformer.engine.loader import make_train_loader
     from tallformer.memory.bank import MemoryBank
 
@@ -147,13 +147,14 @@ def run_one(config: str, keep: float, seed: int, quick: bool, work: Path, epochs
     if threads is not None:
         torch.set_num_threads(threads)
     from tallformer.commands.demo import initial_bank, loss_curve
-    from tallformer.engine.infer import evaluate_model, load_model
+    from tallformer.engine.checkpoint import load_model
+    from tallformer.engine.infer import evaluate_model
     from tallformer.engine.train import train
 
     cfg = run_config(config, keep, seed, quick, work, epochs, val_videos)
     run = Path(cfg.run_dir)
     t0 = time.perf_counter()
-    initial_bank(cfg, run, progress=False)
+    initial_bank(cfg, progress=False)
     train(cfg, progress=False)
     seconds = time.perf_counter() - t0
     loaded = load_model(run / "checkpoints" / "last.pt", cfg)

@@ -54,13 +54,14 @@ def _detector(frames: int, seed: int = 0) -> Any:
     import torch
 
     from tallformer.config import load_config
-    from tallformer.engine.infer import Detector, LoadedModel
-    from tallformer.models.detector import build_detector
+    from tallformer.engine.factory import build_detector
+    from tallformer.engine.family import LoadedModel
+    from tallformer.engine.infer import Detector
 
     cfg = load_config("demo", _overrides(frames))
     torch.manual_seed(seed)
     model = build_detector(cfg).eval()
-    classes = [f"class_{i}" for i in range(cfg.model.head.num_classes)]
+    classes = [f"class_{i}" for i in range(cfg.model.num_classes)]
     return Detector(LoadedModel(model=model, cfg=cfg, saved_cfg=cfg, classes=classes, path=Path("random.pt")))
 
 
@@ -71,6 +72,48 @@ def _video(folder: Path, seconds: float, seed: int) -> Path:
                                      val_fraction=0.0, progress=False)
     vid = next(iter(json.loads(ann.read_text())["database"]))
     return folder / "videos" / f"{vid}.mp4"
+
+
+def decoded_chunks(cfg: Any, video: Path) -> tuple[Any, int, float]:
+    """Every frame of ``video`` decoded at ``data.fps`` / ``data.frame_size`` and test-transformed
+    (centre crop, normalised), zero-padded to whole chunks: ``[num_chunks, 3, chunk, h, w]``
+    float32 on the CPU, the number of real frames and the seconds the decoding took."""
+    import torch
+
+    from tallformer.data.transforms import test_transform
+    from tallformer.data.video import open_source
+
+    d = cfg.data
+    chunk = cfg.model.backbone.chunk_size
+    t0 = time.perf_counter()
+    with open_source(video, d.fps, (int(d.frame_size[0]), int(d.frame_size[1]))) as source:
+        n = len(source)
+        clip = test_transform(source.read(0, n), d.crop_size, d.mean, d.std)  # [3, n, h, w]
+    seconds = time.perf_counter() - t0
+    pad = (-n) % chunk
+    clip = torch.cat([clip, clip.new_zeros(3, pad, *clip.shape[2:])], dim=1)
+    return clip.reshape(3, -1, chunk, *clip.shape[2:]).transpose(0, 1).contiguous(), n, seconds
+
+
+def run_backbone(model: Any, cfg: Any, chunks: Any, device: Any = None) -> None:
+    """The bare backbone over ``chunks`` in batches of one window's chunks (``data.num_frames /
+    chunk``), no gradients, ``train.amp`` autocast on CUDA as the detect path runs it; on CUDA
+    the chunks should already be there and the call ends synchronised."""
+    import contextlib
+
+    import torch
+
+    from tallformer.engine.device import amp_dtype_for
+
+    device = torch.device(device or "cpu")
+    amp = amp_dtype_for(cfg.train.amp, device)
+    per_batch = cfg.data.num_frames // cfg.model.backbone.chunk_size
+    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        for i in range(0, chunks.shape[0], per_batch):
+            model.backbone.forward_chunks(chunks[i:i + per_batch].to(device, non_blocking=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def rss_child(video: str, frames: int, threads: int) -> int:
@@ -108,9 +151,9 @@ def main() -> int:
 
     import torch
 
-    from tallformer.data.transforms import test_transform
     from tallformer.data.video import open_source
-    from tallformer.engine.infer import _Stats, infer_video
+    from tallformer.engine.family import InferenceStats
+    from tallformer.engine.infer import infer_video
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,24 +168,16 @@ def main() -> int:
         d = cfg.data
         size = (int(d.frame_size[0]), int(d.frame_size[1]))
         chunk = cfg.model.backbone.chunk_size
-        with open_source(speed_video, d.fps, size) as source:
-            n = len(source)
-            clip = test_transform(source.read(0, n), d.crop_size, d.mean, d.std)  # [3, n, h, w]
-        pad = (-n) % chunk
-        clip = torch.cat([clip, clip.new_zeros(3, pad, *clip.shape[2:])], dim=1)
-        chunks = clip.reshape(3, -1, chunk, *clip.shape[2:]).transpose(0, 1).contiguous()
-        per_batch = d.num_frames // chunk
+        chunks, n, _ = decoded_chunks(cfg, speed_video)
 
         def backbone() -> None:
-            with torch.no_grad():
-                for i in range(0, chunks.shape[0], per_batch):
-                    model.backbone.forward_chunks(chunks[i:i + per_batch])
+            run_backbone(model, cfg, chunks)
 
         def run_detect() -> None:
             detector.detect(speed_video)
 
-        def run_path(reuse: bool) -> _Stats:
-            stats = _Stats()
+        def run_path(reuse: bool) -> InferenceStats:
+            stats = InferenceStats()
             with open_source(speed_video, d.fps, size) as source:
                 infer_video(model, cfg, source, reuse_chunks=reuse, stats=stats)
             return stats

@@ -141,6 +141,19 @@ def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     return acc, best
 
 
+def initial_backbone(cfg: Config) -> torch.nn.Module:
+    """The backbone a run of `cfg` starts from (`tallformer.engine.train.initial_detector`:
+    the global random states seeded with ``cfg.seed``, the detector built as training builds
+    it), on the CPU."""
+    import torch
+
+    from tallformer.data.annotations import load_annotations
+    from tallformer.engine.train import initial_detector
+
+    classes = list(load_annotations(str(cfg.data.annotations)).classes)
+    return initial_detector(cfg, torch.device("cpu"), classes).backbone
+
+
 def probe(cfg: Config, backbone: torch.nn.Module, work: Path, name: str) -> float:
     """Held-out probe accuracy of `backbone`'s clip features (banks in WORK/NAME_<subset>)."""
     x_train, y_train = clip_features(cfg, backbone, work / f"{name}_{cfg.data.train_subset}", cfg.data.train_subset)
@@ -172,8 +185,7 @@ def main() -> None:
 
     sys.path.insert(0, str(HERE))
     import ablation_keep_ratio as ablation
-    from tallformer.commands.demo import initial_backbone
-    from tallformer.engine.infer import load_model
+    from tallformer.engine.checkpoint import load_model
 
     start = time.perf_counter()
     work = args.work or ablation.default_work(args.config, args.quick, "linear_probe" if args.quick else None)

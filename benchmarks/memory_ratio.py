@@ -161,10 +161,10 @@ def run_setting(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from tallformer.config import load_config, shipped_config_path
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.optim import make_optimizer
     from tallformer.engine.step import train_step
     from tallformer.memory.selection import num_kept
-    from tallformer.models.detector import build_detector
 
     torch.set_num_threads(args.threads)
     cfg = load_config(shipped_config_path("thumos14_swin_t"), [

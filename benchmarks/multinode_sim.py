@@ -79,7 +79,7 @@ def main() -> None:
     from tallformer.config import load_config
     from tallformer.data.synthetic import generate_synthetic_dataset
     from tallformer.engine.bank_build import build_bank
-    from tallformer.models.detector import build_detector
+    from tallformer.engine.factory import build_detector
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

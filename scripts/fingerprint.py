@@ -61,12 +61,19 @@ except Exception:
 
     demo_path = str(Path(tallformer.__file__).resolve().parents[2] / "configs" / "demo.yaml")
 from tallformer.models.backbone import build_backbone_from_config  # noqa: E402
-from tallformer.models.detector import build_detector  # noqa: E402
+
+try:  # the factory table (engine), or the older models.detector
+    from tallformer.engine.factory import build_detector  # type: ignore
+except Exception:
+    from tallformer.models.detector import build_detector  # type: ignore
 
 try:
-    from tallformer.engine.infer import merge_video_detections  # type: ignore
+    from tallformer.models.postprocess import merge_video_detections  # type: ignore
 except Exception:
-    from tallformer.models.anchor_head import merge_video_detections  # type: ignore
+    try:
+        from tallformer.engine.infer import merge_video_detections  # type: ignore
+    except Exception:
+        from tallformer.models.anchor_head import merge_video_detections  # type: ignore
 
 cfg = load_config(demo_path)
 

@@ -208,3 +208,91 @@ def kill_tree(pid: int) -> None:
     for p in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- unwritable folders and small disks
+
+
+def _drop_file_access_override() -> None:
+    """`preexec_fn`: as root, drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+    set, so the program exec'd next obeys file modes as any user does (root would write into
+    a ``chmod 555`` folder otherwise)."""
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def run_as_user(cmd: list[str], **kwargs: Any) -> Any:
+    """`subprocess.run(cmd, **kwargs)` with file modes applying to the command even under
+    root (`_drop_file_access_override`); pytest.skip when that cannot be arranged."""
+    import subprocess
+
+    import pytest
+
+    try:
+        return subprocess.run(cmd, preexec_fn=_drop_file_access_override, **kwargs)
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"cannot drop root's file-access override for the command: {exc}")
+
+
+def unwritable_folder(path: Path) -> Path:
+    """A folder with mode 555 (no one may create files in it); pytest.skip when a command
+    started by `run_as_user` could still write there."""
+    import sys
+
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o555)
+    probe = run_as_user([sys.executable, "-c", f"open({str(path / 'probe')!r}, 'w')"], capture_output=True)
+    if probe.returncode == 0:
+        (path / "probe").unlink()
+        pytest.skip("file modes do not stop this user from writing (cannot test an unwritable folder)")
+    return path
+
+
+class SmallDisk:
+    """A real file system of a few MiB: a tmpfs mounted at `path` (root only; the tests skip
+    where mounting is not permitted). `fill(leave)` takes all but `leave` bytes of its free
+    space with a filler file, `free()` removes the filler, `resize(size)` changes its size."""
+
+    def __init__(self, path: Path, size: str) -> None:
+        import subprocess
+
+        import pytest
+
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.strip()}")
+        self.filler = path / ".filler"
+
+    def fill(self, leave: int = 0) -> None:
+        import os
+        import shutil
+
+        take = shutil.disk_usage(self.path).free - leave
+        if take > 0:
+            with open(self.filler, "ab") as f:
+                os.posix_fallocate(f.fileno(), os.fstat(f.fileno()).st_size, take)
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def resize(self, size: str) -> None:
+        import subprocess
+
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], check=False)

@@ -45,9 +45,11 @@ def test_ablation_quick_runs_every_ratio_and_reports_mean_and_spread(quick_ablat
     runs = {p.parent.name: json.loads(p.read_text()) for p in work.glob("*/ablation.json")}
     assert sorted(runs) == sorted(f"{k}_seed{s}" for k in ("k0", "k025", "k05", "k1") for s in (10, 11))
     for name, r in runs.items():
-        assert r["steps"] == 4 and r["val_videos"] == 2, name
+        assert r["steps"] == 4, name
+        assert r["val_videos"] == 2, name
         assert 0.0 <= r["average_mAP"] <= 1.0
-        assert r["activation_bytes"] > 0 and r["step_seconds"] > 0
+        assert r["activation_bytes"] > 0
+        assert r["step_seconds"] > 0
     # the last line is the mean over the seeds; sd_max the largest sample SD over the ratios
     for key in ("k0", "k025", "k05", "k1"):
         maps = [runs[f"{key}_seed{s}"]["average_mAP"] for s in (10, 11)]
@@ -60,7 +62,8 @@ def test_ablation_quick_runs_every_ratio_and_reports_mean_and_spread(quick_ablat
     # only by the features, so nothing is asserted about it)
     assert 0.0 < last["mem_k025_vs_k1"] < 1.0
     assert last["time_k025_vs_k1"] > 0.0
-    assert "validation videos" in out and "SD" in out
+    assert "validation videos" in out
+    assert "SD" in out
     # a second call reuses the finished runs: the same table, no training
     again = _run(ABLATION, "--quick", "--work", str(work), cwd=work)
     assert "s/step," not in again  # no "keep K seed S: ..., s/step, N s" line: nothing ran
@@ -73,7 +76,8 @@ def test_linear_probe_quick_reuses_the_ablation_run(quick_ablation: tuple[Path, 
     assert "training the keep ratio 1.0 run" not in out  # the ablation's run, reused
     last = _last_line(out)
     assert last.pop("_order") == ["probe_random", "probe_trained"]  # type: ignore[arg-type]
-    assert 0.0 <= last["probe_random"] <= 1.0 and 0.0 <= last["probe_trained"] <= 1.0
+    assert 0.0 <= last["probe_random"] <= 1.0
+    assert 0.0 <= last["probe_trained"] <= 1.0
     assert (work / "probe_seed10" / "random_training" / "meta.json").is_file()
 
 

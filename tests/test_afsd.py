@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from tallformer.config import ConfigError, load_config
-from tallformer.models import count_parameters, parameter_counts
+from tallformer.engine.factory import build_detector, parameter_counts
+from tallformer.models import count_parameters
 from tallformer.models.afsd import AFSD, ScaleExp, build_afsd
 from tallformer.models.afsd_pooling import (
     boundary_max_pool,
     make_priors,
     proposal_regions,
 )
-from tallformer.models.detector import build_detector
 from tallformer.models.neck import ConvTDM, Neck
 
 PAPER_COUNTS = {  # the original classes with the paper's ActivityNet config: (total, trainable)
@@ -284,18 +284,6 @@ def test_forward_train_composes_fresh_and_cached_in_time_order(tiny: AFSD) -> No
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="pad every clip"):
         tiny.forward_infer(torch.randn(1, 3, 96, 32, 32))
-    # the original's shift: one more chunk (p frames before, 32 - p after), rows from p / 2
-    shifted = torch.cat([torch.zeros(1, 3, 6, 32, 32), clip, torch.zeros(1, 3, 26, 32, 32)], dim=2)
-    chunks5 = shifted.reshape(1, 3, 5, 32, 32, 32).transpose(1, 2)[0]
-    keep5 = torch.tensor([[True, False, True, False, False]])
-    with torch.no_grad():
-        feats5 = tiny.backbone.forward_chunks(chunks5)
-        out5, _ = tiny.forward_train(chunks5[keep5[0]], feats5[~keep5[0]][None], keep5, [3])
-        ref5 = tiny.detect(feats5.permute(1, 0, 2).reshape(1, 192, 80)[:, :, 3:67])
-    for a, b in zip(out5, ref5, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    with pytest.raises(ValueError, match="do not fit"):
-        tiny.forward_train(chunks5[keep5[0]], feats5[~keep5[0]][None], keep5, [17])
 
 
 def test_build_checks_the_level_ranges() -> None:

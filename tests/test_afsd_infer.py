@@ -1,4 +1,4 @@
-"""The ActivityNet test path (`tallformer.engine.afsd_infer`): the clip, labelling and
+"""The ActivityNet test path (`tallformer.engine.families.afsd`): the clip, labelling and
 clipping on hand-made cases, the video lists, and a whole subset through an untrained tiny
 detector under the three classifiers and the two protocols (original:
 AFSD/anet_video_cls/test.py:97-241, AFSD/anet_video_cls/eval.py:25-31)."""
@@ -18,22 +18,22 @@ from tallformer.config import load_config
 from tallformer.data.annotations import load_annotations
 from tallformer.data.transforms import test_transform
 from tallformer.data.video import open_source
-from tallformer.engine.afsd_infer import (
+from tallformer.engine.errors import InferenceError
+from tallformer.engine.factory import build_detector
+from tallformer.engine.families.afsd import (
     ClassifierSpec,
     afsd_clip,
-    afsd_results_json,
     decode_rate,
     evaluate_afsd,
-    label_proposals,
     load_video_list,
     parse_classifier,
     unique_names,
 )
-from tallformer.engine.infer import Detection, InferenceError, infer_video
+from tallformer.engine.infer import infer_video
+from tallformer.engine.results import Detection, results_json
 from tallformer.evaluation import ANET_THRESHOLDS, evaluate
 from tallformer.models.afsd import AFSD
-from tallformer.models.afsd_fusion import ClassifierError
-from tallformer.models.detector import build_detector
+from tallformer.models.afsd_fusion import ClassifierError, label_proposals
 from tallformer.models.outputs import Detections
 
 CLASSES = ["Archery", "Bowling", "Cheerleading", "Dodgeball"]
@@ -70,12 +70,12 @@ def test_label_proposals_seconds_clip_fuse_and_sort() -> None:
 
 def test_results_json_names_its_classifier_and_the_evaluator_reads_it() -> None:
     spec = ClassifierSpec("gt", "gt")
-    data = afsd_results_json({"a": [Detection((1.0, 2.0), "Archery", 0.5)]}, spec)
+    data = results_json({"a": [Detection((1.0, 2.0), "Archery", 0.5)]}, spec.result_set())
     assert data["classifier"]["oracle"] is True
     assert data["classifier"]["kind"] == "gt"
     assert data["external_data"]["used"] is True
     assert "oracle" in data["external_data"]["details"]
-    assert afsd_results_json({}, ClassifierSpec("builtin", "builtin"))["external_data"]["used"] is False
+    assert results_json({}, ClassifierSpec("builtin", "builtin").result_set())["external_data"]["used"] is False
     gt = {"database": {"a": {"subset": "validation", "annotations": [{"segment": [1.0, 2.0], "label": "Archery"}]}}}
     assert evaluate(gt, data, ANET_THRESHOLDS, "validation")["average_mAP"] == 1.0
 

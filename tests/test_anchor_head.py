@@ -321,7 +321,7 @@ def test_state_dict_keys_and_seeded_init_are_unchanged() -> None:
     for k, v in ref.state_dict().items():
         assert torch.equal(head.state_dict()[k], v), k
     torch.manual_seed(4)
-    paper = AnchorHead.from_config(HeadConfig(), 256, Config().test)
+    paper = AnchorHead.from_config(HeadConfig(), 256, Config().test, num_classes=20)
     torch.manual_seed(4)
     ref = _reference_head(20, 256, 256, 4, 5)
     for k, v in ref.state_dict().items():
@@ -330,11 +330,11 @@ def test_state_dict_keys_and_seeded_init_are_unchanged() -> None:
 
 def test_from_config_passes_the_sections_whole() -> None:
     cfg = Config()
-    hk = HeadConfig(num_classes=4, feat_channels=16, stacked_convs=2, anchor_strides=[8, 16],
+    hk = HeadConfig(feat_channels=16, stacked_convs=2, anchor_strides=[8, 16],
                     octave_base_scale=3.0, scales_per_octave=3, pos_iou_thr=0.7, neg_iou_thr=0.3,
                     min_pos_iou=0.1, ignore_iof_thr=0.5, focal_gamma=1.5, focal_alpha=0.5,
                     cls_loss_weight=2.0, reg_loss_weight=0.5)
-    head = AnchorHead.from_config(hk, 32, dataclasses.replace(cfg.test, score_thr=0.1, nms_pre=7))
+    head = AnchorHead.from_config(hk, 32, dataclasses.replace(cfg.test, score_thr=0.1, nms_pre=7), num_classes=4)
     assert head.num_classes == 4
     assert head.num_anchors == 3
     assert head.anchor_strides == [8, 16]
@@ -346,7 +346,8 @@ def test_from_config_passes_the_sections_whole() -> None:
     assert head.cls_convs[0][0].in_channels == 32
     assert len(head.cls_convs) == 2
     assert head.cls_out.out_channels == 12
-    paper = AnchorHead.from_config(cfg.model.head, cfg.model.neck.fpn_channels, cfg.test)
+    paper = AnchorHead.from_config(cfg.model.head, cfg.model.neck.fpn_channels, cfg.test,
+                                   num_classes=cfg.model.num_classes)
     assert paper.anchor_strides == [8, 16, 32, 64, 128]
     assert paper.post_process == WindowPostProcess(0.005, 1000)
     assert paper.criterion == AnchorLoss()

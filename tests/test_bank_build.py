@@ -237,8 +237,8 @@ def test_failed_videos_are_reported_and_the_rest_built(data: Data, tmp_path: Pat
     assert MemoryBank.open(tmp_path / "lib").videos == ["vid_a"]
 
     code = main(["bank", "build", "--config", str(DEMO), "--out", str(tmp_path / "cli"),
-                 "--weights", str(data.weights), "--quiet",
-                 f"data.annotations={ann}", f"data.videos={videos}"])
+                 "--weights", str(data.weights), "--no-progress",
+                 f"data.annotations={ann}", f"data.videos={videos}", "model.num_classes=1"])
     out, err = capsys.readouterr()
     assert code == 1
     assert "1 built" in out
@@ -285,10 +285,10 @@ def test_settings_mismatch_and_bad_inputs(data: Data, tmp_path: Path,
     shutil.copytree(data.bank_dir, bank_dir)
     other = load_config(DEMO, [f"data.annotations={data.ann}", f"data.videos={data.videos}",
                                "memory.dtype=float32"])
-    code = main(["bank", "build", "--config", "demo", "--out", str(bank_dir), "--quiet",
+    code = main(["bank", "build", "--config", "demo", "--out", str(bank_dir), "--no-progress",
                  "--weights", str(data.weights), f"data.annotations={data.ann}",
                  f"data.videos={data.videos}", "memory.dtype=float32",
-                 "model.backbone.drop_path_rate=0.2"])
+                 "model.backbone.drop_path_rate=0.2", "model.num_classes=1"])
     assert code == 2
     err = capsys.readouterr().err
     # one line naming only the settings that differ, old -> new
@@ -428,8 +428,9 @@ def test_sources_are_recorded_and_another_dataset_is_refused(data: Data, tmp_pat
     write_video(other / "vid_a.mp4", 40, fps=FPS, size=(64, 64), gop=8)
     write_video(other / "vid_b.mp4", 60, fps=FPS)
     shutil.copy(data.videos / "vid_c.mp4", other / "vid_c.mp4")
-    args = ["bank", "build", "--config", "demo", "--out", str(bank_dir), "--quiet",
-            "--weights", str(data.weights), f"data.annotations={data.ann}", f"data.videos={other}"]
+    args = ["bank", "build", "--config", "demo", "--out", str(bank_dir), "--no-progress",
+            "--weights", str(data.weights), f"data.annotations={data.ann}", f"data.videos={other}",
+            "model.num_classes=1"]
     before = (bank_dir / "meta.json").read_bytes()
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -461,8 +462,8 @@ def test_weights_path_spelled_another_way_resumes(data: Data, tmp_path: Path,
 def test_missing_videos_folder_is_one_error_and_leaves_no_bank(data: Data, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bank"
-    code = main(["bank", "build", "--config", "demo", "--out", str(out), "--quiet",
-                 f"data.annotations={data.ann}", f"data.videos={tmp_path / 'nope'}"])
+    code = main(["bank", "build", "--config", "demo", "--out", str(out), "--no-progress",
+                 f"data.annotations={data.ann}", f"data.videos={tmp_path / 'nope'}", "model.num_classes=1"])
     assert code == 2
     err = capsys.readouterr().err
     assert err == (f"error: data.videos: folder {tmp_path / 'nope'} does not exist; give the "
@@ -533,3 +534,148 @@ def test_an_empty_training_subset_is_an_error(data: Data, tmp_path: Path) -> Non
     with pytest.raises(TallformerError, match="validation"):  # from the annotations
         build_bank(cfg, tmp_path / "bank", weights=data.weights, progress=False)
     assert not (tmp_path / "bank").exists()
+
+
+# --------------------------------------------------------------------------- one build per folder, full disks
+
+
+def _cli_build(data: Data, out: Path, *extra: str) -> list[str]:
+    return ["bank", "build", "--config", "demo", "--out", str(out), "--weights", str(data.weights),
+            "--batch-chunks", "4", "--no-progress", f"data.annotations={data.ann}", f"data.videos={data.videos}",
+            "model.num_classes=1", *extra]
+
+
+def _same_bank(a: Path, b: Path) -> None:
+    ma, mb = MemoryBank.open(a), MemoryBank.open(b)
+    assert ma.fingerprint() == mb.fingerprint()
+    for video in TRAIN:
+        assert np.array_equal(ma.read(video, 0, ma.num_rows(video)), mb.read(video, 0, mb.num_rows(video)))
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def test_a_class_count_that_does_not_fit_the_annotations_is_one_line(data: Data, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The check `train` makes, made by `bank build` before it builds anything."""
+    args = _cli_build(data, tmp_path / "bank")
+    assert main([*args, "model.num_classes=5"]) == 2
+    assert capsys.readouterr().err == (f"error: {data.ann} has 1 classes but model.num_classes is 5; "
+                                       "set model.num_classes=1\n")
+    assert not (tmp_path / "bank").exists()
+
+
+def test_a_second_build_into_a_folder_being_built_is_refused(data: Data, tmp_path: Path) -> None:
+    """Build A stops itself (SIGSTOP) right after taking the folder; build B into the same
+    folder is refused in one line naming A; A then ends with the bank a build alone gives."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "bank"
+    driver = tmp_path / "pause_after_lock.py"
+    driver.write_text(
+        "import contextlib, os, signal, sys\n"
+        "import tallformer.engine.run_lock as run_lock\n"
+        "real = run_lock.hold_folder\n"
+        "@contextlib.contextmanager\n"
+        "def hold(*args, **kwargs):\n"
+        "    with real(*args, **kwargs) as folder:\n"
+        "        os.kill(os.getpid(), signal.SIGSTOP)\n"
+        "        yield folder\n"
+        "run_lock.hold_folder = hold\n"
+        "from tallformer.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    first = subprocess.Popen([sys.executable, str(driver), *_cli_build(data, out)], env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while Path(f"/proc/{first.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = subprocess.run([sys.executable, "-m", "tallformer", *_cli_build(data, out)], env=_env(),
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        (line,) = second.stderr.splitlines()
+        assert line.startswith(f"error: {out} is in use by tallformer bank build (pid {first.pid} on host "), line
+        assert line.endswith("), or choose another --out"), line
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    _same_bank(out, data.bank_dir)
+
+
+def test_a_bank_too_big_for_its_disk_is_one_line_and_a_rerun_with_space_finishes_it(data: Data,
+                                                                                    tmp_path: Path) -> None:
+    """A real small file system with less free space than the bank needs: the build stops
+    before the backbone runs, in one line with the numbers (it used to die of SIGBUS,
+    writing memory-mapped rows the disk could not hold); freed, the same command builds
+    the bank a build elsewhere gives."""
+    import subprocess
+    import sys
+
+    from helpers import SmallDisk
+
+    disk = SmallDisk(tmp_path / "disk", "1m")
+    try:
+        disk.fill(leave=40 * 1024)  # room for the files' headers and meta.json, not for the rows
+        out = disk.path / "bank"
+        command = [sys.executable, "-m", "tallformer", *_cli_build(data, out)]
+        proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+        (line,) = proc.stderr.splitlines()
+        found = re.fullmatch(rf"error: no space left on tmpfs at {re.escape(str(disk.path))} for the memory bank "
+                             rf"{re.escape(str(out))}: needs (\d+\.\d) kB, (\d+\.\d) kB free; free space there "
+                             r"or choose another --out", line)
+        assert found, line
+        assert float(found[1]) > 41 > float(found[2]) > 30  # 88 rows of 192 fp16 features, 40 KiB left
+        assert not (out / "meta.json").exists()
+        disk.free()
+        proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _same_bank(out, data.bank_dir)
+    finally:
+        disk.unmount()
+
+
+def test_a_disk_that_fills_up_during_the_build_keeps_the_finished_videos(data: Data, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up (another program) once the first video is finished: the build
+    stops with one error naming the file and the cause; the finished video stays finished,
+    and a re-run with space again gives the whole bank."""
+    from helpers import SmallDisk
+    from tallformer.errors import OutputError
+
+    disk = SmallDisk(tmp_path / "disk", "1m")
+    try:
+        out = disk.path / "bank"
+        real = MemoryBank.mark_complete
+
+        def then_fill(self: MemoryBank, video: str, complete: bool = True) -> None:
+            real(self, video, complete)
+            disk.fill()  # every byte left, for the next write
+
+        monkeypatch.setattr(MemoryBank, "mark_complete", then_fill)
+        with pytest.raises(OutputError) as caught:
+            build_bank(data.cfg, out, weights=data.weights, batch_chunks=2, progress=False)
+        message = str(caught.value)
+        assert message.startswith(f"cannot write {out / 'meta.json'}: no space left on the device ("), message
+        assert "\n" not in message
+        monkeypatch.undo()
+        bank = MemoryBank.open(out)
+        assert bank.is_complete("vid_a")
+        assert not bank.is_complete("vid_b")
+        disk.free()
+        report = build_bank(data.cfg, out, weights=data.weights, progress=False)
+        assert report.skipped == ["vid_a"]
+        assert report.ok
+        _same_bank(out, data.bank_dir)
+    finally:
+        disk.unmount()

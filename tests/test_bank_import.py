@@ -56,7 +56,7 @@ def _original_bank(root: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
 def test_import_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     val, ann, rows = _original_bank(tmp_path)
     out = tmp_path / "bank"
-    code = main(["bank", "import", str(val), "--out", str(out), "--config", "thumos14_swin_b", "--quiet",
+    code = main(["bank", "import", str(val), "--out", str(out), "--config", "thumos14_swin_b", "--no-progress",
                  *OVERRIDES, f"data.annotations={ann}"])
     captured = capsys.readouterr()
     assert code == 1  # three training videos do not fit
@@ -78,7 +78,7 @@ def test_import_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
     # fp32: the rows bit for bit; a re-run resumes (finished videos are skipped)
     out32 = tmp_path / "bank32"
-    args = ["bank", "import", str(val), "--out", str(out32), "--config", "thumos14_swin_b", "--quiet",
+    args = ["bank", "import", str(val), "--out", str(out32), "--config", "thumos14_swin_b", "--no-progress",
             "--dtype", "float32", *OVERRIDES, f"data.annotations={ann}"]
     assert main(args) == 1
     assert main(args) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -117,3 +119,74 @@ def test_a_closed_pipe_ends_quietly():
                          capture_output=True, text=True, timeout=120)
     assert res.stdout == "x" * 100 + "\n"
     assert res.stderr == ""
+
+
+def _every_parser() -> list[tuple[str, argparse.ArgumentParser]]:
+    """(command path, parser) of `tallformer` and every subcommand, nested ones included."""
+    out: list[tuple[str, argparse.ArgumentParser]] = []
+
+    def walk(path: str, parser: argparse.ArgumentParser) -> None:
+        out.append((path, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(f"{path} {name}".strip(), child)
+
+    walk("", build_parser())
+    return out
+
+
+def test_every_stated_default_is_the_options_default():
+    """An option's help "(default N)" / "(default: WxH)" says the value argparse uses."""
+    checked = 0
+    for path, parser in _every_parser():
+        for action in parser._actions:
+            m = re.search(r"\(default:? ([^),]+)", action.help or "")
+            value = action.default
+            if not m or isinstance(value, bool) or not isinstance(value, (int, float, tuple)):
+                continue
+            stated = m.group(1).split()[0]
+            shown = "x".join(str(v) for v in value) if isinstance(value, tuple) else f"{value:g}"
+            assert stated == shown, f"tallformer {path} {action.option_strings}: help says {stated}, default {shown}"
+            checked += 1
+    assert checked >= 10
+
+
+def test_every_command_spells_the_shared_options_the_same_way():
+    """--no-progress (never --quiet in the help), --device DEV taking auto/cpu/cuda/cuda:1
+    with the config's train.device as default, and a bare command group exits 2 with help."""
+    progress = device = 0
+    for path, parser in _every_parser():
+        options = {s: a for a in parser._actions for s in a.option_strings}
+        shown = [s for s, a in options.items() if a.help != argparse.SUPPRESS]
+        assert "--quiet" not in shown, f"tallformer {path}: --quiet (use --no-progress)"
+        if "--no-progress" in options:
+            a = options["--no-progress"]
+            assert (a.dest, a.default, a.nargs, a.const) == ("no_progress", False, 0, True), path
+            progress += 1
+        if "--device" in options:
+            a = options["--device"]
+            assert (a.metavar, a.default) == ("DEV", None), f"tallformer {path} --device"
+            assert a.help.startswith("auto, cpu, cuda, cuda:1 (default: train.device"), f"tallformer {path} --device"
+            device += 1
+    assert progress >= 7
+    assert device >= 3
+
+
+@pytest.mark.parametrize("group", ["", "bank", "prepare"])
+def test_a_bare_command_group_prints_help_and_exits_2(group, capsys):
+    assert main([group] if group else []) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: tallformer {group}".rstrip())
+
+
+def test_bank_quiet_still_works_with_a_one_line_note(tmp_path):
+    from tallformer.commands.common import add_progress_argument
+
+    parser = argparse.ArgumentParser()
+    add_progress_argument(parser, old="--quiet")
+    assert parser.parse_args([]).no_progress is False
+    assert parser.parse_args(["--no-progress"]).no_progress is True
+    res = run("bank", "merge", "--quiet", "--out", str(tmp_path / "m"), str(tmp_path / "nothing"))
+    assert res.stderr.splitlines()[0] == "warning: --quiet is deprecated and will be removed; use --no-progress (the same)"
+    assert res.returncode == 2  # then the command runs as with --no-progress (here: no such bank)

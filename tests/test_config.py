@@ -188,3 +188,30 @@ def test_config_errors_are_tallformer_errors():
     from tallformer.errors import TallformerError
 
     assert issubclass(ConfigError, TallformerError)
+
+
+def test_older_names_load_with_a_note(tmp_path):
+    """Configs (and the configs saved in checkpoints) written with `model.kind: thumos14` and
+    `model.head.num_classes` load under today's names, with one note each."""
+    from tallformer.config import config_from_dict
+    from tallformer.errors import TallformerWarning
+
+    old = {"model": {"kind": "thumos14", "head": {"num_classes": 5, "feat_channels": 32}}}
+    with pytest.warns(TallformerWarning) as notes:
+        cfg = config_from_dict(old, "ckpt.pt (saved config)")
+    assert (cfg.model.kind, cfg.model.num_classes, cfg.model.head.feat_channels) == ("anchor", 5, 32)
+    assert old["model"]["head"]["num_classes"] == 5  # the given dict is not changed
+    texts = sorted(str(n.message) for n in notes)
+    assert len(texts) == 2
+    assert texts[0].startswith("ckpt.pt (saved config): 'model.head.num_classes' is now 'model.num_classes'")
+    assert texts[1].startswith("ckpt.pt (saved config): model.kind: thumos14 is now model.kind: anchor")
+    path = tmp_path / "old.yaml"
+    path.write_text("model:\n  kind: thumos14\n  head:\n    num_classes: 3\n")
+    with pytest.warns(TallformerWarning, match="is now"):
+        assert load_config(path).model.num_classes == 3
+    with pytest.warns(TallformerWarning, match="'model.head.num_classes' is now 'model.num_classes'"):
+        assert load_config("demo", ["model.head.num_classes=7"]).model.num_classes == 7
+    with pytest.warns(TallformerWarning, match="model.kind: thumos14 is now model.kind: anchor"):
+        assert load_config("demo", ["model.kind=thumos14"]).model.kind == "anchor"
+    with pytest.raises(ConfigError, match="both set"):
+        config_from_dict({"model": {"num_classes": 4, "head": {"num_classes": 5}}})

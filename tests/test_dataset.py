@@ -20,7 +20,6 @@ from tallformer.data.annotations import (
     video_fps,
 )
 from tallformer.data.sampler import VideoExclusiveSampler
-from tallformer.data.transforms import test_transform
 from tallformer.data.video import VideoError, open_source
 from tallformer.data.windows import crop_segments, sample_train_window
 from tallformer.errors import TallformerError
@@ -330,42 +329,6 @@ def test_config_mismatches_are_errors(videos_dir):
             pytest.warns(UserWarning, match="no instance of a known class"), \
             pytest.warns(UserWarning, match="labels outside the class list"):
         D.TrainDataset(_annotations(), videos_dir, _cfg(), ["Dance"], chunk_size=CHUNK)
-
-
-# ------------------------------------------------------------------------ test windows
-
-
-def test_test_dataset_windows_and_clips(videos_dir):
-    cfg = _cfg(test_subset="validation")
-    ds = D.TestDataset(_annotations(), videos_dir, cfg, CLASSES)
-    # stride int(64 * 0.75) = 48: vid_a 150 -> 0, 48, 96 (54 frames); vid_b one window; vid_c 2
-    assert [(w[0], w[1], w[2]) for w in ds.windows] == [
-        ("vid_a", 0, 64), ("vid_a", 48, 64), ("vid_a", 96, 54), ("vid_b", 0, 40),
-        ("vid_c", 0, 64), ("vid_c", 48, 52),
-    ]
-    item = ds[2]
-    assert item["clip"].shape == (3, 64, 56, 56)
-    assert item["clip"].dtype == torch.float32
-    assert (item["video_id"], item["offset"], item["length"], item["video_frames"]) == ("vid_a", 96, 54, 150)
-    assert item["fps"] == FPS
-    assert torch.all(item["clip"][:, 54:] == 0)
-    source = open_source(videos_dir / "vid_a.mp4", FPS, (64, 64))
-    ref = test_transform(source.read(96, 150), 56, cfg.mean, cfg.std)
-    source.close()
-    torch.testing.assert_close(item["clip"][:, :54], ref, rtol=0, atol=0)
-
-    batch = D.collate_test([ds[0], ds[3]])
-    assert batch["clip"].shape == (2, 3, 64, 56, 56)
-    assert batch["video_id"] == ["vid_a", "vid_b"]
-    assert batch["offset"] == [0, 0]
-    assert batch["length"] == [64, 40]
-    assert batch["video_frames"] == [150, 40]
-
-
-def test_test_dataset_default_subset(videos_dir):
-    ds = D.TestDataset(_annotations(), videos_dir, _cfg(), CLASSES)
-    assert ds.subset == "test"
-    assert [w[0] for w in ds.windows] == ["vid_t", "vid_t"]
 
 
 # ------------------------------------------------------------------------ padded repeats

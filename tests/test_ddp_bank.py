@@ -51,10 +51,10 @@ def _worker(ann: str, videos: str, bank_dir: str, log_dir: str, epochs: int) -> 
     from helpers import train_epochs
     from tallformer.data.annotations import load_annotations
     from tallformer.engine.distributed import wrap_ddp
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.loader import make_train_loader
     from tallformer.engine.optim import make_optimizer
     from tallformer.memory.bank import MemoryBank
-    from tallformer.models.detector import build_detector
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -90,12 +90,12 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
     from helpers import random_bank
     from tallformer.data.annotations import load_annotations
     from tallformer.data.synthetic import generate_synthetic_dataset
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.loader import make_train_loader
     from tallformer.engine.optim import make_optimizer
     from tallformer.engine.run_bank import training_frame_counts
     from tallformer.engine.step import train_step
     from tallformer.memory.bank import MemoryBank
-    from tallformer.models.detector import build_detector
 
     ann_path = generate_synthetic_dataset(tmp_path / "data", 6, seed=1, min_length=10,
                                           max_length=14, val_fraction=0.2, progress=False)

@@ -97,6 +97,7 @@ def test_training_log_checkpoints_and_the_loss_fell(quick_run: tuple[Path, str])
     assert summary["quick"] is True
     assert summary["loss"] == {"first": first, "last": last, "steps": 50}
     assert set(summary["seconds"]) == {"data", "bank", "training", "test", "figures", "total"}
+    assert "intra-op thread(s)" in summary["arithmetic"] or summary["arithmetic"].startswith("cuda")
     # the bank was built (stage 2) and is the one training used (the engine did not rebuild it)
     assert (run / "bank" / "meta.json").is_file()
 

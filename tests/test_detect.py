@@ -24,7 +24,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     from tallformer.data.annotations import load_annotations
     from tallformer.data.synthetic import generate_synthetic_dataset
     from tallformer.engine.checkpoint import save_checkpoint
-    from tallformer.models.detector import build_detector
+    from tallformer.engine.factory import build_detector
 
     root = tmp_path_factory.mktemp("detect")
     ann = generate_synthetic_dataset(root / "syn", 2, seed=5, min_length=9, max_length=12,
@@ -134,7 +134,8 @@ def test_python_api_detects_with_filters_and_frame_folders(setup, detected, tmp_
     import tallformer
     from tallformer.commands.detect import write_outputs
     from tallformer.data.video import open_source, save_image
-    from tallformer.engine.infer import Detection, Detector
+    from tallformer.engine.infer import Detector
+    from tallformer.engine.results import Detection
 
     out, _, _ = detected
     stem = setup["a"].stem
@@ -166,3 +167,54 @@ def test_importing_the_package_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_png_and_viewer_show_the_demos_display_threshold_json_keeps_all(setup, detected, tmp_path,
+                                                                         monkeypatch) -> None:
+    import tallformer.plots
+    from tallformer.viewer import (
+        DISPLAY_MAX_THRESHOLD,
+        DISPLAY_SHOWN,
+        default_threshold,
+    )
+
+    out, _, _ = detected
+    stem = setup["a"].stem
+    dets = json.loads((out / f"{stem}.json").read_text())["results"][stem]
+    scores = [d["score"] for d in dets]
+    assert len(dets) > DISPLAY_SHOWN  # an untrained detector keeps many weak detections
+
+    drawn: list[tuple[list, str]] = []
+    plot = tallformer.plots.plot_timeline
+
+    def recording_plot(path, detections, classes, duration, **kw):  # type: ignore[no-untyped-def]
+        drawn.append((list(detections), kw["title"]))
+        return plot(path, detections, classes, duration, **kw)
+
+    monkeypatch.setattr(tallformer.plots, "plot_timeline", recording_plot)
+    for extra, cut in (((), default_threshold(scores)), (("--display-threshold", "0.05"), 0.05)):
+        drawn.clear()
+        o = tmp_path / f"o{len(extra)}"
+        assert main(["detect", str(setup["a"]), "--checkpoint", str(setup["ckpt"]), "--out", str(o),
+                     "--no-progress", *extra]) == 0
+        (shown, title), = drawn
+        assert cut <= DISPLAY_MAX_THRESHOLD
+        assert [d[3] for d in shown] == [s for s in scores if s >= cut]
+        assert len(shown) >= min(DISPLAY_SHOWN, len(scores)) if not extra else len(shown) < len(dets)
+        assert title == f"{stem}: {len(shown)} of {len(dets)} detections with score >= {cut:g} (model)"
+        # the JSON keeps every detection; the viewer embeds them all and starts its slider at the cut
+        assert json.loads((o / f"{stem}.json").read_text())["results"][stem] == dets
+        page = (o / f"{stem}.html").read_text()
+        embedded = json.loads(re.search(r'<script type="application/json" id="viewer-data">(.*?)</script>',
+                                        page, re.S).group(1))
+        assert len(embedded["detections"]) == len(dets)
+        assert embedded["threshold"] == cut
+        assert embedded["video"]["fps"] == embedded["video"]["source_fps"] == 15.0  # decode rate, the file's own
+
+
+@pytest.mark.parametrize(("option", "value"), [("--score-threshold", "1.5"), ("--score-threshold", "-0.1"),
+                                               ("--display-threshold", "2")])
+def test_a_threshold_outside_0_1_is_one_line(setup, option, value, capsys) -> None:
+    assert main(["detect", str(setup["a"]), "--checkpoint", str(setup["ckpt"]), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {option} must be a score from 0 to 1, got {float(value):g}\n"

@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from tallformer.config import Config, ConfigError, load_config, shipped_config_path
+from tallformer.engine.factory import build_detector, parameter_counts
 from tallformer.errors import TallformerWarning
-from tallformer.models import count_parameters, parameter_counts
-from tallformer.models.detector import TALLFormer, build_detector, num_tokens
+from tallformer.models import count_parameters
+from tallformer.models.anchor_detector import TALLFormer
+from tallformer.models.shared import num_tokens
 
 DEMO = shipped_config_path("demo")
 

@@ -14,14 +14,11 @@ import torch
 from tallformer.config import Config, load_config
 from tallformer.data.video import VideoError
 from tallformer.data.windows import test_windows
-from tallformer.engine.infer import (
-    _Stats,
-    infer_video,
-    merge_video_detections,
-    plan_windows,
-    window_stride,
-)
+from tallformer.engine.families.anchor import plan_windows, window_stride
+from tallformer.engine.family import InferenceStats
+from tallformer.engine.infer import infer_video
 from tallformer.models import Detections
+from tallformer.models.postprocess import merge_video_detections
 
 
 def _windows() -> list[Detections]:
@@ -84,7 +81,7 @@ class _FakeSource:
 
 @pytest.fixture(scope="module")
 def demo_model():
-    from tallformer.models.detector import build_detector
+    from tallformer.engine.factory import build_detector
 
     torch.manual_seed(0)
     return build_detector(load_config("demo")).eval()
@@ -128,7 +125,7 @@ def test_a_detection_in_the_overlap_of_two_windows_comes_out_once() -> None:
 def test_chunk_reuse_gives_the_detections_of_recomputing_every_window(demo_model) -> None:
     cfg = _cfg("test.batch_size=2")
     n = 400  # windows 0, 96, 192, 288; 13 chunks, the last one partial
-    reuse, recompute = _Stats(), _Stats()
+    reuse, recompute = InferenceStats(), InferenceStats()
     a = infer_video(demo_model, cfg, _FakeSource(n), stats=reuse)
     b = infer_video(demo_model, cfg, _FakeSource(n), stats=recompute, reuse_chunks=False)
     assert len(a) > 0
@@ -143,7 +140,7 @@ def test_chunk_reuse_gives_the_detections_of_recomputing_every_window(demo_model
 def test_chunk_reuse_pads_past_the_end_with_one_shared_zero_chunk(demo_model) -> None:
     cfg = _cfg()
     n = 40  # one window [0, 40): chunk 0 full, chunk 1 partial, chunks 2 and 3 all padding
-    stats = _Stats()
+    stats = InferenceStats()
     a = infer_video(demo_model, cfg, _FakeSource(n), stats=stats)
     b = infer_video(demo_model, cfg, _FakeSource(n), reuse_chunks=False)
     assert stats.backbone_chunks == 3  # 2 real chunks + the zero chunk, computed once
@@ -154,7 +151,8 @@ def test_chunk_reuse_pads_past_the_end_with_one_shared_zero_chunk(demo_model) ->
 
 def test_original_protocol_equals_windowing_each_window_by_hand(demo_model) -> None:
     from tallformer.data.transforms import test_transform
-    from tallformer.engine.infer import _merge
+    from tallformer.engine.families.anchor import AnchorInference
+    from tallformer.engine.family import ResultSet, VideoContext
 
     cfg = _cfg("test.protocol=original", "data.test_overlap=0.3")  # stride 89: off the chunk grid
     n = 300
@@ -171,7 +169,8 @@ def test_original_protocol_equals_windowing_each_window_by_hand(demo_model) -> N
             clip[:, :length] = x
             outputs = demo_model.forward_infer(clip[None])
             per_window += demo_model.predict(outputs, [length], [start])
-    expected = _merge(per_window, 15.0, cfg)
+    merge = AnchorInference(demo_model, cfg, torch.device("cpu")).merge
+    expected = merge(per_window, VideoContext("fake", 15.0, n), ResultSet())
     got = infer_video(demo_model, cfg, _FakeSource(n))
     assert torch.equal(got.segments, expected.segments)
     assert torch.equal(got.scores, expected.scores)
@@ -195,7 +194,7 @@ def test_memory_does_not_grow_with_the_video(demo_model) -> None:
     cfg = _cfg()
     peaks = []
     for n in (300, 1500):
-        stats = _Stats()
+        stats = InferenceStats()
         infer_video(demo_model, cfg, _FakeSource(n), stats=stats)
         peaks.append(stats.peak_frames)
     # at most the current window plus the decoder's queue (one window and two chunks)

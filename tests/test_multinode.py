@@ -32,8 +32,9 @@ from tallformer.config import load_config
 from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import load_checkpoint
 from tallformer.engine.distributed import Processes, node_layout
+from tallformer.engine.node_shards import node_train_loader
 from tallformer.engine.run_bank import claim_shards, merge_node_banks
-from tallformer.engine.train import TrainingError, node_train_loader, train
+from tallformer.engine.train import TrainingError, train
 from tallformer.memory.bank import BankError, MemoryBank
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,8 +180,8 @@ def _node0_of_2() -> Processes:
 
 def test_a_node_builds_copies_or_opens_only_its_own_videos(data, tmp_path):
     from tallformer.engine.bank_build import build_bank
-    from tallformer.engine.train import _open_node_bank
-    from tallformer.models.detector import build_detector
+    from tallformer.engine.factory import build_detector
+    from tallformer.engine.run_bank import open_run_bank
 
     frames: dict[str, int] = data["frames"]  # type: ignore[assignment]
     split = assign_nodes(frames, 2, seed=10)
@@ -189,7 +190,7 @@ def test_a_node_builds_copies_or_opens_only_its_own_videos(data, tmp_path):
     torch.manual_seed(cfg.seed)
     model = build_detector(cfg)
     # no memory.bank_dir: the node builds its own videos from the initial backbone
-    built = _open_node_bank(cfg, tmp_path / "n_build", model, own, _node0_of_2(), progress=False)
+    built = open_run_bank(cfg, tmp_path / "n_build", model, own, _node0_of_2(), node_local=True, progress=False)
     assert built is not None
     assert sorted(built.videos) == sorted(split[0])
     assert all(built.is_complete(v) for v in built.videos)
@@ -200,7 +201,7 @@ def test_a_node_builds_copies_or_opens_only_its_own_videos(data, tmp_path):
                                np.load(alone.path(video)).astype(np.float32), rtol=1e-2, atol=1e-3)
     # from memory.bank_dir: a copy of the node's videos only
     copy_cfg = _cfg(data["annotations"], data["videos"], f"memory.bank_dir={data['initial']}")
-    copied = _open_node_bank(copy_cfg, tmp_path / "n_copy", model, own, _node0_of_2(), progress=False)
+    copied = open_run_bank(copy_cfg, tmp_path / "n_copy", model, own, _node0_of_2(), node_local=True, progress=False)
     assert copied is not None
     assert sorted(copied.videos) == sorted(split[0])
     assert copied.root == tmp_path / "n_copy" / "bank"
@@ -210,7 +211,7 @@ def test_a_node_builds_copies_or_opens_only_its_own_videos(data, tmp_path):
     mine.mark_complete(other, False)
     place_cfg = _cfg(data["annotations"], data["videos"], f"memory.bank_dir={tmp_path / 'users'}",
                      "memory.in_place=true")
-    placed = _open_node_bank(place_cfg, tmp_path / "n_place", model, own, _node0_of_2(), progress=False)
+    placed = open_run_bank(place_cfg, tmp_path / "n_place", model, own, _node0_of_2(), node_local=True, progress=False)
     assert placed is not None
     assert placed.root == tmp_path / "users"
     assert not (tmp_path / "n_place" / "bank").exists()
@@ -310,8 +311,8 @@ def _replay(data: dict[str, object], shards: list[list[str]], tmp_path: Path, sn
     """One process runs node 0's and node 1's batches step by step on one copy of the
     initial bank: (the bank after `snapshot_at` steps, the bank after STEPS)."""
     from tallformer.data.annotations import load_annotations
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.optim import make_optimizer
-    from tallformer.models.detector import build_detector
 
     cfg = _cfg(data["annotations"], data["videos"])
     threads = torch.get_num_threads()
@@ -339,7 +340,7 @@ def _replay(data: dict[str, object], shards: list[list[str]], tmp_path: Path, sn
 
 def _merge_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run([sys.executable, "-m", "tallformer", "bank", "merge", "--quiet", *args],
+    return subprocess.run([sys.executable, "-m", "tallformer", "bank", "merge", "--no-progress", *args],
                           env=env, capture_output=True, text=True, timeout=120)
 
 

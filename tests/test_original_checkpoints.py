@@ -26,14 +26,15 @@ from original_release import (
 )
 from tallformer.cli import main
 from tallformer.config import load_config
-from tallformer.engine.infer import Detector, infer_video, load_model
-from tallformer.models.detector import build_detector
+from tallformer.engine.checkpoint import load_model
+from tallformer.engine.factory import build_detector
+from tallformer.engine.infer import Detector, infer_video
+from tallformer.engine.model_import import convert_original_checkpoint
+from tallformer.engine.run_layout import MODEL_FORMAT
 from tallformer.models.original_checkpoints import (
     ANET_MAP,
-    MODEL_FORMAT,
     THUMOS14_CLASSES,
     THUMOS14_MAP,
-    convert_original_checkpoint,
     original_kind,
 )
 from tallformer.models.weights import WeightsError
@@ -123,7 +124,7 @@ def _frames_folder(video: Path, folder: Path, fps: float, size: tuple[int, int])
 def test_thumos14_same_detections_mp4_frames_test_and_init_from(
         th14: types.SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
     from tallformer.data.video import open_source
-    from tallformer.engine.train import _Run
+    from tallformer.engine.train import _init_from
 
     cfg = load_config("thumos14_swin_b", TINY_TH14)
     videos = th14.root / "videos"
@@ -168,10 +169,10 @@ def test_thumos14_same_detections_mp4_frames_test_and_init_from(
     assert [(r["segment"][0], r["segment"][1], r["label"]) for r in rows] == [w[:3] for w in want]
 
     # model.init_from: a fresh run starts from exactly these weights
-    run = types.SimpleNamespace(detector=build_detector(cfg), classes=list(THUMOS14_CLASSES))
-    _Run._init_from(run, str(th14.out))  # type: ignore[arg-type]
+    detector = build_detector(cfg)
+    _init_from(detector, str(th14.out), list(THUMOS14_CLASSES))
     for key, value in th14.model.state_dict().items():
-        assert torch.equal(run.detector.state_dict()[key], value), key
+        assert torch.equal(detector.state_dict()[key], value), key
     loaded = load_model(th14.out, device="cpu")
     assert (loaded.epoch, loaded.step) == (700, 12345)
 
@@ -258,7 +259,7 @@ def test_anet_conversion_is_exact(tmp_path: Path, capsys: pytest.CaptureFixture[
     torch.save(bad, tmp_path / "checkpoint-9.ckpt")
     err = _one_line_error(["convert-weights", "--src", str(tmp_path / "checkpoint-9.ckpt"), "--out", str(out),
                            "--config", "thumos14_swin_b", "--classes", str(names)], capsys)
-    assert "model.kind=thumos14" in err
+    assert "model.kind=anchor" in err
     assert "anet_swin_b" in err
 
 

@@ -93,3 +93,23 @@ def test_timeline_png(tmp_path: Path) -> None:
     assert imread(full).shape[0] > imread(used).shape[0]  # 8 lanes against 2
     assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file left
     assert safe_name("Golf/Swing ") == "Golf_Swing"
+
+
+def test_every_pr_figure_names_its_axes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tallformer.plots
+
+    gt, pred = _data(3)
+    labels: dict[str, tuple[str, str]] = {}
+    save = tallformer.plots._save
+
+    def recording_save(fig, path, dpi=120):  # type: ignore[no-untyped-def]
+        axes = [ax for ax in fig.axes if ax.axison]
+        x = fig.get_supxlabel() or axes[0].get_xlabel()
+        y = fig.get_supylabel() or axes[0].get_ylabel()
+        labels[Path(path).name] = (x, y)
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(tallformer.plots, "_save", recording_save)
+    plot_pr_curves(tmp_path, gt, pred, (0.5, 0.7), "test", ignore_unknown_labels=True)
+    assert set(labels) == {"pr_Cricket_Bowling.png", "pr_Diving.png", "pr_curves.png"}
+    assert all(xy == ("recall", "precision") for xy in labels.values()), labels

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tallformer.config import load_config
-from tallformer.engine.run_bank import RUN_BANK_RECORD, open_training_bank
+from tallformer.engine.run_bank import open_training_bank
+from tallformer.engine.run_layout import BANK_RECORD
 from tallformer.errors import TallformerWarning
 from tallformer.memory.bank import BankError, MemoryBank
 
@@ -35,7 +36,7 @@ def test_copy_is_made_once_recorded_and_reused(tmp_path):
     run = tmp_path / "run"
     bank = open_training_bank(cfg_for(tmp_path / "src"), run, FRAMES, feature_dim=8)
     assert bank.path("a").is_relative_to(run)
-    text = (run / RUN_BANK_RECORD).read_text()
+    text = (run / BANK_RECORD).read_text()
     record = json.loads(text)
     assert text == json.dumps(record, indent=2)  # the record's bytes: indent 2, no newline
     assert record == {"source": str((tmp_path / "src").resolve()),
@@ -102,6 +103,6 @@ def test_bank_from_other_weights_is_warned(tmp_path):
 def test_unreadable_run_record_is_named(tmp_path):
     make_bank(tmp_path / "src")
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / RUN_BANK_RECORD).write_text("{oops")
+    (tmp_path / "run" / BANK_RECORD).write_text("{oops")
     with pytest.raises(BankError, match=r"bank\.json: cannot read this run's bank record"):
         open_training_bank(cfg_for(tmp_path / "src"), tmp_path / "run", FRAMES, 8)

@@ -17,12 +17,12 @@ from tallformer.config import ConfigError, load_config, shipped_config_path
 from tallformer.data.annotations import load_annotations
 from tallformer.data.synthetic import generate_synthetic_dataset
 from tallformer.data.video import open_source
+from tallformer.engine.factory import build_detector
 from tallformer.engine.loader import make_train_loader
 from tallformer.engine.optim import make_optimizer
 from tallformer.engine.run_bank import training_frame_counts
 from tallformer.engine.step import NonFiniteLossError, train_step, write_back
 from tallformer.memory.bank import BankError, MemoryBank
-from tallformer.models.detector import build_detector
 
 CHUNK = 32
 RPC = CHUNK // 2  # bank rows per chunk

@@ -16,17 +16,18 @@ from tallformer.data.synthetic import (
     CLASS_COLOURS,
     CLASS_NAMES,
     DRIFT_CLASS_NAMES,
+    DRIFT_SPEED,
     DRIFT_VELOCITY,
     MAX_INSTANCE_S,
     MIN_INSTANCE_S,
     TASKS,
     annotation_dict,
-    dataset_folder,
     generate_synthetic_dataset,
     plan_dataset,
     render_frames,
 )
 from tallformer.data.video import iter_frames, probe_video
+from tallformer.engine.run_layout import synthetic_dir
 
 SMALL = {"min_length": 8.0, "max_length": 12.0}
 
@@ -179,6 +180,24 @@ def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "\nerror: num_classes must be between 1 and 8" in capsys.readouterr().err
 
 
+def test_prepare_synthetic_help_states_the_generators_instance_lengths() -> None:
+    import argparse
+    import re
+
+    from tallformer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    prepare = sub.choices["prepare"]
+    inner = next(a for a in prepare._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(inner.choices["synthetic"].description.split())
+    assert re.findall(r"unfolding over ([\d.]+)-([\d.]+) s", text) == [(f"{MIN_INSTANCE_S:g}", f"{MAX_INSTANCE_S:g}")]
+    # and the lengths the generator plans lie in that range
+    lengths = [(e.stop - e.start) / 15.0 for v in plan_dataset(20, 0) for e in v.events if e.complete]
+    assert lengths
+    assert min(lengths) >= MIN_INSTANCE_S
+    assert max(lengths) <= MAX_INSTANCE_S + 1 / 15
+
+
 # ----------------------------------------------------------------------------- the drift task
 
 
@@ -186,19 +205,20 @@ def test_drift_plans_the_same_events_with_its_own_class_names() -> None:
     shapes = plan_dataset(5, 2, **SMALL)
     drift = plan_dataset(5, 2, task="drift", **SMALL)
     assert [v.events for v in drift] == [v.events for v in shapes]
-    assert {v.task for v in drift} == {"drift"} and {v.task for v in shapes} == {"shapes"}
+    assert {v.task for v in drift} == {"drift"}
+    assert {v.task for v in shapes} == {"shapes"}
     assert plan_dataset(5, 2, task="shapes", **SMALL) == shapes  # the default task
     labels = {a["label"] for v in annotation_dict(drift, 4)["database"].values() for a in v["annotations"]}
     assert labels == set(DRIFT_CLASS_NAMES)
-    assert dataset_folder("shapes") == Path("data/synthetic")
-    assert dataset_folder("drift") == Path("data/synthetic_drift")
+    assert synthetic_dir("shapes") == Path("data/synthetic")
+    assert synthetic_dir("drift") == Path("data/synthetic_drift")
     with pytest.raises(PrepareError, match="num_classes must be between 1 and 4"):
         plan_dataset(2, 0, num_classes=5, task="drift")
     with pytest.raises(PrepareError, match="unknown synthetic task 'spin'; choose one of shapes, drift"):
         plan_dataset(2, 0, task="spin")
 
 
-def test_drift_texture_slides_one_pixel_a_frame_the_class_way() -> None:
+def test_drift_texture_slides_the_class_way() -> None:
     """Inside the disk, frame t+1 is frame t shifted by the class's velocity (and not by the
     opposite one); the disk itself does not move, and every class is drawn in the same colours."""
     videos = plan_dataset(4, 1, task="drift", size=(36, 36), **SMALL)
@@ -209,7 +229,7 @@ def test_drift_texture_slides_one_pixel_a_frame_the_class_way() -> None:
             h, w = video.size
             cx, cy = round(e.position[0] * w), round(e.position[1] * h)
             inner = (slice(cy - 4, cy + 4), slice(cx - 4, cx + 4))  # well inside the disk
-            dx, dy = DRIFT_VELOCITY[e.label]
+            dx, dy = (DRIFT_SPEED * v for v in DRIFT_VELOCITY[e.label])
             a, b = frames[e.start], frames[e.start + 1]
             moved = np.roll(a, (dy, dx), axis=(0, 1))
             back = np.roll(a, (-dy, -dx), axis=(0, 1))

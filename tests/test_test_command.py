@@ -13,8 +13,8 @@ import torch
 
 from tallformer.cli import main
 from tallformer.config import load_config
-from tallformer.engine.checkpoint import CheckpointError
-from tallformer.engine.infer import evaluate_model, load_model
+from tallformer.engine.checkpoint import CheckpointError, load_model
+from tallformer.engine.infer import evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,8 +111,10 @@ def test_evaluate_model_scores_and_restores_the_mode(run, tmp_path) -> None:
 
 
 def test_wrong_model_or_file_is_a_clear_error(run, tmp_path, capsys) -> None:
-    with pytest.raises(CheckpointError, match=r"do not fit the model of the given config: .*missing keys"):
+    with pytest.raises(CheckpointError, match=r"another model than the given config: model\.neck\.tcm_layers: 2 "):
         load_model(run["a"], load_config("demo", ["model.neck.tcm_layers=3"]))
+    with pytest.raises(CheckpointError, match=r"do not fit the model of the config saved in .*: .*missing keys"):
+        load_model(run["a"], overrides=["model.neck.tcm_layers=3"])
     bogus = tmp_path / "bogus.pt"
     torch.save({"model": {}}, bogus)
     code = main(["test", *_config_args(run), "--checkpoint", str(bogus), "--out", str(tmp_path / "o")])
@@ -140,3 +142,28 @@ def test_overrides_after_the_checkpoint_list_are_overrides(tmp_path) -> None:
     split_overrides(args, "checkpoint")
     assert args.checkpoint == ["x.pt", str(odd)]
     assert args.overrides == ["seed=1", "test.protocol=original"]
+
+
+def test_a_checkpoint_is_tested_with_its_own_config(run, tested, tmp_path) -> None:
+    """No --config: each checkpoint's saved config (its data paths too) is the test's; a data
+    override still applies; the numbers are those of the test with the config given."""
+    out = tmp_path / "own"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, "-m", "tallformer", "test", "--checkpoint", str(run["b"]), "--out",
+                           str(out), "--no-progress", f"data.videos={run['videos']}"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mine = json.loads((out / "step_000002" / "metrics.json").read_text())
+    assert mine == json.loads((tested[0] / "step_000002" / "metrics.json").read_text())
+
+
+def test_a_config_with_another_model_names_the_keys_and_the_runs_config(run, capsys) -> None:
+    code = main(["test", *_config_args(run), "model.neck.tcm_layers=3", "model.head.feat_channels=32",
+                 "--checkpoint", str(run["a"]), "--out", str(run["run"] / "unused")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run['a']} was trained with another model than the given config: "
+                   "model.head.feat_channels: 64 (checkpoint) -> 32 (given), model.neck.tcm_layers: 2 (checkpoint) "
+                   f"-> 3 (given); test it with the config it was trained with, {run['run'] / 'config.yaml'} "
+                   "(or leave out --config: a checkpoint holds its config)\n")
+    assert not list((run["run"] / "unused").rglob("*.json"))

@@ -164,8 +164,8 @@ def test_schedule_values_against_the_formulas():
 
 
 def test_the_activitynet_recipe_adam_and_multistep():
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.optim import make_optimizer
-    from tallformer.models.detector import build_detector
 
     cfg = load_config("anet_swin_b")
     s = LrSchedule.from_config(cfg.train)
@@ -180,9 +180,34 @@ def test_the_activitynet_recipe_adam_and_multistep():
     check_param_groups(model, opt)
 
 
+def test_schedule_misfits_name_the_setting_and_the_fix():
+    from tallformer.config import shipped_configs
+    from tallformer.engine.schedule import schedule_misfits
+
+    # the issue's case: the paper's 100-epoch cosine period on a 20-epoch run never anneals
+    (line,) = schedule_misfits(load_config("thumos14_swin_b", ["train.max_epochs=20", "train.warmup_iters=5"]).train,
+                               50, 16)
+    assert line.startswith("train.max_epochs=20 ends 20% into the first cosine cycle of "
+                           "train.cosine_period=100 epochs: the learning rate is still 91% of its base at the end")
+    assert line.endswith("set train.cosine_period=20 (or a divisor of train.max_epochs) to anneal within the run")
+    # a run that ends mid-way through a restarted cycle
+    (line,) = schedule_misfits(load_config("thumos14_swin_b", ["train.max_epochs=150"]).train, 50, 16)
+    assert "ends 50% into cosine cycle 2 of train.cosine_period=100" in line
+    # a warm-up longer than the run: 20 steps of 2 clips against 2 epochs of 3 steps of 2 clips
+    (line,) = schedule_misfits(load_config("demo", ["train.max_epochs=2", "train.cosine_period=2"]).train, 3, 2)
+    assert line.startswith("the warm-up (train.warmup_iters=20 steps of 2 clips: 40 clips) is longer than the run "
+                           "(2 epochs of 6 clips: 12)")
+    # multistep milestones all past the end never lower the rate
+    (line,) = schedule_misfits(load_config("anet_swin_b", ["train.max_epochs=6"]).train, 100, 16)
+    assert line.startswith("train.milestones [8, 10] are all at or after train.max_epochs=6")
+    # every shipped config fits itself (anet_swin_b's unreachable milestone 10 is the original's)
+    for name in shipped_configs():
+        assert schedule_misfits(load_config(name).train, 100, 16) == [], name
+
+
 def test_every_trainable_parameter_is_in_exactly_one_group():
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.optim import make_optimizer
-    from tallformer.models.detector import build_detector
 
     for name in ("demo", "thumos14_swin_b"):
         cfg = load_config(name)
@@ -253,6 +278,37 @@ def test_sigkill_and_resume_is_bit_identical(data, straight):
     assert steps == sorted(set(steps))  # the killed run's lines past step 3 were redone once
 
 
+def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(data, straight):
+    """A copy of a killed run whose last.pt was cut short: --resume says so, lists the
+    other checkpoints (the one of last.pt's step is exact, an older one is not) with the
+    command, and that command gives the uninterrupted run bit for bit."""
+    run = data["root"] / "cut_last"
+    args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=2")
+    _run_and_kill(args, run, after_step=5)
+    folder = run / "checkpoints"
+    assert load_checkpoint(folder / "last.pt")["step"] == 4
+    whole = (folder / "last.pt").read_bytes()
+    (folder / "last.pt").unlink()  # a copy: its own file, not a hard link to step_000004.pt
+    (folder / "last.pt").write_bytes(whole[:len(whole) * 2 // 3])
+    proc = _run(args, expect=2)
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"error: {folder / 'last.pt'}: truncated: the zip archive ends at byte "
+                           f"{len(whole) * 2 // 3:,}, inside record ")
+    assert (f"Intact checkpoints in {folder}: step_000004.pt (step 4, epoch 1): resuming from it is exact: the bank's "
+            "journal goes back to this step; step_000002.pt (step 2, epoch 0): resuming from it is not exact: the "
+            "memory bank keeps the rows written after step 2 (its journal only goes back to step 4, last.pt's)") in line
+    command = (f"cp {folder / 'step_000004.pt'} {folder / 'last.pt'} && tallformer train --config "
+               f"{run / 'config.yaml'} run_dir={run} --resume")
+    assert f"To resume from step_000004.pt: {command} " in line
+    # the command as printed gives the uninterrupted run
+    copy, resume = command.split(" && ")
+    subprocess.run(copy.split(), check=True)
+    proc = subprocess.run([sys.executable, "-m", *resume.split()], env=_env(), capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_run(straight, run)
+
+
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data, straight, tmp_path):
     """The process dies inside torch.save of the step-6 checkpoint: last.pt stays step 3."""
     run = data["root"] / "killed_in_save"
@@ -304,10 +360,10 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
                       ) -> dict[str, np.ndarray]:
     from tallformer.data.annotations import load_annotations
     from tallformer.engine.bank_build import build_bank
+    from tallformer.engine.factory import build_detector
     from tallformer.engine.loader import make_train_loader
     from tallformer.engine.optim import make_optimizer
     from tallformer.memory.bank import MemoryBank
-    from tallformer.models.detector import build_detector
 
     cfg = load_config("demo", [f"data.annotations={data['annotations']}", f"data.videos={data['videos']}",
                                "data.num_workers=0", *over])
@@ -324,6 +380,15 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
 
 
 # --------------------------------------------------------------------------- faults
+
+
+def test_a_schedule_that_never_anneals_is_one_warning_line(data, tmp_path):
+    proc = _run(_args(data, tmp_path / "short", "train.max_epochs=20", "train.max_steps=1"))
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+    assert warnings == [
+        "warning: train.max_epochs=20 ends 13% into the first cosine cycle of train.cosine_period=150 epochs: the "
+        "learning rate is still 96% of its base at the end, it never anneals; set train.cosine_period=20 "
+        "(or a divisor of train.max_epochs) to anneal within the run"], proc.stderr
 
 
 def test_a_resume_with_a_changed_config_is_refused(data, straight):
@@ -440,3 +505,132 @@ def test_periodic_test_logs_the_table_and_keeps_best_and_changes_nothing_else(da
     assert state["test"]["average_mAP"] == best["average_mAP"]
     for epoch in (1, 2):
         assert (run / "test" / f"epoch_{epoch:04d}" / "metrics.json").is_file()
+
+
+# --------------------------------------------------------------------------- one run per folder, stops, full disks
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
+    deadline = time.monotonic() + 300
+    while max(_logged_steps(run), default=0) < step:
+        assert proc.poll() is None, f"the run ended before step {step}: {proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"the run did not reach step {step} in time"
+        time.sleep(0.02)
+
+
+def test_a_run_dir_in_use_refuses_a_second_run_test_and_demo_and_the_first_run_is_a_solo_run(data, straight,
+                                                                                              tmp_path):
+    """Run A trains (with periodic tests, so it writes RUN/test/ too). While it holds the
+    folder (paused after its first step), the same `train` command, a `test` writing into
+    RUN/test/ and a `demo` writing into RUN stop before touching anything, in one line
+    naming the folder and A's host and pid (exit status 2); a `test` writing elsewhere runs.
+    A then ends exactly as a run alone does."""
+    run = tmp_path / "shared"
+    args = _args(data, run, f"train.max_steps={STEPS}", "test.interval=1", "data.test_subset=validation")
+    first = subprocess.Popen(_command(args, 1), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        _wait_for_step(first, run, 1)
+        os.killpg(first.pid, signal.SIGSTOP)
+        before = _files(run)
+        data_args = [f"data.annotations={data['annotations']}", f"data.videos={data['videos']}"]
+        tm = [sys.executable, "-m", "tallformer"]
+        others = {
+            "train": (_command(args, 1), run, "run_dir"),
+            "test": ([*tm, "test", "--config", "demo", *data_args, "--checkpoint",
+                      str(straight / "checkpoints" / "last.pt"), "--out", str(run / "test"), "--no-progress"],
+                     run / "test", "--out"),
+            "demo": ([*tm, "demo", "--quick", "--out", str(run), "--no-progress"], run, "--out"),
+            "test elsewhere": ([*tm, "test", "--config", "demo", *data_args, "--checkpoint",
+                                str(straight / "checkpoints" / "last.pt"), "--out", str(tmp_path / "elsewhere"),
+                                "--no-progress"], None, None),
+        }
+        procs |= {name: subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        cwd=tmp_path, start_new_session=True) for name, (cmd, _, _) in others.items()}
+        host = socket.gethostname()
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            folder, option = others[name][1:]
+            if folder is None:
+                assert proc.returncode == 0, err[-3000:]
+                continue
+            assert proc.returncode == 2, f"{name}: exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+            assert out == ""
+            (line,) = err.splitlines()
+            assert line.startswith(f"error: {folder} is in use by tallformer train (pid {first.pid} on host {host}, "
+                                   "since "), line
+            assert line.endswith(f"; wait for it to end or stop it (kill {first.pid} on {host}), or choose "
+                                 f"another {option}"), line
+        assert _files(run) == before  # nothing touched: no rollback, no log line, no config write
+    except BaseException:
+        for proc in [first, *procs.values()]:
+            kill_tree(proc.pid)
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-3000:]
+    _assert_same_run(straight, run)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_the_printed_resume_is_exact(data, straight):
+    """SIGINT to the whole process group (Ctrl-C in a terminal, the data worker included)
+    after step 3: the step ends, a checkpoint is written (its bank journal starts at its
+    step), the resume command is printed, exit status 130; that command ends the run
+    exactly as the uninterrupted one."""
+    run = data["root"] / "ctrl_c"
+    args = _args(data, run, f"train.max_steps={STEPS}", "data.num_workers=1")
+    proc = subprocess.Popen(_command(args, 1), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _wait_for_step(proc, run, 3)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        kill_tree(proc.pid)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    stopped = state["step"]
+    assert 3 <= stopped < STEPS
+    assert _logged_steps(run) == list(range(1, stopped + 1))
+    from tallformer.engine.journal import segment_steps
+
+    assert segment_steps(run / "journal") == [stopped]  # the bank's journal and last.pt agree
+    last = err.splitlines()[-1]
+    command = f"tallformer train --config {run / 'config.yaml'} run_dir={run} --resume"
+    assert last == (f"interrupted: SIGINT at step {stopped} (epoch {state['epoch']}): saved "
+                    f"{run / 'checkpoints' / 'last.pt'}; resume with: {command}")
+    _run([*command.split()[2:], "--no-progress"])
+    _assert_same_run(straight, run)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_the_resume_is_exact(data, straight, tmp_path):
+    """run_dir on a 24 MiB file system: the step-3 checkpoint (15 MB) fits, the step-6 one
+    does not. One line says so (not torch's `unexpected pos`), last.pt and step_000003.pt
+    stay as they were, no partial file is left; with space again the resume is exact."""
+    from helpers import SmallDisk
+
+    disk = SmallDisk(tmp_path / "disk", "24m")
+    try:
+        run = disk.path / "run"
+        args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=3")
+        proc = _run(args, expect=2)
+        assert "Traceback" not in proc.stderr
+        (line,) = proc.stderr.splitlines()
+        folder = run / "checkpoints"
+        assert line.startswith(f"error: cannot write {folder / 'step_000006.pt'}: no space left on the device ("), line
+        assert f"the last checkpoint {folder / 'last.pt'} (step 3) is intact" in line
+        assert load_checkpoint(folder / "last.pt")["step"] == 3
+        assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "step_000003.pt"]
+        disk.resize("64m")
+        _run(args)
+        _assert_same_run(straight, run)
+    finally:
+        disk.unmount()

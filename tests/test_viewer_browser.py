@@ -8,6 +8,7 @@ CI is set: then a missing browser fails the test (`.ci/run` installs both packag
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ DETECTIONS = [
     (7.1, 8.8, "High Jump", 0.66), (1.0, 2.2, "Long Jump", 0.55), (3.0, 4.4, "Long Jump", 0.18),
     (6.2, 7.5, "Long Jump", 0.83), (8.9, 9.6, "Long Jump", 0.30), (0.2, 0.9, "Pole Vault", 0.12),
     (4.1, 6.0, "Pole Vault", 0.74), (6.6, 7.0, "Pole Vault", 0.5), (8.0, 9.9, "Pole Vault", 0.25),
+    (7.16, 7.9, "Pole Vault", 0.45),  # starts within one decoded frame (1/15 s) of High Jump's 7.1
 ]
 TRUTH = [(0.6, 1.7, "High Jump", 1.0), (6.0, 7.6, "Long Jump", 1.0), (4.0, 6.1, "Pole Vault", 1.0)]
 
@@ -75,10 +77,11 @@ def driver():
 def page(driver, tmp_path_factory):
     root = tmp_path_factory.mktemp("viewer")
     (root / "media").mkdir()
-    video = write_video(root / "media" / "race day.mp4", 150, fps=15, size=(64, 64))  # 10 s, H.264
+    video = write_video(root / "media" / "race day.mp4", 250, fps=25, size=(64, 64))  # 10 s, H.264
+    # detected at 15 fps (the config's rate) in a 25 fps file
     html = write_viewer(root / "out" / "race day.html", video=video, title="race day", classes=CLASSES,
                         detections=DETECTIONS, duration=10.0, fps=15.0, ground_truth=TRUTH,
-                        source="epoch_0600")
+                        source="epoch_0600", source_fps=25.0)
     driver.get(html.resolve().as_uri())
     _wait(driver, "return document.readyState === 'complete' && document.getElementById('video').readyState >= 1")
     return driver
@@ -147,3 +150,59 @@ def test_the_active_list_follows_the_time_and_the_slider(page) -> None:
     labels = [li.get_attribute("data-label") for li in page.find_elements("css selector", "#active-list .active-item")]
     assert labels == ["Pole Vault"]
     assert [e for e in page.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_the_header_says_the_decode_rate_and_the_files_rate(page) -> None:
+    chips = [c.text for c in page.find_elements("css selector", "#chips .chip")]
+    assert "decoded at 15 fps" in chips
+    assert "source 25 fps" in chips
+
+
+def _ticks_in_view(driver) -> list[tuple[float, str]]:
+    """(x in px from the scroller's left edge, label) of the ruler ticks the scroller shows."""
+    return driver.execute_script(
+        "var sc = document.getElementById('scroller'), r = sc.getBoundingClientRect(), out = [];"
+        "document.querySelectorAll('#rows .tick').forEach(function (t) {"
+        "  var x = t.getBoundingClientRect().left - r.left;"
+        "  if (x >= 0 && x <= r.width - 40) { out.push([x, t.textContent]); } });"
+        "return out;")
+
+
+def _set_zoom(driver, z: int) -> None:
+    driver.execute_script(
+        "var s = document.getElementById('zoom-slider'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('input', {bubbles: true}));", str(z))
+
+
+@pytest.mark.parametrize("z", [1, 2, 5, 9, 16, 24, 31, 32])
+def test_the_ruler_has_readable_ticks_at_every_zoom(page, z) -> None:
+    _set_zoom(page, z)
+    for where in (0.0, 5.0, 9.9):  # the view follows the playhead
+        page.execute_script("window.tallformerViewer.seek(arguments[0])", where)
+        _wait(page, f"return Math.abs(window.tallformerViewer.now() - {where}) < 0.05")
+        ticks = _ticks_in_view(page)
+        assert len(ticks) >= 2, (z, where, ticks)
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(ticks)]
+        assert min(gaps) >= 79, (z, gaps)  # labels of about 45 px never collide
+        assert max(gaps) <= 200, (z, gaps)  # and the ruler is never bare
+        labels = [label for _, label in ticks]
+        assert len(set(labels)) == len(labels), labels
+    _set_zoom(page, 1)
+
+
+def test_next_and_prev_skip_detections_within_one_frame(page) -> None:
+    _set_slider(page, 0.0)
+    starts = []
+    page.execute_script("window.tallformerViewer.seek(6.6)")
+    _wait(page, "return Math.abs(window.tallformerViewer.now() - 6.6) < 0.05")
+    for _ in range(2):
+        page.find_element("id", "next-btn").click()
+        _wait(page, "var v = document.getElementById('video'); return !v.seeking")
+        starts.append(round(page.execute_script("return window.tallformerViewer.now()"), 2))
+    assert starts == [7.1, 8.0]  # 7.16 is the same moment as 7.1 (less than one 15 fps frame apart)
+    page.find_element("id", "prev-btn").click()  # back from 8.0: 7.16 is the nearest earlier start
+    _wait(page, "var v = document.getElementById('video'); return !v.seeking && "
+                "Math.abs(v.currentTime - 7.16) < 0.03")
+    page.find_element("id", "prev-btn").click()  # and 7.1 is within one frame of it
+    _wait(page, "var v = document.getElementById('video'); return !v.seeking && "
+                "Math.abs(v.currentTime - 6.6) < 0.05")

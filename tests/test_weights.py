@@ -454,3 +454,52 @@ def test_convert_weights_help_and_light_import() -> None:
     assert "examples:" in res.stdout
     assert "--src" in res.stdout
     assert "--arch" in res.stdout
+
+
+def _cuts(data: bytes) -> dict[str, int]:
+    """Where to cut a torch zip file: one byte into each part of it."""
+    import zipfile
+
+    with zipfile.ZipFile(__import__("io").BytesIO(data)) as z:
+        infos = z.infolist()
+    tensor = next(i for i in infos if "/data/" in i.filename and "/.data/" not in i.filename)
+    central = data.rfind(b"PK\x01\x02", 0, data.rfind(b"PK\x05\x06"))
+    return {"header": 20, "data.pkl": infos[0].header_offset + 120,
+            "tensor": tensor.header_offset + 200 + tensor.compress_size // 2,
+            "central directory": central + 10, "end record": len(data) - 1}
+
+
+def test_a_truncated_checkpoint_says_it_was_cut_short_and_where(tmp_path: Path) -> None:
+    from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
+    backbone = _random_tiny(0)
+    whole = tmp_path / "whole.pt"  # a training checkpoint's layout: {"model": {"backbone.*": ...}, ...}
+    torch.save({"model": {f"backbone.{k}": v for k, v in backbone.state_dict().items()}, "step": 3}, whole)
+    data = whole.read_bytes()
+    tensors = len(backbone.state_dict())
+    expected = {
+        "header": "inside the header of its first record",
+        "data.pkl": "inside record 'whole/data.pkl' (before the tensors)",
+        "tensor": f"(tensor 1 of the {tensors} that data.pkl lists)",
+        "central directory": "inside the zip's central directory (its index, written last; every record before it is whole)",
+        "end record": "inside the zip's central directory",
+    }
+    for part, at in _cuts(data).items():
+        cut = tmp_path / f"cut_{at}.pt"
+        cut.write_bytes(data[:at])
+        for load in (load_checkpoint, partial(load_backbone_weights, build_backbone("tiny"))):
+            with pytest.raises((CheckpointError, WeightsError)) as info:
+                load(cut)
+            message = str(info.value)
+            assert "\n" not in message
+            assert message.startswith(f"{cut}: truncated: the zip archive ends at byte {at:,}, "), (part, message)
+            assert expected[part] in message, (part, message)
+            assert message.endswith("the file was cut short (a copy or a save that did not finish)")
+    # torch's legacy format (the original releases' older files) cut short
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"state_dict": backbone.state_dict()}, legacy, _use_new_zipfile_serialization=False)
+    data = legacy.read_bytes()
+    for at in (7, len(data) // 2, len(data) - 3):
+        legacy.write_bytes(data[:at])
+        with pytest.raises(WeightsError, match=rf"^{legacy}: truncated: torch's legacy format ends at byte "
+                                               rf"{at:,} before its data does.*the file was cut short"):
+            load_backbone_weights(build_backbone("tiny"), legacy)

@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -29,9 +30,12 @@ from typing import Any, Literal, Union
 import yaml
 
 from tallformer.atomic import write_text
-from tallformer.errors import TallformerError
+from tallformer.errors import TallformerError, TallformerWarning
 
 __all__ = [
+    "ActionFormerConfig",
+    "ActionFormerTestConfig",
+    "ActionFormerTrainConfig",
     "AfsdConfig",
     "BackboneConfig",
     "Config",
@@ -43,10 +47,14 @@ __all__ = [
     "NeckConfig",
     "TestConfig",
     "TrainConfig",
+    "actionformer_div_factor",
+    "actionformer_fpn_strides",
+    "actionformer_windows",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "migrate_config_dict",
     "resolve_config_path",
     "save_config",
     "shipped_config_path",
@@ -142,9 +150,10 @@ class NeckConfig:
 
 @dataclass
 class HeadConfig:
-    """Anchor head, anchors, assigner and losses (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:142-205)."""
+    """Anchor head, anchors, assigner and losses of the anchor family (original:
+    configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:142-205); the classes are
+    `model.num_classes`."""
 
-    num_classes: int = field(default=20, metadata=_range(1))
     feat_channels: int = field(default=256, metadata=_range(1))
     stacked_convs: int = field(default=4, metadata=_range(0))
     anchor_strides: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128])
@@ -171,7 +180,7 @@ class AfsdConfig:
     """The ActivityNet detector (`model.kind: afsd`): the AFSD-style coarse + refine head and
     the video-level action head (original: AFSD/anet_video_cls/BDNet.py,
     multisegment_loss.py; configs/membank/1.0.0.py). The video-level classes are
-    `model.head.num_classes` actions + background; the neck's TDM is convolutional (one
+    `model.num_classes` actions + background; the neck's TDM is convolutional (one
     stage per `model.neck.tdm_kernels` entry) and every norm is GroupNorm(`norm_groups`).
     Defaults: the paper's ActivityNet-1.3 run (`--lw=1 --cw=1 --piou=0.6`, README.md:202)."""
 
@@ -199,14 +208,166 @@ class AfsdConfig:
     soft_nms_drop_last: bool = False
 
 
+# ---- model.actionformer: ActionFormer's network on the memory bank (model.kind: actionformer)
+
+
+@dataclass
+class ActionFormerTrainConfig:
+    """`model.actionformer.train_cfg`: ActionFormer's `train_cfg` under its own key names;
+    defaults = its THUMOS14 run (original: libs/core/config.py:83-100, configs/thumos_i3d.yaml:31-37).
+    Its `clip_grad_l2norm` is the engine's ``train.grad_clip`` (1.0 in the ActionFormer configs)."""
+
+    center_sample: Literal["radius", "none"] = "radius"
+    center_sample_radius: float = field(default=1.5, metadata=_range(0))  # in strides
+    loss_weight: float = 1.0  # on the regression loss; <= 0: cls.detach() / max(reg, 0.01)
+    cls_prior_prob: float = field(default=0.01, metadata=_range(0, 1, lo_open=True, hi_open=True))
+    init_loss_norm: float = field(default=100.0, metadata=_range(0, None, lo_open=True))
+    head_empty_cls: list[int] = field(default_factory=list, metadata=_range(0))  # class ids
+    dropout: float = field(default=0.0, metadata=_range(0, 1, hi_open=True))
+    droppath: float = field(default=0.1, metadata=_range(0, 1, hi_open=True))
+    label_smoothing: float = field(default=0.0, metadata=_range(0, 1))
+
+
+@dataclass
+class ActionFormerTestConfig:
+    """`model.actionformer.test_cfg`: ActionFormer's `test_cfg` under its own key names;
+    defaults = its THUMOS14 run (original: libs/core/config.py:101-113, configs/thumos_i3d.yaml:38-48).
+    Thresholds in feature-grid units where the original has them so (`duration_thresh`)."""
+
+    pre_nms_thresh: float = field(default=0.001, metadata=_range(0, 1))  # score > this (strict)
+    pre_nms_topk: int = field(default=2000, metadata=_range(1))  # per feature level
+    iou_threshold: float = field(default=0.1, metadata=_range(0, 1))  # hard NMS only
+    min_score: float = field(default=0.001, metadata=_range(0, 1))
+    max_seg_num: int = field(default=200, metadata=_range(1))
+    nms_method: Literal["soft", "hard", "none"] = "soft"  # soft = Gaussian soft-NMS
+    nms_sigma: float = field(default=0.5, metadata=_range(0, None, lo_open=True))
+    duration_thresh: float = field(default=0.05, metadata=_range(0))  # length > this, grid steps
+    multiclass_nms: bool = True
+    voting_thresh: float = field(default=0.7, metadata=_range(0, 1))  # class-agnostic NMS only
+
+
+@dataclass
+class ActionFormerConfig:
+    """ActionFormer's network (`model.kind: actionformer`) under its own key names (the
+    `model` section of its config); defaults = its THUMOS14 run (original:
+    libs/core/config.py:43-81, configs/thumos_i3d.yaml:18-21). Its `input_dim` is the
+    backbone's width and its `num_classes` is `model.num_classes`.
+
+    `max_seq_len` (a `dataset` key in the original, used by the model: the training padding,
+    the test padding and the point buffer) must be a multiple of the factor the windows and
+    the levels impose, max over FPN levels of stride x 2 * (window // 2) (stride alone for
+    global attention): 576 for window 19 and 6 levels (32 x 18). A 480-frame window gives
+    240 backbone features (2 frames each); 576 is the smallest multiple that holds them,
+    as the original pads every training sample to its max_seq_len (2304 = 4 x 576).
+    """
+
+    backbone_arch: list[int] = field(default_factory=lambda: [2, 2, 5], metadata={**_len(3), **_range(0)})
+    scale_factor: int = field(default=2, metadata=_range(1))  # 1 or even
+    # one [lo, hi] per FPN level, in feature steps: lo <= max(left, right) <= hi
+    regression_range: list[list[float]] = field(default_factory=lambda: [
+        [0.0, 4.0], [4.0, 8.0], [8.0, 16.0], [16.0, 32.0], [32.0, 64.0], [64.0, 10000.0]])
+    n_head: int = field(default=4, metadata=_range(1))
+    # local attention window: odd and >= 5, or <= 1 for global attention; one int or one
+    # per backbone level (1 + backbone_arch[2])
+    n_mha_win_size: int | list[int] = 19
+    embd_kernel_size: int = field(default=3, metadata=_range(1))  # odd
+    embd_dim: int = field(default=512, metadata=_range(1))
+    embd_with_ln: bool = True
+    fpn_dim: int = field(default=512, metadata=_range(1))  # must equal embd_dim (identity FPN)
+    fpn_with_ln: bool = True
+    fpn_start_level: int = field(default=0, metadata=_range(0))
+    head_dim: int = field(default=512, metadata=_range(1))
+    head_kernel_size: int = field(default=3, metadata=_range(1))  # odd
+    head_num_layers: int = field(default=3, metadata=_range(1))  # including the classifier
+    head_with_ln: bool = True
+    # the original buffers points for max_seq_len x this many features and stops beyond;
+    # ours computes the same points for any length (docs/differences.md)
+    max_buffer_len_factor: float = field(default=6.0, metadata=_range(0, None, lo_open=True))
+    use_abs_pe: bool = False
+    use_rel_pe: bool = False
+    # 576: a 480-frame window's 240 features padded to the window x level factor (32 x 18)
+    max_seq_len: int = field(default=576, metadata=_range(1))
+    train_cfg: ActionFormerTrainConfig = field(default_factory=ActionFormerTrainConfig)
+    test_cfg: ActionFormerTestConfig = field(default_factory=ActionFormerTestConfig)
+
+
+def actionformer_windows(a: ActionFormerConfig) -> list[int]:
+    """The attention window of each backbone level (an int is repeated `1 + backbone_arch[2]`
+    times; original: libs/modeling/meta_archs.py:209-213)."""
+    n = a.backbone_arch[2] + 1
+    return [a.n_mha_win_size] * n if isinstance(a.n_mha_win_size, int) else list(a.n_mha_win_size)
+
+
+def actionformer_fpn_strides(a: ActionFormerConfig) -> list[int]:
+    """The FPN levels' strides in feature steps, `scale_factor ** l` for l = fpn_start_level ..
+    backbone_arch[2] (original: libs/modeling/meta_archs.py:197-199)."""
+    return [a.scale_factor ** i for i in range(a.fpn_start_level, a.backbone_arch[2] + 1)]
+
+
+def actionformer_div_factor(strides: list[int], windows: list[int]) -> int:
+    """The length every padded input must be a multiple of: the max over (stride, window)
+    pairs of stride x 2 * (window // 2), or stride for global attention (original:
+    libs/modeling/meta_archs.py:214-220, which pairs the FPN strides with the windows in order)."""
+    return max([s * (w // 2) * 2 if w > 1 else s for s, w in zip(strides, windows, strict=False)] + [1])
+
+
+def _check_actionformer(a: ActionFormerConfig, source: str) -> None:
+    """`model.actionformer` rules a single field's range cannot express (the settings the
+    original asserts or crashes on)."""
+    key = "model.actionformer"
+    levels = a.backbone_arch[2] + 1
+    windows = actionformer_windows(a)
+    if len(windows) != levels:
+        raise ConfigError(f"{source}: '{key}.n_mha_win_size' has {len(windows)} windows but the backbone "
+                          f"has {levels} levels (1 + backbone_arch[2]); give one int or {levels} values")
+    bad = [w for w in windows if w > 1 and (w % 2 == 0 or w < 5)]
+    if bad:
+        raise ConfigError(f"{source}: '{key}.n_mha_win_size' = {a.n_mha_win_size!r}: a local attention window must be odd "
+                          "and >= 5 (3 crashes the original), or <= 1 for global attention")
+    if a.scale_factor != 1 and a.scale_factor % 2:
+        raise ConfigError(f"{source}: '{key}.scale_factor' = {a.scale_factor} must be 1 or even (the "
+                          "strided attention convs need it)")
+    if a.fpn_start_level >= levels:
+        raise ConfigError(f"{source}: '{key}.fpn_start_level' = {a.fpn_start_level} must be below the "
+                          f"number of backbone levels ({levels} = 1 + backbone_arch[2])")
+    strides = actionformer_fpn_strides(a)
+    if len(a.regression_range) != len(strides) or any(len(r) != 2 or r[0] > r[1] for r in a.regression_range):
+        raise ConfigError(f"{source}: '{key}.regression_range' must give one [lo, hi] pair (lo <= hi) per "
+                          f"FPN level ({len(strides)}), got {a.regression_range}")
+    if a.embd_dim != a.fpn_dim:
+        raise ConfigError(f"{source}: '{key}.embd_dim' ({a.embd_dim}) must equal '{key}.fpn_dim' "
+                          f"({a.fpn_dim}): the identity FPN does not change the width")
+    if a.embd_dim % a.n_head:
+        raise ConfigError(f"{source}: '{key}.n_head' ({a.n_head}) must divide '{key}.embd_dim' ({a.embd_dim})")
+    for name in ("embd_kernel_size", "head_kernel_size"):
+        if getattr(a, name) % 2 == 0:
+            raise ConfigError(f"{source}: '{key}.{name}' = {getattr(a, name)} must be odd")
+    if a.head_num_layers == 1 and a.head_dim != a.fpn_dim:
+        raise ConfigError(f"{source}: '{key}.head_num_layers' = 1 (no hidden layer) needs '{key}.head_dim' "
+                          f"({a.head_dim}) = '{key}.fpn_dim' ({a.fpn_dim})")
+    factor = actionformer_div_factor(strides, windows)
+    if a.max_seq_len % factor:
+        up = -(-a.max_seq_len // factor) * factor
+        raise ConfigError(f"{source}: '{key}.max_seq_len' = {a.max_seq_len} must be a multiple of {factor} "
+                          f"(largest FPN stride x 2 * (window // 2) for windows {sorted(set(windows))} and "
+                          f"strides up to {max(strides)}); use {up}")
+
+
 @dataclass
 class ModelConfig:
-    # "thumos14": anchor head (the THUMOS14 paper config); "afsd": the ActivityNet detector
-    kind: Literal["thumos14", "afsd"] = "thumos14"
+    """The detector: `kind` names its family (the engine's factory table,
+    `tallformer.engine.factory.FAMILIES`), each family reads the sections it needs."""
+
+    # the detector family: "anchor" = TALLFormer's anchor head (the THUMOS14 paper config);
+    # "afsd" = the AFSD-style ActivityNet detector; "actionformer" = ActionFormer's network. "thumos14" (older configs) loads as anchor
+    kind: Literal["anchor", "afsd", "actionformer"] = "anchor"
+    # action classes (no background), read by every family
+    num_classes: int = field(default=20, metadata=_range(1))
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     afsd: AfsdConfig = field(default_factory=AfsdConfig)
+    actionformer: ActionFormerConfig = field(default_factory=ActionFormerConfig)
     sync_bn: bool = True  # SyncBatchNorm in FPN/head under DDP (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:139,151)
     # a fresh run starts from these detector weights (a tallformer checkpoint, e.g. one
     # `tallformer convert-weights` made from an original release's detector): fine-tuning
@@ -238,10 +399,14 @@ class TrainConfig:
     """Optimiser and schedule (original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:211-258)."""
 
     max_epochs: int = field(default=1000, metadata=_range(1))
-    # sgd: the THUMOS14 recipe (momentum); adam: the ActivityNet one (L2 weight decay, not AdamW)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    # cosine: restarts every cosine_period epochs; multistep: lr x gamma at each milestone epoch
-    schedule: Literal["cosine", "multistep"] = "cosine"
+    # sgd: the THUMOS14 recipe (momentum); adam: the ActivityNet one (L2 weight decay, not AdamW);
+    # adamw: ActionFormer's (decoupled weight decay on the weights of linear and conv layers
+    # only; biases, norms, scales and position tables without)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    # cosine: restarts every cosine_period epochs; multistep: lr x gamma at each milestone epoch;
+    # warmup_cosine: ActionFormer's, per step: linear warm-up (warmup_iters, from warmup_ratio x
+    # lr), then one cosine to min_lr_ratio x lr at the end of max_epochs (cosine_period unused)
+    schedule: Literal["cosine", "multistep", "warmup_cosine"] = "cosine"
     milestones: list[int] = field(default_factory=list, metadata=_range(1))
     gamma: float = field(default=0.1, metadata=_range(0, 1, lo_open=True))
     lr: float = field(default=0.01, metadata=_range(0, None, lo_open=True))
@@ -428,7 +593,7 @@ def _unknown_key(key: str, name: str, choices: list[str], source: str) -> Config
     if close:
         hint = f" Did you mean '{prefix}{close[0]}'?"
     else:  # a key of another section, or given without its section (keep_ratio=0.3)
-        elsewhere = [k for k in _leaf_keys() if k.rsplit(".", 1)[-1] == name]
+        elsewhere = sorted((k for k in _leaf_keys() if k.rsplit(".", 1)[-1] == name), key=lambda k: k.count("."))
         hint = f" Did you mean '{elsewhere[0]}'?" if elsewhere else ""
     return ConfigError(
         f"{source}: unknown key '{key}'.{hint} Known keys here: {', '.join(sorted(choices))}"
@@ -475,9 +640,72 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+# --------------------------------------------------------------------------- older names
+
+# keys and values renamed since configs (and the configs saved in checkpoints) were written
+# with them: old dotted key -> new one; (key, old value) -> new value
+RENAMED_KEYS = {"model.head.num_classes": "model.num_classes"}
+RENAMED_VALUES = {("model.kind", "thumos14"): "anchor"}
+
+
+def _rename_note(source: str, old: str, new: str) -> None:
+    warnings.warn(f"{source}: {old} is now {new} (same meaning); loaded as {new}, rename it "
+                  "to silence this note", TallformerWarning, stacklevel=4)
+
+
+def _renamed(key: str, value: Any, source: str) -> tuple[str, Any]:
+    """An override's key and value under today's names (a note when one was renamed)."""
+    if key in RENAMED_KEYS:
+        _rename_note(source, f"'{key}'", f"'{RENAMED_KEYS[key]}'")
+        key = RENAMED_KEYS[key]
+    if isinstance(value, str) and (key, value) in RENAMED_VALUES:
+        new = RENAMED_VALUES[(key, value)]
+        _rename_note(source, f"{key}: {value}", f"{key}: {new}")
+        value = new
+    return key, value
+
+
+def migrate_config_dict(data: dict[str, Any] | None, source: str = "config") -> dict[str, Any]:
+    """`data` (a nested config dict: a YAML file's, or one saved in a checkpoint) with the
+    renamed keys and values under today's names (`RENAMED_KEYS`, `RENAMED_VALUES`), one
+    `TallformerWarning` note per rename. Returns a new dict; `data` is not changed."""
+    import copy
+
+    out: dict[str, Any] = copy.deepcopy(data) if data else {}
+    for old, new in RENAMED_KEYS.items():
+        *parents, name = old.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or name not in node:
+            continue
+        value = node.pop(name)
+        *new_parents, new_name = new.split(".")
+        target: Any = out
+        for part in new_parents:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        if new_name in target and target[new_name] != value:
+            raise ConfigError(f"{source}: '{old}' ({value!r}) and '{new}' ({target[new_name]!r}) "
+                              f"are both set; '{old}' is the old name of '{new}': keep only '{new}'")
+        target[new_name] = value
+        _rename_note(source, f"'{old}'", f"'{new}'")
+    for (key, old_value), new_value in RENAMED_VALUES.items():
+        *parents, name = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(name) == old_value:
+            node[name] = new_value
+            _rename_note(source, f"{key}: {old_value}", f"{key}: {new_value}")
+    return out
+
+
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
-    """Build a validated `Config` from a nested dict (missing keys keep their defaults)."""
-    cfg = _build(Config, data or {}, "", source)
+    """Build a validated `Config` from a nested dict (missing keys keep their defaults;
+    renamed keys and values load under today's names with a note, `migrate_config_dict`)."""
+    cfg = _build(Config, migrate_config_dict(data, source), "", source)
     _check_consistency(cfg, source)
     return cfg
 
@@ -539,6 +767,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = copy.deepcopy(data) if data else {}
     for item in overrides:
         key, value = _parse_override(item)
+        key, value = _renamed(key, value, "command line")
         _set_dotted(out, key, value)
     return out
 
@@ -579,7 +808,20 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a config (a YAML file or a shipped name; the defaults when `path` is None) and
-    apply dotted overrides."""
+    apply dotted overrides (`tallformer.load_config`). Errors are `ConfigError` naming the
+    key and where it came from.
+
+    Example::
+
+        >>> import tallformer
+        >>> cfg = tallformer.load_config("demo", ["memory.keep_ratio=0.25", "train.max_epochs=3"])
+        >>> cfg.model.kind, cfg.model.num_classes, cfg.memory.keep_ratio, cfg.train.max_epochs
+        ('anchor', 4, 0.25, 3)
+        >>> tallformer.load_config("demo", ["keep_ratio=0.3"])
+        Traceback (most recent call last):
+        ...
+        tallformer.config.ConfigError: command line: unknown key 'keep_ratio'. Did you mean 'memory.keep_ratio'? ...
+    """
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -595,7 +837,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
+        data = migrate_config_dict(loaded, source)
         _build(Config, data, "", source)  # file errors are reported against the file
     if overrides:
         data = apply_overrides(data, overrides)
@@ -621,6 +863,7 @@ def _check_consistency(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: 'data.crop_size' ({d.crop_size}) must not exceed 'data.frame_size' {d.frame_size}"
         )
+    _check_actionformer(cfg.model.actionformer, source)
     chunk = cfg.model.backbone.chunk_size
     if d.num_frames % chunk:
         raise ConfigError(

@@ -669,7 +669,18 @@ def evaluate(gt: str | Path | Mapping[str, Any] | Any, pred: str | Path | Mappin
     "per_class_AP" ({label: [AP per threshold]}), "num_videos" (of the subset),
     "num_ground_truth" (instances), "num_predictions" (scored)}. Problems that keep the
     official numbers but are likely mistakes (videos absent from the ground truth, dropped
-    labels) are reported as `EvaluationWarning`.
+    labels) are reported as `EvaluationWarning`. `tallformer.evaluate` is this function.
+
+    Example::
+
+        >>> import tallformer
+        >>> gt = {"database": {"v1": {"subset": "test", "annotations": [
+        ...     {"segment": [1.0, 5.0], "label": "Jump"}, {"segment": [8.0, 9.0], "label": "Run"}]}}}
+        >>> pred = {"results": {"v1": [{"segment": [1.2, 5.1], "label": "Jump", "score": 0.9},
+        ...                            {"segment": [2.0, 3.0], "label": "Run", "score": 0.4}]}}
+        >>> metrics = tallformer.evaluate(gt, pred, [0.5, 0.7], subset="test")
+        >>> metrics["mAP"], metrics["average_mAP"], metrics["per_class_AP"]["Jump"]
+        ([0.5, 0.5], 0.5, [1.0, 1.0])
     """
     thresholds = [float(t) for t in tiou_thresholds]
     if not thresholds:

@@ -222,6 +222,8 @@ def plot_pr_curves(out_dir: str | os.PathLike[str], gt: Any, pred: Any,
                 draw(ax, names[k], curves[names[k]], small=True)
             else:
                 ax.axis("off")
+        fig.supxlabel("recall", fontsize=9)
+        fig.supylabel("precision", fontsize=9)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, [lab.split(":")[0] for lab in labels], loc="outside lower center",
                    ncol=len(thresholds), fontsize=8, frameon=False)

@@ -24,10 +24,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tallformer import __version__
 from tallformer.atomic import write_text
+from tallformer.version import __version__
 
-__all__ = ["PALETTE", "default_threshold", "render_viewer", "video_src", "write_viewer"]
+__all__ = ["DISPLAY_MAX_THRESHOLD", "DISPLAY_SHOWN", "PALETTE", "default_threshold", "displayed",
+           "displayed_summary", "render_viewer", "video_src", "write_viewer"]
+
+# The display threshold of the timelines and the viewer's score slider (`tallformer demo`,
+# `tallformer detect`): the best DISPLAY_SHOWN detections at most, and every detection
+# scoring DISPLAY_MAX_THRESHOLD or more. The results JSON keeps every detection.
+DISPLAY_SHOWN = 25
+DISPLAY_MAX_THRESHOLD = 0.3
 
 # the same colours as tallformer.plots.PALETTE (tab20: strong colours, then light ones)
 PALETTE = (
@@ -58,27 +65,48 @@ def video_src(video: str | os.PathLike[str], html_path: str | os.PathLike[str]) 
     return quote(Path(rel).as_posix())
 
 
-def default_threshold(scores: Sequence[float], shown: int = 25) -> float:
-    """The slider's starting value: at most `shown` blocks visible, at most 0.3, two decimals
-    (rounded down, so the `shown`-th best is visible)."""
+def default_threshold(scores: Sequence[float], shown: int = DISPLAY_SHOWN) -> float:
+    """The display threshold: at most `shown` detections visible, at most
+    `DISPLAY_MAX_THRESHOLD`, two decimals (rounded down, so the `shown`-th best is visible)."""
     if not scores:
         return 0.0
     ranked = sorted(scores, reverse=True)
     cut = ranked[min(shown, len(ranked)) - 1]
-    return max(0.0, min(0.3, int(cut * 100) / 100))
+    return max(0.0, min(DISPLAY_MAX_THRESHOLD, int(cut * 100) / 100))
+
+
+def displayed(detections: Sequence[Segment], threshold: float | None = None) -> tuple[list[Segment], float]:
+    """(the detections a timeline draws, the threshold): score >= `threshold`, by default
+    `default_threshold` of their scores (what the viewer's slider starts with).
+
+    Example:
+        >>> displayed([(0.0, 1.0, "a", 0.9), (2.0, 3.0, "a", 0.1)], 0.5)
+        ([(0.0, 1.0, 'a', 0.9)], 0.5)
+    """
+    cut = default_threshold([float(d[3]) for d in detections]) if threshold is None else float(threshold)
+    return [d for d in detections if d[3] >= cut], cut
+
+
+def displayed_summary(shown: int, total: int, threshold: float) -> str:
+    """``"12 of 380 detections with score >= 0.3"`` (a timeline's title)."""
+    return f"{shown} of {total} detection{'' if total == 1 else 's'} with score >= {threshold:g}"
 
 
 def render_viewer(*, title: str, classes: Sequence[str], detections: Iterable[Segment],
                   duration: float, fps: float, src: str | None, path: str | None = None,
                   ground_truth: Iterable[Segment] | None = None, threshold: float | None = None,
-                  source: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
+                  source: str | None = None, source_fps: float | None = None,
+                  extra: Mapping[str, Any] | None = None) -> str:
     """The viewer page as a string.
 
     Args:
         title: shown as the heading (the video's name).
         classes: every class name; one lane each, in this order.
         detections: (start_s, end_s, label, score).
-        duration: seconds (the timeline's length); fps: shown in the header.
+        duration: seconds (the timeline's length).
+        fps: the rate the video was decoded at for the detector (a detection's resolution:
+            prev / next skip detections within one such frame), shown in the header.
+        source_fps: the video file's own rate, shown beside it (None: unknown).
         src: the ``<video>`` source as a URL relative to the page (`video_src`), or None when
             there is no playable video (a frame folder): the timeline still works.
         path: the video's path as the user gave it (shown when it cannot play).
@@ -98,7 +126,8 @@ def render_viewer(*, title: str, classes: Sequence[str], detections: Iterable[Se
         "detections": dets,
         "ground_truth": None if ground_truth is None else [
             {"start": float(s), "end": float(e), "label": str(lab)} for s, e, lab, _ in ground_truth],
-        "video": {"src": src, "path": path, "duration": float(duration), "fps": float(fps)},
+        "video": {"src": src, "path": path, "duration": float(duration), "fps": float(fps),
+                  "source_fps": None if source_fps is None else float(source_fps)},
         "threshold": default_threshold([float(d["score"]) for d in dets]) if threshold is None else float(threshold),
         "source": source,
         "generator": f"tallformer {__version__}",
@@ -115,10 +144,12 @@ def render_viewer(*, title: str, classes: Sequence[str], detections: Iterable[Se
 def write_viewer(path: str | os.PathLike[str], *, video: str | os.PathLike[str] | None,
                  title: str, classes: Sequence[str], detections: Iterable[Segment],
                  duration: float, fps: float, ground_truth: Iterable[Segment] | None = None,
-                 threshold: float | None = None, source: str | None = None) -> Path:
+                 threshold: float | None = None, source: str | None = None,
+                 source_fps: float | None = None) -> Path:
     """Write the viewer of one video to `path` (atomically); `video` is linked relatively.
 
-    A `video` that is a folder (frame folder) or None gets no ``<video>`` source.
+    A `video` that is a folder (frame folder) or None gets no ``<video>`` source. `fps`: the
+    rate it was decoded at; `source_fps`: the file's own (`tallformer.data.video.probe_video`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,5 +157,6 @@ def write_viewer(path: str | os.PathLike[str], *, video: str | os.PathLike[str] 
     src = video_src(video, target) if playable and video is not None else None
     page = render_viewer(title=title, classes=classes, detections=detections, duration=duration,
                          fps=fps, src=src, path=None if video is None else str(video),
-                         ground_truth=ground_truth, threshold=threshold, source=source)
+                         ground_truth=ground_truth, threshold=threshold, source=source,
+                         source_fps=source_fps)
     return write_text(target, page)

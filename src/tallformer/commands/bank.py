@@ -19,6 +19,8 @@ from typing import Any
 
 from tallformer.commands.common import (
     add_config_arguments,
+    add_device_argument,
+    add_progress_argument,
     config_from_args,
     examples,
     subparser,
@@ -72,7 +74,10 @@ def _register_build(inner: argparse._SubParsersAction) -> None:
             "cannot be read are listed at the end and the exit status is 1; the others are "
             "built. An existing bank in OUT must have the same settings, and its videos the "
             "same source files (another dataset's videos with the same ids are refused; "
-            "--overwrite rebuilds them)."
+            "--overwrite rebuilds them). Before the backbone runs: the annotations' classes "
+            "are checked against model.num_classes (as `tallformer train` does), OUT is held "
+            "(another build into it stops at once, naming this one) and its disk must hold the "
+            "whole bank (the space of each file is reserved when it is created)."
         ),
         example_lines=(
             "tallformer bank build --config thumos14_swin_b --out banks/thumos14_swin_b "
@@ -91,15 +96,13 @@ def _register_build(inner: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="FILE", default=None,
                    help="backbone checkpoint (official Video Swin, torchvision or tallformer); "
                         "default: model.backbone.weights")
-    p.add_argument("--device", default="cpu", metavar="cpu|cuda",
-                   help="where the backbone runs: cpu, cuda, cuda:N or auto (CUDA when "
-                        "available; default: cpu)")
+    add_device_argument(p, "train.device of the config; auto: CUDA when available")
     p.add_argument("--batch-chunks", type=int, default=8, metavar="N",
                    help="32-frame chunks per backbone call (default: 8)")
     p.add_argument("--overwrite", action="store_true",
                    help="rebuild the videos already in OUT whose frame count or source file "
                         "differs from the videos now (default: refuse, naming them)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_argument(p, old="--quiet")
     p.set_defaults(func=run_build)
 
 
@@ -136,7 +139,7 @@ def _register_import(inner: argparse._SubParsersAction) -> None:
                    help="the original's meta JSON (default: the one meta*.json in or beside ORIG_DIR)")
     p.add_argument("--dtype", choices=("float16", "float32"), default=None,
                    help="row type of our bank (default: memory.dtype of the config, float16)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_argument(p, "no progress bar", old="--quiet")
     p.set_defaults(func=run_import)
 
 
@@ -187,7 +190,7 @@ def _register_merge(inner: argparse._SubParsersAction) -> None:
     p.add_argument("--run", metavar="RUN_DIR", default=None,
                    help="the run the shards belong to: undo writes after its last checkpoint and "
                         "check every shard against it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_argument(p, "no progress bar", old="--quiet")
     p.set_defaults(func=run_merge)
 
 
@@ -195,14 +198,28 @@ def _register_merge(inner: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from tallformer.engine.bank_build import build_bank
+    from tallformer.atomic import check_writable
+    from tallformer.data.annotations import check_num_classes, load_annotations
+    from tallformer.errors import OutputError, output_error
 
     if args.batch_chunks < 1:
         raise TallformerError(f"--batch-chunks must be >= 1, got {args.batch_chunks}")
     cfg = config_from_args(args)
-    report = build_bank(cfg, args.out, weights=args.weights, device=args.device,
-                        batch_chunks=args.batch_chunks, overwrite=args.overwrite,
-                        progress=not args.quiet)
+    if cfg.data.annotations:  # the check `tallformer train` makes, before a long build
+        check_num_classes(load_annotations(cfg.data.annotations), cfg.model.num_classes)
+    check_writable(args.out, "--out")  # before torch loads
+
+    from tallformer.engine.bank_build import build_bank
+    from tallformer.engine.device import resolve_device
+
+    # --device, else the config's train.device (an error then names that key)
+    device = resolve_device(cfg.train.device) if args.device is None else args.device
+    try:
+        report = build_bank(cfg, args.out, weights=args.weights, device=device,
+                            batch_chunks=args.batch_chunks, overwrite=args.overwrite,
+                            progress=not args.no_progress)
+    except OutputError as exc:
+        raise output_error(args.out, exc, "--out") from None
     print(report.summary().split("\n", 1)[0])
     if report.failed:
         print(f"tallformer bank build: {len(report.failed)} video(s) failed (not in the bank "
@@ -220,7 +237,7 @@ def run_import(args: argparse.Namespace) -> int:
     from tallformer.engine.bank_import import import_bank
 
     report = import_bank(config_from_args(args), args.orig_dir, args.out, meta_file=args.meta,
-                         dtype=args.dtype, progress=not args.quiet)
+                         dtype=args.dtype, progress=not args.no_progress)
     head, *rest = report.summary().split("\n")
     print(head)
     for line in rest:
@@ -278,7 +295,7 @@ def run_info(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     from tallformer.engine.run_bank import merge_node_banks
 
-    bank = merge_node_banks(args.sources, args.out, run_dir=args.run, progress=not args.quiet)
+    bank = merge_node_banks(args.sources, args.out, run_dir=args.run, progress=not args.no_progress)
     stats = bank.stats()
     print(f"merged {len(args.sources)} source(s) into {bank.root}: {stats['videos']} videos, "
           f"{stats['rows']:,} rows, fingerprint {bank.fingerprint()[:12]}")

@@ -1,11 +1,11 @@
 """`tallformer convert-weights`: Video Swin weights -> a tallformer backbone state dict, or an
 original detector checkpoint -> a tallformer checkpoint.
 
-The work is `tallformer.models.original_checkpoints.convert_weights_file`: it recognises
+The work is `tallformer.engine.model_import.convert_weights_file`: it recognises
 the file (the official Video Swin release or its `_keysfrom_backbone` variant, a
 torchvision swin3d state dict, a tallformer checkpoint, the original's THUMOS14
-`epoch_N_weights.pth` or ActivityNet `checkpoint-N.ckpt`) and converts it. torch is
-imported inside `run` only.
+`epoch_N_weights.pth` or ActivityNet `checkpoint-N.ckpt`, an ActionFormer release
+`epoch_NNN.pth.tar`) and converts it. torch is imported inside `run` only.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "or its _keysfrom_backbone variant), torchvision swin3d state dicts and tallformer "
             "checkpoints become a plain backbone state dict OUT plus OUT.json (the architecture and "
             "the config lines that use it). Detector checkpoints of the original release, THUMOS14 "
-            "epoch_N_weights.pth and ActivityNet checkpoint-N.ckpt, become a tallformer checkpoint "
-            "(model, the config it fits, class names in the original's label-id order) that "
+            "epoch_N_weights.pth and ActivityNet checkpoint-N.ckpt, and ActionFormer release "
+            "checkpoints (epoch_NNN.pth.tar: its network on the Video Swin weights of the config's "
+            "model.backbone.weights; the EMA weights unless --no-ema; --classes required) become a "
+            "tallformer checkpoint (model, the config it fits, class names in the original's label-id order) that "
             "`tallformer test`, `tallformer detect` and model.init_from=OUT take; the conversion is "
             "exact (same weights, same detections). Every key is mapped explicitly; any missing, "
             "unexpected or mis-shaped key is an error."
@@ -44,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "tallformer convert-weights --src workdir/epoch_1000_weights.pth --out th14_epoch1000.pt",
             "tallformer convert-weights --src checkpoints/checkpoint-10.ckpt --out anet_epoch10.pt "
             "--classes data/annots/anet/action_name.txt",
+            "tallformer convert-weights --src ckpt/epoch_035.pth.tar --config thumos14_swin_b_actionformer "
+            "--classes names.txt --out af_epoch035.pt "
+            "model.backbone.weights=pretrained/swin_base_patch244_window877_kinetics400_22k.pth",
         ),
     )
     p.add_argument("--src", required=True, metavar="FILE", help="checkpoint to convert")
@@ -58,17 +63,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="detector checkpoints: class names, one a line, in the original's label-id "
                         "order (default THUMOS14: the original's 20 classes; required for "
-                        "ActivityNet: its action_name.txt)")
+                        "ActivityNet, its action_name.txt, and for ActionFormer)")
+    p.add_argument("--no-ema", dest="ema", action="store_false",
+                   help="ActionFormer checkpoints: the plain weights (state_dict) instead of the EMA "
+                        "ones (state_dict_ema, what the release evaluates)")
     add_config_arguments(p, required=False, override_examples="model.backbone.arch=swin_t")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.models.original_checkpoints import convert_weights_file
+    from tallformer.engine.model_import import convert_weights_file
 
     kind, info = convert_weights_file(args.src, args.out, arch=args.arch, window=args.window,
                                       config=args.config, overrides=args.overrides,
-                                      classes=args.classes)
+                                      classes=args.classes, ema=args.ema)
     if kind == "backbone":
         print(
             f"wrote {args.out} ({info['source_format']} -> tallformer, {info['num_parameters']:,} "

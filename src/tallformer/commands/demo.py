@@ -6,7 +6,8 @@ Five stages, each announced with its number and timed:
    generated once into ``data/synthetic/`` (the folder `tallformer train --config demo` uses)
    and reused while it matches the config;
 2. the memory bank of the training videos, built with the initial (random) demo backbone:
-   the very weights training starts from (built as the engine builds its model);
+   the very weights training starts from (the engine's own start-up,
+   `tallformer.engine.train.prepare_run_bank`);
 3. training from scratch with the memory bank (`tallformer.engine.train.train`; a finished
    run in the output folder is reused, an interrupted one resumed);
 4. the test on the validation subset: ``results.json``, ``metrics.json`` and the mAP table
@@ -29,12 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tallformer.commands.common import subparser
+from tallformer.commands.common import add_progress_argument, subparser
 
 if TYPE_CHECKING:
     from tallformer.config import Config
     from tallformer.data.annotations import AnnotationSet
-    from tallformer.models.backbone import VideoSwinBackbone
 
 NUM_STAGES = 5
 TIMELINE_VIDEOS = 3
@@ -59,7 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(detections against ground truth for three validation videos) and an HTML viewer "
             "of one. A finished run in OUT is reused (delete OUT to train again); an interrupted "
             "one is resumed. About 6 minutes on a free 2-core CPU with the shipped demo config; "
-            "--quick is a small version of every stage (about 2 minutes)."
+            "--quick is a small version of every stage (about 2 minutes).\n\n"
+            "On a CPU the demo computes with one intra-op thread, ATen's AVX2 kernels, MKL's "
+            "reproducible AVX2 branch and torch's own convolutions (OMP_NUM_THREADS=1 "
+            "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2, oneDNN off): for one torch build its numbers "
+            "depend neither on the number of cores nor on AVX-512 (MKL's reproducibility holds on "
+            "Intel CPUs with AVX2), and it keeps its pace next to other busy processes. Setting one of those variables yourself overrides it "
+            "(on AMD CPUs MKL_CBWR=COMPATIBLE is the one that matches across vendors, slower)."
         ),
         example_lines=(
             "tallformer demo",
@@ -74,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the config (default: the shipped demo config)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. memory.keep_ratio=0.25 train.max_epochs=50")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (the stage lines stay)")
+    add_progress_argument(p, "no progress bars (the stage lines stay)")
     p.set_defaults(func=run)
 
 
@@ -129,7 +135,7 @@ def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], 
         raise TallformerError("the demo trains on the synthetic dataset: set data.synthetic_videos "
                               "to at least 4 (the demo config: 40)")
     size = (int(d.frame_size[0]), int(d.frame_size[1]))
-    classes = cfg.model.head.num_classes
+    classes = cfg.model.num_classes
     kw: dict[str, Any] = {"num_classes": classes, "fps": d.fps, "size": size,
                           "min_length": lengths[0], "max_length": lengths[1],
                           "val_fraction": val_fraction, "task": d.synthetic_task}
@@ -150,51 +156,14 @@ def synthetic_dataset(cfg: Config, out_dir: Path, lengths: tuple[float, float], 
     return replace(cfg, data=replace(d, annotations=str(ann), videos=str(videos)))
 
 
-def initial_backbone(cfg: Config) -> VideoSwinBackbone:
-    """The backbone training starts from: the global RNGs seeded with ``cfg.seed``, then the
-    detector built, exactly as `tallformer.engine.train` builds it (random unless the config
-    names weights)."""
-    import random
+def initial_bank(cfg: Config, progress: bool) -> None:
+    """Stage 2: ``RUN/bank``, the bank training uses, from the backbone it starts with: the
+    training engine's own start-up up to its bank (`tallformer.engine.train.prepare_run_bank`:
+    the detector seeded and built as training builds it, the bank built from its backbone or
+    copied from ``memory.bank_dir``); training then finds it ready."""
+    from tallformer.engine.train import prepare_run_bank
 
-    import numpy as np
-    import torch
-
-    from tallformer.models.detector import build_detector
-
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
-    return build_detector(cfg).backbone
-
-
-def initial_bank(cfg: Config, run: Path, progress: bool) -> None:
-    """Stage 2: ``RUN/bank``, the bank training uses, from the backbone it starts with.
-
-    The detector is built exactly as `tallformer.engine.train` builds it (the global RNGs
-    seeded with ``cfg.seed``, then `build_detector`), so the bank holds the features of the
-    initial weights; the engine finds the bank complete and trains on it. Nothing to do
-    when every chunk goes through the backbone (keep ratio 1) or the bank is complete.
-    """
-    from tallformer.engine.bank_build import build_bank
-    from tallformer.engine.device import resolve_device
-    from tallformer.engine.train import TrainingError
-    from tallformer.memory.selection import num_kept
-
-    chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
-    if num_kept(chunks, cfg.memory.keep_ratio) == chunks:
-        print(f"      memory.keep_ratio={cfg.memory.keep_ratio:g}: every chunk goes through the backbone, no bank")
-        return
-    if cfg.memory.bank_dir is not None:
-        print(f"      memory.bank_dir={cfg.memory.bank_dir}: training copies that bank")
-        return
-    if cfg.model.backbone.weights or cfg.model.init_from:
-        print("      the bank is built by the training engine from the configured weights")
-        return
-    report = build_bank(cfg, run / "bank", device=resolve_device(cfg.train.device), backbone=initial_backbone(cfg),
-                        progress=progress)
-    if not report.ok:
-        raise TrainingError(report.summary().replace("\n", "; "))
-    print("      " + report.summary())
+    print("      " + prepare_run_bank(cfg, progress=progress))
 
 
 def loss_curve(log: Path) -> tuple[float, float, int]:
@@ -216,24 +185,26 @@ def figures(run: Path, aset: AnnotationSet, subset: str, results: dict[str, Any]
     """Stage 5: the timelines of the first `TIMELINE_VIDEOS` videos of `subset` (one PNG each
     in ``timelines/`` and all stacked in ``timeline.png``) and the viewer of the first one.
 
-    The timelines draw the detections the viewer's score slider starts with
-    (`tallformer.viewer.default_threshold`: the best 25 at most)."""
+    The timelines draw the detections the viewer's score slider starts with: the display
+    threshold `tallformer detect` uses too (`tallformer.viewer.displayed`: the best 25, and
+    all scoring 0.3 or more)."""
     from tallformer.atomic import atomic_path
+    from tallformer.commands.detect import source_fps
     from tallformer.data.video import resolve_video
     from tallformer.plots import plot_timeline
-    from tallformer.viewer import default_threshold, write_viewer
+    from tallformer.viewer import displayed, displayed_summary, write_viewer
 
     chosen = aset.subset(subset)[:TIMELINE_VIDEOS]
     pngs: list[Path] = []
     for video in chosen:
         dets = _segments(results.get(video.video_id, []))
-        cut = default_threshold([d[3] for d in dets])
-        shown = [d for d in dets if d[3] >= cut]
+        shown, cut = displayed(dets)
         truth = [(a.segment[0], a.segment[1], a.label, 1.0) for a in video.annotations]
         duration = video.duration or max([d[1] for d in dets + truth] or [1.0])
         pngs.append(plot_timeline(run / "timelines" / f"{video.video_id}.png", shown, classes, duration,
-                                  ground_truth=truth, title=f"{video.video_id}: {len(shown)} detections "
-                                  f"(score >= {cut:g}) against {len(truth)} ground-truth instances ({source})"))
+                                  ground_truth=truth, title=f"{video.video_id}: "
+                                  f"{displayed_summary(len(shown), len(dets), cut)} against {len(truth)} "
+                                  f"ground-truth instances ({source})"))
     out = {"timeline": run / "timeline.png"}
     from PIL import Image
 
@@ -248,11 +219,13 @@ def figures(run: Path, aset: AnnotationSet, subset: str, results: dict[str, Any]
         sheet.save(tmp, format="PNG")
     first = chosen[0]
     dets = _segments(results.get(first.video_id, []))
+    video_path = resolve_video(videos_dir, first.video_id)
     out["viewer"] = write_viewer(
-        run / f"viewer_{first.video_id}.html", video=resolve_video(videos_dir, first.video_id),
+        run / f"viewer_{first.video_id}.html", video=video_path,
         title=first.video_id, classes=classes, detections=dets,
         duration=first.duration or max([d[1] for d in dets] or [1.0]), fps=fps,
-        ground_truth=[(a.segment[0], a.segment[1], a.label, 1.0) for a in first.annotations], source=source)
+        ground_truth=[(a.segment[0], a.segment[1], a.label, 1.0) for a in first.annotations], source=source,
+        source_fps=source_fps(video_path))
     return out
 
 
@@ -270,30 +243,48 @@ def demo_config(config: str, overrides: Sequence[str], out: str | None, quick: b
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.commands.test import comparison_table
+    from tallformer.engine.run_lock import hold_folder
+    from tallformer.errors import OutputError, output_error
+
+    cfg = demo_config(args.config, args.overrides or [], args.out, args.quick)
+    try:  # the run folder is the demo's from the start (a training run there stops it at once)
+        with hold_folder(cfg.run_dir, "tallformer demo", option="--out"):
+            return _demo(args, cfg)
+    except OutputError as exc:
+        raise output_error(cfg.run_dir, exc, "--out") from None
+
+
+def _demo(args: argparse.Namespace, cfg: Config) -> int:
     from tallformer.data.annotations import load_annotations
-    from tallformer.data.synthetic import dataset_folder
+    from tallformer.engine import cpu
+    from tallformer.engine.checkpoint import load_model
     from tallformer.engine.device import resolve_device
-    from tallformer.engine.infer import evaluate_model, load_model
-    from tallformer.engine.train import CHECKPOINTS, LAST, LOG, train
+    from tallformer.engine.infer import evaluate_model
+    from tallformer.engine.results import results_table
+    from tallformer.engine.run_layout import CHECKPOINTS, LAST, LOG, synthetic_dir
+    from tallformer.engine.train import train
     from tallformer.memory.selection import num_kept
 
     progress = not args.no_progress
-    cfg = demo_config(args.config, args.overrides or [], args.out, args.quick)
     run_dir = Path(cfg.run_dir)
     stages = _Stages()
+    device = resolve_device(cfg.train.device)
+    if cpu.prepared(reproducible=True):  # the `tallformer` command set the process up
+        cpu.apply(reproducible=True)
     print(f"tallformer demo{' --quick' if args.quick else ''}: TALLFormer with a memory bank (keep ratio "
-          f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {resolve_device(cfg.train.device)}; "
-          f"outputs in {run_dir}/")
+          f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {device}; outputs in {run_dir}/")
+    arithmetic = cpu.describe() if device.type == "cpu" else str(device)
+    if device.type == "cpu":
+        print(f"      CPU arithmetic: {arithmetic}")
 
     stages.begin(1, "data", "synthetic dataset: mp4 videos and ActivityNet annotations")
     # absolute, as `tallformer train` records it: the two commands share the data and a run
-    folder = dataset_folder(cfg.data.synthetic_task)
+    folder = synthetic_dir(cfg.data.synthetic_task)
     data_dir = (run_dir / folder if args.quick else folder).resolve()
     cfg = synthetic_dataset(cfg, data_dir, QUICK_LENGTH_S if args.quick else FULL_LENGTH_S, progress)
 
     stages.begin(2, "bank", "memory bank of the training videos, from the initial (random) backbone")
-    initial_bank(cfg, run_dir, progress)
+    initial_bank(cfg, progress)
 
     chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
     stages.begin(3, "training", f"training from scratch: {cfg.train.max_epochs} epochs of batch "
@@ -312,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     thresholds = list(cfg.test.tiou_thresholds)
     row = {"name": checkpoint.stem, "epoch": loaded.epoch, "mAP": metrics["mAP"],
            "average_mAP": metrics["average_mAP"]}
-    print(comparison_table([row], thresholds))
+    print(results_table([row], thresholds))
 
     stages.begin(5, "figures", "timelines and the viewer")
     aset = load_annotations(str(cfg.data.annotations))
@@ -320,13 +311,13 @@ def run(args: argparse.Namespace) -> int:
     paths = figures(run_dir, aset, subset, results, loaded.classes, Path(str(cfg.data.videos)),
                     cfg.data.fps, f"{run_dir.name}/{checkpoint.name}")
     stages.end()
-    _summary(run_dir, cfg, args.quick, stages, metrics, (first, last, steps), paths)
+    _summary(run_dir, cfg, args.quick, stages, metrics, (first, last, steps), paths, arithmetic)
     lo, hi = min(thresholds), max(thresholds)
     print(f"\ndone in {_duration(stages.total)}: average mAP (tIoU {lo:g} to {hi:g}) "
           f"{100 * metrics['average_mAP']:.1f}% on {metrics['num_videos']} {subset} videos")
     print(f"outputs in {run_dir}/:")
     for name, what in (("metrics.json", "the evaluator's numbers"), ("results.json", "every detection"),
-                       ("log.jsonl", "the training log"), (f"{CHECKPOINTS}/", "checkpoints (last.pt: the final one)"),
+                       (LOG, "the training log"), (f"{CHECKPOINTS}/", "checkpoints (last.pt: the final one)"),
                        ("timeline.png", f"detections against ground truth, {TIMELINE_VIDEOS} {subset} videos"),
                        (paths["viewer"].name, "the HTML viewer (open it in a browser)"),
                        ("summary.json", "stage times, loss, mAP")):
@@ -339,12 +330,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(run_dir: Path, cfg: Config, quick: bool, stages: _Stages, metrics: dict[str, Any],
-             loss: tuple[float, float, int], paths: dict[str, Path]) -> None:
-    from tallformer import __version__
+             loss: tuple[float, float, int], paths: dict[str, Path], arithmetic: str) -> None:
     from tallformer.atomic import write_json
+    from tallformer.version import __version__
 
     write_json(run_dir / "summary.json", {
         "version": f"tallformer {__version__}",
+        "arithmetic": arithmetic,  # the figures hold for these settings (tallformer.engine.cpu)
         "quick": quick,
         "keep_ratio": cfg.memory.keep_ratio,
         "seconds": {**{k: round(v, 1) for k, v in stages.seconds.items()}, "total": round(stages.total, 1)},

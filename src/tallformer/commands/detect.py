@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tallformer.commands.common import add_config_arguments, split_overrides, subparser
+from tallformer.commands.common import (
+    add_config_arguments,
+    add_device_argument,
+    add_progress_argument,
+    split_overrides,
+    subparser,
+)
+from tallformer.viewer import DISPLAY_MAX_THRESHOLD, DISPLAY_SHOWN
 
 if TYPE_CHECKING:
     from tallformer.data.annotations import AnnotationSet
@@ -20,6 +27,9 @@ Segment = tuple[float, float, str, float]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from tallformer.engine.factory import FAMILIES
+
+    families = "\n\n".join(family.summary for family in FAMILIES.values())
     p = subparser(
         sub, "detect",
         help="detect actions in your own videos: JSON, CSV, timeline PNG and an HTML viewer each",
@@ -30,15 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "video, plus its path, duration and fps: `tallformer eval` scores it), NAME.csv "
             "(start,end,label,score in seconds), NAME.png (a timeline, one lane per class, bars "
             "shaded by score) and NAME.html (a self-contained viewer: the video with a clickable "
-            "timeline; keep the video at its place relative to the HTML file). The config and the "
+            "timeline; keep the video at its place relative to the HTML file). JSON and CSV keep "
+            "every detection (down to --score-threshold); the PNG draws, and the viewer's score "
+            "slider starts at, the display threshold (--display-threshold; by default the demo's: "
+            "the best 25 detections, and all scoring 0.3 or more). The config and the "
             "class names come from the checkpoint unless --config is given; KEY=VALUE overrides "
-            "apply to that config. A video that cannot be decoded is reported and skipped; the "
-            "exit status is then 1.\n\n"
-            "An ActivityNet checkpoint (model.kind=afsd) decodes each video file at its own rate "
-            "times min(data.num_frames / frames, 1) (the original's 768-frame rule, applied on "
-            "the fly: a video prepared with `tallformer prepare videos --num-frames 768` keeps "
-            "its rate), runs its first data.num_frames frames in one pass and labels the "
-            "class-agnostic proposals with the detector's own video-level classifier (top-2)."
+            "apply to that config. OUT is checked before the model runs; a video that cannot be "
+            "decoded, or whose outputs cannot be written, is reported in one line and the others "
+            "are done; the exit status is then 1. How a video is decoded and run depends on the detector family "
+            "of the checkpoint (model.kind):\n\n" + families
         ),
         example_lines=(
             "tallformer detect match.mp4 --checkpoint runs/th14/checkpoints/epoch_0600.pt",
@@ -58,15 +68,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, required=False)
     p.add_argument("--out", default="detections", metavar="DIR", help="output folder (default: detections/)")
     p.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                   help="keep detections scoring at least T (default: all, down to test.score_thr)")
+                   help="keep detections scoring at least T, 0 to 1, in every output (default: all, "
+                        "down to test.score_thr)")
+    p.add_argument("--display-threshold", type=float, default=None, metavar="T",
+                   help="draw detections scoring at least T, 0 to 1, in the PNG and start the viewer's "
+                        f"slider there (default: the demo's, the best {DISPLAY_SHOWN} and all scoring "
+                        f"{DISPLAY_MAX_THRESHOLD:g} or more)")
     p.add_argument("--top-k", type=int, default=None, metavar="K",
                    help="keep the K best detections per video (default: test.max_per_video)")
     p.add_argument("--gt", default=None, metavar="FILE",
                    help="ground truth (ActivityNet JSON): drawn in the timeline and the viewer "
                         "for the videos it has (by file name, with or without a v_ prefix)")
-    p.add_argument("--device", default=None, metavar="DEV",
-                   help="auto, cpu, cuda, cuda:1 (default: train.device of the config)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(p)
+    add_progress_argument(p, "no progress bar")
     p.set_defaults(func=run)
 
 
@@ -78,6 +92,19 @@ def ground_truth_for(aset: AnnotationSet, video_id: str) -> list[Segment] | None
             return [(float(a.segment[0]), float(a.segment[1]), a.label, 1.0)
                     for a in aset.videos[name].annotations]
     return None
+
+
+def source_fps(path: str | Path | None) -> float | None:
+    """A video file's own frame rate (the viewer shows it beside the decode rate); None for
+    a frame folder or a file whose rate cannot be read."""
+    from tallformer.data.video import VideoError, probe_video
+
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return probe_video(path).fps
+    except VideoError:
+        return None
 
 
 def csv_text(result: VideoResult) -> str:
@@ -92,18 +119,20 @@ def csv_text(result: VideoResult) -> str:
 
 def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[str], *,
                   name: str | None = None, ground_truth: list[Segment] | None = None,
-                  source: str | None = None) -> dict[str, Path]:
+                  source: str | None = None, display_threshold: float | None = None) -> dict[str, Path]:
     """Write NAME.json, NAME.csv, NAME.png and NAME.html of one video into `out_dir`.
 
-    `name` defaults to the video's id (file stem or folder name). Returns the paths by kind.
+    `name` defaults to the video's id (file stem or folder name). JSON, CSV and the viewer
+    hold every detection; the PNG draws those scoring `display_threshold` or more, where
+    the viewer's slider starts (default `tallformer.viewer.default_threshold`, the demo's).
+    Returns the paths by kind.
     """
     from tallformer.atomic import write_json, write_text
-    from tallformer.engine.infer import results_json
+    from tallformer.engine.results import results_json
     from tallformer.plots import plot_timeline
-    from tallformer.viewer import write_viewer
+    from tallformer.viewer import displayed, displayed_summary, write_viewer
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = name or result.video_id
     data = results_json({result.video_id: result.detections})
     data["video"] = {"id": result.video_id, "path": str(result.path), "duration": result.duration,
@@ -115,43 +144,44 @@ def write_outputs(result: VideoResult, out_dir: str | Path, classes: Sequence[st
     write_json(paths["json"], data)
     write_text(paths["csv"], csv_text(result))
     segs = [(d.start, d.end, d.label, d.score) for d in result.detections]
-    plot_timeline(paths["png"], segs, classes, result.duration, ground_truth=ground_truth,
-                  title=f"{result.video_id}: {len(segs)} detections"
+    shown, cut = displayed(segs, display_threshold)
+    plot_timeline(paths["png"], shown, classes, result.duration, ground_truth=ground_truth,
+                  title=f"{result.video_id}: {displayed_summary(len(shown), len(segs), cut)}"
                         + (f" ({source})" if source else ""))
     write_viewer(paths["html"], video=result.path, title=result.video_id, classes=classes,
                  detections=segs, duration=result.duration, fps=result.fps,
-                 ground_truth=ground_truth, source=source)
+                 ground_truth=ground_truth, threshold=cut, source=source, source_fps=source_fps(result.path))
     return paths
 
 
-def _unique(name: str, used: set[str]) -> str:
-    out, k = name, 1
-    while out in used:
-        k += 1
-        out = f"{name}_{k}"
-    used.add(out)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
+    from tallformer.atomic import check_writable
+
+    out = check_writable(args.out, "--out")  # at once, before the model (and torch) loads
+
     from tqdm import tqdm
 
     from tallformer.data.annotations import load_annotations
     from tallformer.data.video import VideoError
     from tallformer.engine.infer import Detector
-    from tallformer.errors import TallformerError
+    from tallformer.engine.results import unique_name
+    from tallformer.errors import OutputError, TallformerError, output_error
 
     split_overrides(args, "videos")
     if not args.videos:
         raise TallformerError("give at least one VIDEO (a video file or a frame folder)")
     if args.top_k is not None and args.top_k < 1:
         raise TallformerError(f"--top-k must be at least 1, got {args.top_k}")
+    for option in ("score_threshold", "display_threshold"):
+        value = getattr(args, option)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise TallformerError(f"--{option.replace('_', '-')} must be a score from 0 to 1, got {value:g}")
     gt = load_annotations(args.gt) if args.gt else None
     detector = Detector.from_checkpoint(args.checkpoint, args.config, overrides=args.overrides or [],
                                         device=args.device)
     source = Path(args.checkpoint).stem
-    out = Path(args.out)
     failed: list[str] = []
+    unwritten: list[str] = []
     used: set[str] = set()
     bar = tqdm(args.videos, desc="detect", unit="video", disable=args.no_progress or None)
     for video in bar:
@@ -166,8 +196,16 @@ def run(args: argparse.Namespace) -> int:
         if gt is not None and truth is None:
             print(f"warning: {args.gt} has no video {result.video_id!r}; no ground truth drawn for it",
                   file=sys.stderr)
-        name = _unique(result.video_id, used)
-        write_outputs(result, out, detector.classes, name=name, ground_truth=truth, source=source)
+        name = unique_name(result.video_id, used)
+        try:
+            write_outputs(result, out, detector.classes, name=name, ground_truth=truth, source=source,
+                          display_threshold=args.display_threshold)
+        except OSError as exc:  # an OutputError, or a writer's own OSError
+            bar.clear()
+            path = exc.filename if exc.filename is not None and not isinstance(exc, OutputError) else out
+            print(f"error: {output_error(path, exc, '--out')}", file=sys.stderr)
+            unwritten.append(str(video))
+            continue
         bar.clear()
         best = result.detections[0] if result.detections else None
         top = f"; best {best.label} {best.start:.1f}-{best.end:.1f} s ({best.score:.2f})" if best else ""
@@ -176,5 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} of {len(args.videos)} videos could not be decoded: "
               f"{', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    if unwritten:
+        print(f"{len(unwritten)} of {len(args.videos)} videos could not be written: "
+              f"{', '.join(unwritten)}", file=sys.stderr)
+    return 1 if failed or unwritten else 0

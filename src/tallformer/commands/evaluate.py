@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from tallformer.commands.common import subparser
-from tallformer.errors import TallformerError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "is ActivityNet JSON ({\"database\": {video: {\"subset\", \"annotations\": [{\"segment\", "
             "\"label\"}]}}}); predictions are ActivityNet results JSON ({\"results\": {video: "
             "[{\"segment\", \"label\", \"score\"}]}}). Predictions on videos that are not in the "
-            "evaluated subset count as false positives, as in the official code. Exit status 2 on "
-            "bad input."
+            "evaluated subset count as false positives, as in the official code. The folders of "
+            "--out and --plot are checked before the evaluation. Exit status 2 on bad input or an "
+            "output that cannot be written."
         ),
         example_lines=(
             "tallformer eval --gt data/thumos14/annotations.json --pred runs/x/results.json "
@@ -55,9 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.atomic import write_json
+    from pathlib import Path
+
+    from tallformer.atomic import check_writable, write_json
+    from tallformer.errors import output_error
     from tallformer.evaluation import THRESHOLD_PRESETS, evaluate, format_table
 
+    if args.out:  # before the evaluation
+        check_writable(Path(args.out).parent, "--out")
+    if args.plot:
+        check_writable(args.plot, "--plot")
     thresholds = args.tiou if args.tiou else THRESHOLD_PRESETS[args.dataset or "anet"]
     result = evaluate(args.gt, args.pred, thresholds, args.subset,
                       ignore_unknown_labels=args.ignore_unknown_labels)
@@ -69,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             write_json(args.out, result)
         except OSError as exc:
-            raise TallformerError(f"cannot write {args.out}: {exc.strerror or exc}; "
-                                  "choose another --out") from None
+            raise output_error(args.out, exc, "--out") from None
         print(f"metrics written to {args.out}")
     if args.plot:
         import warnings
@@ -80,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
         with warnings.catch_warnings():  # the same warnings as above: said once
             warnings.simplefilter("ignore", EvaluationWarning)
-            files = plot_pr_curves(args.plot, args.gt, args.pred, thresholds, args.subset,
-                                   ignore_unknown_labels=args.ignore_unknown_labels)
+            try:
+                files = plot_pr_curves(args.plot, args.gt, args.pred, thresholds, args.subset,
+                                       ignore_unknown_labels=args.ignore_unknown_labels)
+            except OSError as exc:
+                raise output_error(exc.filename or args.plot, exc, "--plot") from None
         print(f"precision-recall curves written to {args.plot} ({len(files)} files)")
     return 0

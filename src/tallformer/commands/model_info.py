@@ -36,14 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.models.info import parameter_counts
+    from tallformer.engine.factory import parameter_counts
 
     info = parameter_counts(config_from_args(args))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{'part':<10} {'total':>14} {'trainable':>14}")
+    w = max(len(name) for name in ["part", "all", *info["parts"]])
+    print(f"{'part':<{w}} {'total':>14} {'trainable':>14}")
     for name, c in info["parts"].items():
-        print(f"{name:<10} {c['total']:>14,} {c['trainable']:>14,}")
-    print(f"{'all':<10} {info['total']:>14,} {info['trainable']:>14,}")
+        print(f"{name:<{w}} {c['total']:>14,} {c['trainable']:>14,}")
+    print(f"{'all':<{w}} {info['total']:>14,} {info['trainable']:>14,}")
     return 0

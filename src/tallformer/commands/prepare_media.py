@@ -84,14 +84,20 @@ def _run_frames(args: argparse.Namespace) -> int:
 def _run_synthetic(args: argparse.Namespace) -> int:
     import time
 
+    from tallformer.atomic import check_writable
     from tallformer.data.synthetic import generate_synthetic_dataset
+    from tallformer.errors import OutputError, output_error
 
+    check_writable(args.out, "--out")
     start = time.perf_counter()
-    path = generate_synthetic_dataset(
-        args.out, args.num_videos, args.seed, num_classes=args.num_classes, size=args.size,
-        fps=args.fps, min_length=args.min_length, max_length=args.max_length,
-        val_fraction=args.val_fraction, workers=args.workers, task=args.task,
-    )
+    try:
+        path = generate_synthetic_dataset(
+            args.out, args.num_videos, args.seed, num_classes=args.num_classes, size=args.size,
+            fps=args.fps, min_length=args.min_length, max_length=args.max_length,
+            val_fraction=args.val_fraction, workers=args.workers, task=args.task,
+        )
+    except OutputError as exc:
+        raise output_error(args.out, exc, "--out") from None
     print(f"prepare synthetic: {args.num_videos} videos in {path.parent / 'videos'}, "
           f"annotations {path} ({time.perf_counter() - start:.1f} s)")
     return 0
@@ -174,8 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Write a synthetic temporal-action-localization dataset: OUT/videos/synth_NNNN.mp4 "
             "(H.264) and OUT/annotations.json (ActivityNet format, subsets training and "
             "validation). Each class is a shape with its own colour and motion unfolding over "
-            "1-10 s on a drifting textured background; distractors play the beginning of an "
-            "action and stop, so boundaries need temporal context. Same --seed, same data. "
+            "1-5 s (at most a third of the video) on a drifting textured background; "
+            "distractors play the beginning of an action and stop, so boundaries need "
+            "temporal context. Same --seed, same data. "
             "--task drift: 4 classes that look the same in every frame (one textured disk) and "
             "differ only in the way the texture slides (right, left, down, up)."
         ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,37 +16,29 @@ from tallformer.commands.common import (
 
 if TYPE_CHECKING:
     from tallformer.config import Config
-    from tallformer.engine.infer import LoadedModel
+    from tallformer.engine.family import Family, LoadedModel, Tester, TestOption
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from tallformer.engine.factory import FAMILIES
+
+    families = "\n\n".join(family.summary for family in FAMILIES.values())
     p = subparser(
         sub, "test",
         help="test checkpoints on a subset: results.json, metrics.json, one comparison table",
         description=(
-            "Run each checkpoint over every video of the test subset (sliding windows of "
-            "data.num_frames frames, all windows of a video merged by class-wise NMS, the best "
-            "test.max_per_video kept), then score the detections with the ActivityNet protocol "
-            "at test.tiou_thresholds (THUMOS14: 0.3 ... 0.7). Per checkpoint OUT/<name>/results.json "
-            "(ActivityNet results) and OUT/<name>/metrics.json (as `tallformer eval --out`); "
-            "the table comparing all checkpoints is printed and written to OUT/summary.json. "
-            "test.protocol=chunk_grid (the default) puts windows on the backbone's chunk grid and "
-            "runs each chunk once per video; test.protocol=original uses the original's stride "
-            "360 windows exactly. Detections of classes the subset has no instance of are not "
-            "scored (as `tallformer eval --ignore-unknown-labels`). Data paths left null in the "
-            "config come from each checkpoint's saved config.\n\n"
-            "ActivityNet (model.kind=afsd, e.g. --config anet_swin_b): each video in one pass (its "
-            "first data.num_frames frames, black-padded), class-agnostic soft-NMS proposals "
-            "labelled by the video-level classifier(s) of --classifier: builtin (the detector's "
-            "action head, top-2), gt (the ground-truth label: an oracle upper bound, marked so in "
-            "the results and the table) or FILE (a classifier file {\"results\": {video: [scores]}, "
-            "\"class\": [names]}, e.g. the CUHK ActivityNet-2016 validation file; top-2); several "
-            "share one pass. Per checkpoint and classifier OUT/<name>/<classifier>/results.json "
-            "(naming its classifier), metrics.json (protocol all) and, with --videos-list, "
-            "metrics_list.json. Protocols: 'all' scores against every video of the subset "
-            "(ActivityNet-1.3 validation: 4926; videos not tested count as misses); 'list' against "
-            "the videos of --videos-list only (e.g. BSN's video_info_new.csv: the 4728 still "
-            "downloadable). The table states the protocol of every number."
+            "Run each checkpoint over every video of the test subset by the test path of its "
+            "detector family (model.kind, below), then score the detections with the ActivityNet "
+            "protocol at test.tiou_thresholds (THUMOS14: 0.3 ... 0.7). Per checkpoint "
+            "OUT/<name>/results.json (ActivityNet results) and OUT/<name>/metrics.json (as "
+            "`tallformer eval --out`); the table comparing all checkpoints is printed and written "
+            "to OUT/summary.json. Detections of classes the subset has no instance of are not "
+            "scored (as `tallformer eval --ignore-unknown-labels`). Without --config each "
+            "checkpoint is tested with the config it holds (KEY=VALUE overrides apply to it, e.g. "
+            "data paths); with --config its model section must be the checkpoint's, and data "
+            "paths left null in it come from each checkpoint's saved config. OUT is checked "
+            "before the first checkpoint runs and held while the command writes there (a training "
+            "run whose periodic tests write into the same folder holds it too).\n\n" + families
         ),
         example_lines=(
             "tallformer test --config thumos14_swin_b data.annotations=data/thumos14/annotations.json "
@@ -55,51 +47,53 @@ def register(sub: argparse._SubParsersAction) -> None:
             "tallformer test --config thumos14_swin_b run_dir=runs/th14 "
             "--checkpoint runs/th14/checkpoints/epoch_*.pt --out runs/th14/test_original "
             "test.protocol=original",
-            "tallformer test --config demo --checkpoint runs/demo/checkpoints/last.pt --subset validation",
+            "tallformer test --checkpoint runs/demo/checkpoints/last.pt --subset validation",
             "tallformer test --config anet_swin_b data.annotations=data/anet/annotations.json "
             "data.videos=data/anet/videos run_dir=runs/anet --checkpoint runs/anet/checkpoints/epoch_0010.pt "
             "--classifier builtin gt cuhk_val_simp_share.json --videos-list video_info_new.csv",
         ),
     )
-    add_config_arguments(p)
+    add_config_arguments(p, required=False, override_examples="test.protocol=original data.videos=DIR")
     p.add_argument("--checkpoint", required=True, nargs="+", metavar="FILE",
                    help="training checkpoints (RUN_DIR/checkpoints/*.pt), one or more")
     p.add_argument("--subset", default=None, metavar="NAME",
                    help="annotation subset to test (default: data.test_subset)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="output folder (default: RUN_DIR/test/ with run_dir from the config)")
+                   help="output folder (default: RUN_DIR/test/, RUN_DIR the run folder of the first checkpoint, "
+                        "or run_dir of --config)")
     p.add_argument("--device", default=None, metavar="DEV",
                    help="auto, cpu, cuda, cuda:1 (default: train.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--classifier", nargs="+", default=None, metavar="builtin|gt|FILE",
-                   help="ActivityNet (model.kind=afsd) only: video-level classifier(s) labelling the "
-                        "proposals: builtin (default; the action head's top-2), gt (oracle: the "
-                        "ground-truth label, an upper bound) or a classifier FILE "
-                        '({"results": {video: [scores]}, "class": [names]}); one results set each')
-    p.add_argument("--videos-list", default=None, metavar="FILE",
-                   help="ActivityNet (model.kind=afsd) only: test only these videos (a CSV with a "
-                        "'video' column such as BSN's video_info_new.csv, a JSON list or one id per "
-                        "line) and score both protocols: all videos of the subset (the untested "
-                        "ones count as misses) and the listed ones")
+    for option in _family_options().values():  # the options the detector families add
+        p.add_argument(option.flag, nargs=option.nargs, default=None, metavar=option.metavar, help=option.help)
     p.set_defaults(func=run)
+
+
+def _family_options() -> dict[str, TestOption]:
+    """Every family's test options by flag (a flag two families declare is one option)."""
+    from tallformer.engine.factory import FAMILIES
+
+    options: dict[str, TestOption] = {}
+    for family in FAMILIES.values():
+        for option in family.test_options:
+            options.setdefault(option.flag, option)
+    return options
 
 
 def checkpoint_names(paths: Sequence[Path]) -> list[str]:
     """Output folder names: the file stems, made unique by the run folder's name
-    (``runs/a/checkpoints/last.pt`` -> ``a_last``), then by a counter."""
+    (``runs/a/checkpoints/last.pt`` -> ``a_last``), then by a counter (``_2``, ...)."""
+    from tallformer.engine.results import unique_name
+    from tallformer.engine.run_layout import CHECKPOINTS
+
     def run_name(p: Path) -> str:
         parent = p.resolve().parent
-        return parent.parent.name if parent.name == "checkpoints" else parent.name
+        return parent.parent.name if parent.name == CHECKPOINTS else parent.name
 
     stems = [p.stem for p in paths]
-    names = [f"{run_name(p)}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        k = seen.get(name, 0)
-        seen[name] = k + 1
-        out.append(name if k == 0 else f"{name}_{k + 1}")
-    return out
+    taken: set[str] = set()
+    return [unique_name(f"{run_name(p)}_{p.stem}" if stems.count(p.stem) > 1 else p.stem, taken)
+            for p in paths]
 
 
 def _with_data_paths(cfg: Config, loaded: LoadedModel) -> Config:
@@ -115,162 +109,105 @@ def _with_data_paths(cfg: Config, loaded: LoadedModel) -> Config:
     return dataclasses.replace(cfg, data=filled)
 
 
-def comparison_table(rows: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> str:
-    """mAP (%) per tIoU and the average, one row per checkpoint; the best average marked."""
-    width = max([10, *(len(r["name"]) for r in rows)])
-    head = f"{'checkpoint':<{width}}  {'epoch':>5}  " + "  ".join(f"{t:>6.2f}" for t in thresholds) + f"  {'avg':>6}"
-    best = max(range(len(rows)), key=lambda i: rows[i]["average_mAP"]) if rows else -1
-    lines = [head]
-    for i, r in enumerate(rows):
-        epoch = "" if r.get("epoch") is None else str(r["epoch"])
-        cells = "  ".join(f"{100 * m:>6.2f}" for m in r["mAP"])
-        mark = "  <- best" if i == best and len(rows) > 1 else ""
-        lines.append(f"{r['name']:<{width}}  {epoch:>5}  {cells}  {100 * r['average_mAP']:>6.2f}{mark}")
-    return "\n".join(lines)
+def _family_options_given(args: argparse.Namespace, cfg: Config, family: Family) -> dict[str, Any]:
+    """The values of `family`'s test options; an option of another family is an error."""
+    from tallformer.engine.factory import FAMILIES
+    from tallformer.errors import TallformerError
+
+    own = {option.flag for option in family.test_options}
+    for option in _family_options().values():
+        if option.flag in own or getattr(args, option.dest, None) is None:
+            continue
+        owners = [f for f in FAMILIES.values() if option.flag in {o.flag for o in f.test_options}]
+        where = " or ".join(f"{f.title} configs (model.kind={f.kind}, e.g. --config {f.example_config})"
+                            for f in owners)
+        raise TallformerError(f"{option.flag}: only for {where}; this config is model.kind={cfg.model.kind}, "
+                              "which has no such option: drop it")
+    return {option.dest: getattr(args, option.dest, None) for option in family.test_options}
 
 
-def afsd_table(rows: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> str:
-    """mAP (%) per tIoU and the average, one row per (checkpoint, classifier, protocol); the
-    best average of each (classifier, protocol) marked when several checkpoints are tested;
-    the protocols and the oracle explained under the table."""
-    def protocol(r: Mapping[str, Any]) -> str:
-        return f"{r['protocol']} ({r['num_videos']})"
+def _default_out(cfg: Config | None, first: Path) -> Path:
+    """RUN_DIR/test: run_dir of --config, else the run folder of the first checkpoint (the
+    folder above its ``checkpoints/``), else run_dir of the config it holds."""
+    from tallformer.engine.checkpoint import load_checkpoint
+    from tallformer.engine.run_layout import CHECKPOINTS, TEST_DIR
 
-    width = max([10, *(len(r["name"]) for r in rows)])
-    cw = max([10, *(len(r["classifier_title"]) for r in rows)])
-    pw = max([8, *(len(protocol(r)) for r in rows)])
-    head = (f"{'checkpoint':<{width}}  {'classifier':<{cw}}  {'protocol':<{pw}}  {'epoch':>5}  "
-            + "  ".join(f"{t:>6.2f}" for t in thresholds) + f"  {'avg':>6}")
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault((r["classifier"], r["protocol"]), []).append(i)
-    best = {max(ids, key=lambda i: rows[i]["average_mAP"]) for ids in groups.values()
-            if len({rows[i]["name"] for i in ids}) > 1}
-    lines = [head]
-    for i, r in enumerate(rows):
-        epoch = "" if r.get("epoch") is None else str(r["epoch"])
-        cells = "  ".join(f"{100 * m:>6.2f}" for m in r["mAP"])
-        mark = "  <- best" if i in best else ""
-        lines.append(f"{r['name']:<{width}}  {r['classifier_title']:<{cw}}  {protocol(r):<{pw}}  "
-                     f"{epoch:>5}  {cells}  {100 * r['average_mAP']:>6.2f}{mark}")
-    described: dict[str, str] = {}
-    for r in rows:
-        described.setdefault(r["protocol"], r["protocol_description"])
-    for name, text in described.items():
-        lines.append(f"protocol {name}: {text}")
-    if any(r["oracle"] for r in rows):
-        lines.append("gt (oracle): the ground-truth video labels; an upper bound, not comparable "
-                     "with published numbers")
-    return "\n".join(lines)
-
-
-def _run_afsd(args: argparse.Namespace, cfg: Config) -> int:
-    """`tallformer test` of ActivityNet checkpoints: classifiers x protocols per checkpoint."""
-    from tallformer.atomic import write_json
-    from tallformer.engine.afsd_infer import (
-        evaluate_afsd,
-        parse_classifier,
-        unique_names,
-    )
-    from tallformer.engine.infer import InferenceError, load_model
-    from tallformer.models.afsd import AFSD
-
-    specs = unique_names([parse_classifier(v) for v in (args.classifier or ["builtin"])])
-    paths = [Path(p) for p in args.checkpoint]
-    names = checkpoint_names(paths)
-    out = Path(args.out) if args.out else Path(cfg.run_dir) / "test"
-    subset = args.subset or cfg.data.test_subset
-    thresholds = list(cfg.test.tiou_thresholds)
-    rows: list[dict[str, Any]] = []
-    protocols: dict[str, Any] = {}
-    for path, name in zip(paths, names, strict=True):
-        loaded = load_model(path, cfg, device=args.device)
-        run_cfg = _with_data_paths(cfg, loaded)
-        if run_cfg.data.annotations is None:
-            raise InferenceError("data.annotations is not set (nor in the checkpoint's config): give "
-                                 "the test annotations, e.g. data.annotations=data/anet/annotations.json")
-        print(f"{name}: {path} (epoch {loaded.epoch}, step {loaded.step}) on subset {subset!r}, "
-              f"classifiers {', '.join(s.title for s in specs)}")
-        model = loaded.model
-        if not isinstance(model, AFSD):
-            raise InferenceError(f"{path}: not an ActivityNet (model.kind=afsd) checkpoint")
-        found = evaluate_afsd(run_cfg, model, run_cfg.data.annotations, subset, out / name,
-                              classifiers=specs, video_list=args.videos_list, classes=loaded.classes,
-                              device=loaded.device, progress=not args.no_progress)
-        protocols = found["protocols"]
-        for spec in specs:
-            metrics = found["classifiers"][spec.name]["metrics"]
-            for protocol, m in metrics.items():
-                where = out / name / spec.name
-                rows.append({"name": name, "checkpoint": str(path), "epoch": loaded.epoch,
-                             "step": loaded.step, "classifier": spec.name,
-                             "classifier_title": spec.title, "oracle": spec.oracle,
-                             "protocol": protocol, "num_videos": m["num_videos"],
-                             "protocol_description": protocols[protocol]["description"],
-                             "mAP": m["mAP"], "average_mAP": m["average_mAP"],
-                             "results": str(where / "results.json"),
-                             "metrics": str(where / ("metrics.json" if protocol == "all"
-                                                     else f"metrics_{protocol}.json"))})
-        del loaded
-    table = afsd_table(rows, thresholds)
-    print(table)
-    first = [r for r in rows if r["classifier"] == specs[0].name and r["protocol"] == "all"]
-    summary = {"subset": subset, "model_kind": cfg.model.kind, "tiou_thresholds": thresholds,
-               "classifiers": [s.record() for s in specs], "video_list": args.videos_list,
-               "protocols": protocols, "checkpoints": rows,
-               "best": max(first, key=lambda r: r["average_mAP"])["name"],
-               "best_by": f"average mAP, classifier {specs[0].name}, protocol all",
-               "table": table.splitlines()}
-    write_json(out / "summary.json", summary)
-    print(f"results and metrics per checkpoint and classifier in {out}/<name>/<classifier>/; "
-          f"summary in {out / 'summary.json'}")
-    return 0
+    if cfg is not None:
+        return Path(cfg.run_dir) / TEST_DIR
+    if first.parent.name == CHECKPOINTS:
+        return first.parent.parent / TEST_DIR
+    saved = load_checkpoint(first).get("config") or {}
+    return Path(str(saved.get("run_dir", "runs/test"))) / TEST_DIR
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.atomic import write_json
-    from tallformer.engine.infer import InferenceError, evaluate_model, load_model
-    from tallformer.errors import TallformerError
+    from tallformer.atomic import check_writable
+    from tallformer.errors import OutputError, output_error
 
     split_overrides(args, "checkpoint")
-    if args.classifier:
-        split_overrides(args, "classifier")
-    cfg = config_from_args(args)
-    if cfg.model.kind == "afsd":
-        return _run_afsd(args, cfg)
-    given = [opt for opt, value in (("--classifier", args.classifier), ("--videos-list", args.videos_list))
-             if value]
-    if given:
-        raise TallformerError(f"{' and '.join(given)}: only for ActivityNet configs (model.kind=afsd, "
-                              f"e.g. --config anet_swin_b); this config is model.kind={cfg.model.kind}, "
-                              "whose detector labels every detection itself: drop the option")
+    for option in _family_options().values():
+        if option.nargs in ("+", "*") and getattr(args, option.dest, None):
+            split_overrides(args, option.dest)
+    given = config_from_args(args) if args.config else None
     paths = [Path(p) for p in args.checkpoint]
     names = checkpoint_names(paths)
-    out = Path(args.out) if args.out else Path(cfg.run_dir) / "test"
-    device = args.device  # None: train.device
-    subset = args.subset or cfg.data.test_subset
+    out = Path(args.out) if args.out else _default_out(given, paths[0])
+    check_writable(out, "--out")  # before any checkpoint runs
+
+    from tallformer.engine.factory import family_for
+    from tallformer.engine.run_lock import hold_folder
+
+    tester = None
+    if given is not None:  # a wrong option is said before anything runs
+        family = family_for(given)
+        tester = family.tester(given, _family_options_given(args, given, family))
+    try:
+        with hold_folder(out, "tallformer test", option="--out"):
+            return _test(args, given, tester, paths, names, out)
+    except OutputError as exc:
+        raise output_error(out, exc, "--out") from None
+
+
+def _test(args: argparse.Namespace, given: Config | None, tester: Tester | None, paths: list[Path],
+          names: list[str], out: Path) -> int:
+    """Each checkpoint tested into ``out/<name>/``, then the table and ``out/summary.json``;
+    without --config (`given` None) each with the config it holds, the first one's family
+    testing them all."""
+    from tallformer.atomic import write_json
+    from tallformer.engine.checkpoint import load_model
+    from tallformer.engine.errors import InferenceError
+    from tallformer.engine.factory import family_for
+
     rows: list[dict[str, Any]] = []
+    cfg: Config | None = given
     for path, name in zip(paths, names, strict=True):
-        loaded = load_model(path, cfg, device=device)
-        run_cfg = _with_data_paths(cfg, loaded)
+        loaded = load_model(path, given, overrides=[] if given is not None else list(args.overrides or []),
+                            device=args.device)
+        run_cfg = _with_data_paths(given, loaded) if given is not None else loaded.cfg
+        if cfg is None:
+            cfg = run_cfg
+        if tester is None:
+            family = family_for(cfg)
+            tester = family.tester(cfg, _family_options_given(args, cfg, family))
+        elif run_cfg.model.kind != cfg.model.kind:
+            raise InferenceError(f"{path}: a model.kind={run_cfg.model.kind} checkpoint, but {paths[0]} is "
+                                 f"model.kind={cfg.model.kind}; test them in separate commands")
         if run_cfg.data.annotations is None:
             raise InferenceError("data.annotations is not set (nor in the checkpoint's config): give "
                                  "the test annotations, e.g. data.annotations=data/thumos14/annotations.json")
-        print(f"{name}: {path} (epoch {loaded.epoch}, step {loaded.step}) on subset {subset!r}")
-        metrics = evaluate_model(run_cfg, loaded.model, run_cfg.data.annotations, subset, out / name,
-                                 progress=not args.no_progress, classes=loaded.classes,
-                                 device=loaded.device)
-        rows.append({"name": name, "checkpoint": str(path), "epoch": loaded.epoch, "step": loaded.step,
-                     "mAP": metrics["mAP"], "average_mAP": metrics["average_mAP"],
-                     "results": str(out / name / "results.json"),
-                     "metrics": str(out / name / "metrics.json")})
+        subset = args.subset or cfg.data.test_subset
+        print(f"{name}: {path} (epoch {loaded.epoch}, step {loaded.step}) on subset {subset!r}"
+              f"{tester.describe()}")
+        rows += tester.test(run_cfg, loaded, out / name, name=name, subset=subset, progress=not args.no_progress)
         del loaded
+    assert cfg is not None  # --checkpoint takes at least one
+    assert tester is not None
+    subset = args.subset or cfg.data.test_subset
     thresholds = list(cfg.test.tiou_thresholds)
-    table = comparison_table(rows, thresholds)
+    table = tester.table(rows, thresholds)
     print(table)
-    best = max(rows, key=lambda r: r["average_mAP"])["name"]
-    summary = {"subset": subset, "protocol": cfg.test.protocol, "tiou_thresholds": thresholds,
-               "checkpoints": rows, "best": best, "table": table.splitlines()}
+    summary = {"subset": subset, "model_kind": cfg.model.kind, "tiou_thresholds": thresholds,
+               "checkpoints": rows, **tester.summary(rows), "table": table.splitlines()}
     write_json(out / "summary.json", summary)
     print(f"results and metrics per checkpoint in {out}/<name>/; summary in {out / 'summary.json'}")
     return 0

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from tallformer.commands.common import add_config_arguments, config_from_args, subparser
+from tallformer.commands.common import (
+    add_config_arguments,
+    add_progress_argument,
+    config_from_args,
+    subparser,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "built first from the initial backbone. A run that has a checkpoint resumes from "
             "last.pt (train.resume=auto, the default): weights, optimizer, schedule, random "
             "states, data order and the bank are restored exactly. Under torchrun every process "
-            "trains its share of each step (DDP; gloo on CPU, nccl on GPU)."
+            "trains its share of each step (DDP; gloo on CPU, nccl on GPU). Ctrl-C (or SIGTERM) "
+            "finishes the step, writes a checkpoint and prints the command that resumes (exit "
+            "status 130, or 143); a second one stops at once. The run holds run_dir while it runs: "
+            "another run, test or demo writing there stops at once, naming this one."
         ),
         example_lines=(
             "tallformer train --config demo",
@@ -37,13 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="continue the run in run_dir (an error if it has no checkpoint)")
     group.add_argument("--fresh", dest="resume", action="store_false",
                        help="start a new run (an error if run_dir already has checkpoints)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tallformer.engine.train import train
+    from tallformer.atomic import check_writable
 
     cfg = config_from_args(args)
+    check_writable(cfg.run_dir, "run_dir")  # at once, before torch loads
+
+    from tallformer.engine.train import train
+
     train(cfg, resume=args.resume, progress=not args.no_progress)
     return 0

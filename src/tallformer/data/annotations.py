@@ -46,6 +46,7 @@ __all__ = [
     "AnnotationWarning",
     "Instance",
     "VideoAnnotation",
+    "check_num_classes",
     "load_annotations",
     "save_annotations",
     "subset_frames",
@@ -141,6 +142,16 @@ class AnnotationSet:
     def subset_sizes(self) -> dict[str, int]:
         """Number of videos per subset, in order of first appearance."""
         return dict(Counter(v.subset for v in self.videos.values()))
+
+
+def check_num_classes(aset: AnnotationSet, num_classes: int) -> None:
+    """Raise `AnnotationError` unless the annotations have `num_classes` classes (the
+    config's ``model.num_classes``): ``FILE has 2 classes but model.num_classes is 5; set
+    model.num_classes=2``. `tallformer train` and ``tallformer bank build`` check it first."""
+    found = len(aset.classes)
+    if found != num_classes:
+        raise AnnotationError(f"{aset.source} has {found} classes but model.num_classes is {num_classes}; "
+                              f"set model.num_classes={found}")
 
 
 def video_fps(video: VideoAnnotation, cfg: DataConfig | float) -> float:

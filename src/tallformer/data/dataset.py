@@ -1,4 +1,5 @@
-"""Training and test datasets, and their collate functions.
+"""The training dataset and its collate function (the test path reads whole videos itself:
+`tallformer.engine.families`).
 
 Training (`TrainDataset`, one item per training video and epoch; the original's pipeline,
 original: configs/trainval/thumos/1.0.0-vswin_b_256x256-12GB.py:25-49): a window of
@@ -11,10 +12,6 @@ draw of augmentation parameters. The features of the other chunks come from
 that is up to ``num_workers x prefetch_factor`` batches ahead of the training step that
 uses them (a video appears once per epoch, so the steps in between do not write its rows,
 except a padded repeat in an epoch's last step).
-
-Test (`TestDataset`, one item per (video, window); original:
-vedatad/datasets/pipelines/test_time_aug.py:22-53): sliding windows, centre crop, padded at
-the end with zeros (after normalisation, so padding is the mean colour).
 
 Randomness: every sample draws from generators seeded by ``(seed, rank, epoch, index)``
 (`tallformer.ops.seeding.sample_generators`; the original reseeds each worker instead, with
@@ -61,14 +58,12 @@ from tallformer.data.transforms import (
     AugParams,
     apply_params,
     draw_params,
-    test_transform,
 )
 from tallformer.data.video import open_source, resolve_video
 from tallformer.data.windows import (
     crop_segments,
     sample_train_window,
     seconds_to_frames,
-    test_windows,
 )
 from tallformer.errors import TallformerError, TallformerWarning, name_list
 from tallformer.ops.chunks import chunk_runs
@@ -84,13 +79,9 @@ __all__ = [
     "ChunkSelectorFn",
     "DatasetError",
     "FeatureReader",
-    "TestBatch",
-    "TestDataset",
-    "TestSample",
     "TrainBatch",
     "TrainDataset",
     "TrainSample",
-    "collate_test",
     "collate_train",
 ]
 
@@ -143,32 +134,6 @@ class TrainBatch(TypedDict):
     fps: list[float]
     num_frames: list[int]
     video_frames: list[int]
-
-
-class TestSample(TypedDict):
-    """One test window (`TestDataset[index]`)."""
-
-    clip: torch.Tensor  # float32 [3, num_frames, crop, crop], zero-padded at the end
-    video_id: str
-    offset: int  # window start frame
-    length: int  # real frames in the window
-    fps: float
-    video_frames: int
-
-
-class TestBatch(TypedDict):
-    """`collate_test` of B windows."""
-
-    clip: torch.Tensor  # [B, 3, T, crop, crop]
-    video_id: list[str]
-    offset: list[int]
-    length: list[int]
-    fps: list[float]
-    video_frames: list[int]
-
-
-TestSample.__test__ = False  # type: ignore[attr-defined]  # not pytest test classes
-TestBatch.__test__ = False  # type: ignore[attr-defined]
 
 
 class _SourceCache:
@@ -543,98 +508,5 @@ def collate_train(samples: list[TrainSample]) -> TrainBatch:
         "offset": [s["offset"] for s in samples],
         "fps": [s["fps"] for s in samples],
         "num_frames": [s["num_frames"] for s in samples],
-        "video_frames": [s["video_frames"] for s in samples],
-    }
-
-
-class TestDataset(Dataset):
-    """Sliding test windows over every video of a subset (original:
-    vedatad/datasets/pipelines/test_time_aug.py:22-53).
-
-    Args:
-        annotations: loaded annotations.
-        videos_dir: folder of video files or frame folders.
-        cfg: data settings (fps, frame_size, crop_size, num_frames, test_overlap, mean, std).
-        classes: class names (kept as ``self.classes`` for the caller's label mapping).
-        subset: which subset; None = ``cfg.test_subset``.
-
-    Opening every video once at construction counts its frames (progress bar). An item is
-    a `TestSample`: ``clip`` float32 ``[3, num_frames, crop, crop]`` (zero-padded at the
-    end), ``video_id``, ``offset`` (window start frame), ``length`` (real frames),
-    ``fps``, ``video_frames``.
-    """
-
-    __test__ = False  # not a pytest test class
-
-    def __init__(
-        self,
-        annotations: AnnotationSet,
-        videos_dir: str | Path,
-        cfg: DataConfig,
-        classes: list[str],
-        subset: str | None = None,
-    ) -> None:
-        from tqdm import tqdm
-
-        self.cfg = cfg
-        self.classes = list(classes)
-        self.subset = subset if subset is not None else cfg.test_subset
-        self.videos_dir = Path(videos_dir)
-        videos = annotations.subset(self.subset)
-        if not videos:
-            raise DatasetError(f"{annotations.source}: subset '{self.subset}' has no videos")
-        self.video_ids = [v.video_id for v in videos]
-        self.fps = {v.video_id: video_fps(v, cfg) for v in videos}
-        self.paths = _resolve_all(videos_dir, self.video_ids)
-        self._sources = _SourceCache((cfg.frame_size[0], cfg.frame_size[1]))
-        self.video_frames: dict[str, int] = {}
-        self.windows: list[tuple[str, int, int]] = []  # (video_id, start, length)
-        for vid in tqdm(self.video_ids, desc=f"counting frames ({self.subset})", unit="video",
-                        leave=False, disable=None):
-            source = self._sources.get(vid, self.paths[vid], self.fps[vid])
-            n = len(source)
-            if n < 1:
-                raise DatasetError(f"video '{vid}': {self.paths[vid]} has no frames")
-            self.video_frames[vid] = n
-            for start, length in test_windows(n, cfg.num_frames, cfg.test_overlap):
-                self.windows.append((vid, start, length))
-        self._sources.close()
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> TestSample:
-        vid, start, length = self.windows[index]
-        path = self.paths[vid]
-        source = self._sources.get(vid, path, self.fps[vid])
-        frames = _read(source, vid, path, start, start + length)
-        x = test_transform(frames, self.cfg.crop_size, self.cfg.mean, self.cfg.std)
-        clip = torch.zeros(3, self.cfg.num_frames, x.shape[2], x.shape[3])
-        clip[:, :length] = x
-        return {
-            "clip": clip,
-            "video_id": vid,
-            "offset": int(start),
-            "length": int(length),
-            "fps": self.fps[vid],
-            "video_frames": self.video_frames[vid],
-        }
-
-    def close(self) -> None:
-        """Close this process's open frame sources."""
-        self._sources.close()
-
-
-def collate_test(samples: list[TestSample]) -> TestBatch:
-    """Batch test windows: ``clip`` ``[B, 3, T, H, W]`` and lists ``video_id``, ``offset``,
-    ``length``, ``fps``, ``video_frames``."""
-    if not samples:
-        raise ValueError("collate_test needs at least one sample")
-    return {
-        "clip": torch.stack([s["clip"] for s in samples]),
-        "video_id": [s["video_id"] for s in samples],
-        "offset": [s["offset"] for s in samples],
-        "length": [s["length"] for s in samples],
-        "fps": [s["fps"] for s in samples],
         "video_frames": [s["video_frames"] for s in samples],
     }

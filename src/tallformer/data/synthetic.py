@@ -78,7 +78,7 @@ _DRIFT_RADIUS = 0.45     # of the frame side
 _DRIFT_CONTRAST = 60.0   # texture amplitude on the 0-255 scale
 _DRIFT_PERIOD = 32       # the texture repeats every 32 pixels
 _DRIFT_BLOB = 1.5        # texture grain: Gaussian smoothing of white noise, pixels
-_DRIFT_SPEED = 2         # pixels per frame
+DRIFT_SPEED = 2         # pixels per frame
 _DRIFT_LIFETIME = 8      # frames: a fresh texture every 8 frames of an event
 _DRIFT_JITTER = 0
 
@@ -148,13 +148,6 @@ def _check_task(task: str) -> None:
         raise PrepareError(f"unknown synthetic task {task!r}; choose one of {', '.join(TASKS)}")
 
 
-def dataset_folder(task: str = "shapes") -> Path:
-    """Where `tallformer train` generates the built-in dataset of `task` (``data.synthetic_task``),
-    relative to the working folder: ``data/synthetic`` (shapes), ``data/synthetic_<task>`` otherwise."""
-    _check_task(task)
-    return Path("data") / ("synthetic" if task == "shapes" else f"synthetic_{task}")
-
-
 def class_names(num_classes: int, task: str = "shapes") -> list[str]:
     """The first `num_classes` class names of `task` (``shapes``: at most 8, ``drift``: 4)."""
     _check_task(task)
@@ -207,8 +200,9 @@ def _plan_events(rng: np.random.Generator, labels: Iterator[int], num_classes: i
                  ) -> tuple[SyntheticEvent, ...]:
     """Non-overlapping instances and distractors separated by background gaps.
 
-    Instances last `instance_length` seconds (1-10 s; the longest capped at a third of
-    the video, so short test videos still get several); at least one instance per video.
+    Instances last `instance_length` seconds (default `MIN_INSTANCE_S` to `MAX_INSTANCE_S`:
+    1-5 s; the longest capped at a third of the video, so short test videos still get
+    several); at least one instance per video.
     """
     length_s = num_frames / fps
     min_inst = instance_length[0]
@@ -443,7 +437,7 @@ def _drift_event(event: SyntheticEvent, texture: np.ndarray, frames: np.ndarray,
     px, py = event.position if jitter else (0.5, 0.5)
     d = np.hypot(xs - px * w, ys - py * h) - radius
     mask = np.broadcast_to(np.clip(0.5 - d, 0.0, 1.0), (len(frames), h, w))
-    dx, dy = (_DRIFT_SPEED * v for v in DRIFT_VELOCITY[event.label])
+    dx, dy = (DRIFT_SPEED * v for v in DRIFT_VELOCITY[event.label])
     t = (frames - event.start)[:, None, None]
     iy, ix = np.mgrid[0:h, 0:w]
     tex = texture[t // _DRIFT_LIFETIME, (iy[None] - dy * t) % _DRIFT_PERIOD, (ix[None] - dx * t) % _DRIFT_PERIOD]

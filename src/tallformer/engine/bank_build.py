@@ -33,7 +33,11 @@ them). The modification time is not part of it: copying a dataset changes it.
 
 Nothing is written before the work starts: a missing videos folder, unknown ids, a bad
 device or weights file, or a run where no video can be read raise ``BuildError`` and leave
-no bank folder behind.
+no bank folder behind. Then the bank folder is held (`tallformer.engine.run_lock`: a second
+build into it stops in one line naming this one), and the bank checks that its disk holds
+every file before it creates them, reserving their space (`MemoryBank.create`). A file that
+cannot be written (no space, permission) stops the build with one
+`tallformer.errors.OutputError`; the videos finished before stay finished.
 
 Usage::
 
@@ -56,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from tallformer.config import Config, config_to_dict
 from tallformer.engine.device import resolve_device
-from tallformer.errors import TallformerError, TallformerWarning, name_list
+from tallformer.errors import OutputError, TallformerError, TallformerWarning, name_list
 
 if TYPE_CHECKING:
     import torch
@@ -305,6 +309,9 @@ def build_bank(
             ``batch_chunks``, no readable video (nothing is written then).
         BankError: ``out_dir`` holds a bank built with other settings or from other video
             files (without ``overwrite``), or is another folder.
+        FolderInUse: another build holds ``out_dir`` (`tallformer.engine.run_lock`).
+        OutputError: the disk cannot hold the bank (before any file is created), or a file
+            cannot be written (the videos finished before stay finished).
     """
     t0 = time.perf_counter()
     videos_dir = _check_inputs(cfg, batch_chunks)
@@ -330,18 +337,21 @@ def build_bank(
             f"none of the {len(ids)} training videos could be read (the first, {vid}: {message}); "
             "check data.videos and the ids in data.annotations (no bank was written)"
         )
+    from tallformer.engine.run_lock import hold_folder
+
     was_training = backbone.training
     try:
         backbone = backbone.to(dev).eval()
-        bank = _open_bank(cfg, out_dir, counted, backbone.num_features, stride, weights_path,
-                          overwrite)
-        try:
-            todo = [vid for vid in counted if not bank.is_complete(vid)]
-            report.skipped.extend(vid for vid in counted if bank.is_complete(vid))
-            _build_videos(cfg, bank, backbone, dev, batch_chunks, todo, counted, rates, stride,
-                          report, progress)
-        finally:
-            bank.close()
+        with hold_folder(out_dir, "tallformer bank build", option="--out"):
+            bank = _output_bank(cfg, out_dir, counted, backbone.num_features, stride, weights_path,
+                                overwrite)
+            try:
+                todo = [vid for vid in counted if not bank.is_complete(vid)]
+                report.skipped.extend(vid for vid in counted if bank.is_complete(vid))
+                _build_videos(cfg, bank, backbone, dev, batch_chunks, todo, counted, rates, stride,
+                              report, progress)
+            finally:
+                bank.close()
     finally:
         backbone.train(was_training)
     report.seconds = time.perf_counter() - t0
@@ -416,7 +426,7 @@ def _count_frames(cfg: Config, videos_dir: Path, ids: list[str], rates: dict[str
     return counted
 
 
-def _open_bank(cfg: Config, out_dir: str | os.PathLike[str], counted: dict[str, _Video],
+def _output_bank(cfg: Config, out_dir: str | os.PathLike[str], counted: dict[str, _Video],
                feature_dim: int, stride: int, weights_path: str | None,
                overwrite: bool) -> MemoryBank:
     """Create the bank, or reopen it to resume (same settings and video files required)."""
@@ -452,6 +462,8 @@ def _build_videos(cfg: Config, bank: MemoryBank, backbone: VideoSwinBackbone,
                 bar.set_postfix_str(vid, refresh=False)
                 try:
                     _queue_video(cfg, builder, vid, counted[vid], rates[vid], stride)
+                except OutputError:
+                    raise  # the bank's disk or folder: every other video would fail too
                 except Exception as exc:
                     builder.fail(vid, _message(exc))
             builder.flush()

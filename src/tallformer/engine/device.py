@@ -1,12 +1,22 @@
-"""Device choice (`train.device`, `bank build --device`) and the autocast dtype (`train.amp`)."""
+"""Device choice (`train.device`, `bank build --device`), the autocast dtype (`train.amp`) and
+the autocast context every forward runs in (training step, test paths) and the
+deterministic-algorithms switch (``TALLFORMER_DETERMINISTIC=1``)."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
 
 import torch
 
 from tallformer.errors import TallformerError
 
-__all__ = ["DeviceError", "amp_dtype_for", "resolve_device"]
+__all__ = ["DETERMINISTIC_ENV", "DeviceError", "amp_dtype_for", "autocast", "deterministic_from_env",
+           "resolve_device"]
+
+# set to 1: deterministic GPU kernels for training (bit-identical runs and resumes on one GPU)
+DETERMINISTIC_ENV = "TALLFORMER_DETERMINISTIC"
 
 
 class DeviceError(TallformerError, ValueError):
@@ -45,3 +55,34 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or amp == "none":
         return None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` on `device`'s type with `dtype` (`amp_dtype_for`), or nothing for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def deterministic_from_env() -> bool:
+    """Deterministic algorithms when ``TALLFORMER_DETERMINISTIC=1``; returns whether they are on.
+
+    On a GPU, some kernels (cuDNN convolution backward, atomic adds in index backward) give
+    run-to-run different sums, so two identical runs, or a run and its resume, differ in
+    the last bits. Switched on, this calls ``torch.use_deterministic_algorithms(True,
+    warn_only=True)`` (an op without a deterministic kernel warns and runs anyway),
+    turns cuDNN autotuning off and sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless it is set
+    (cuBLAS reads it when it starts: call this before the first CUDA matrix product). It
+    costs speed; the CPU is deterministic without it.
+
+    `tallformer.engine.train.train` calls it first. Example (a shell)::
+
+        TALLFORMER_DETERMINISTIC=1 tallformer train --config thumos14_swin_b ...
+    """
+    if os.environ.get(DETERMINISTIC_ENV) != "1":
+        return False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    return True

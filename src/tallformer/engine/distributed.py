@@ -5,45 +5,54 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from tallformer.engine.device import resolve_device
+from tallformer.engine.errors import TrainingError
 from tallformer.memory.selection import num_kept
 
 if TYPE_CHECKING:
-    from tallformer.models.detector import TALLFormer
+    from tallformer.models.protocol import DetectorModel
 
-__all__ = ["Processes", "TrainForward", "node_layout", "start_processes", "unwrap", "wrap_ddp"]
+__all__ = ["ONE_PROCESS_GROUP_ENV", "Processes", "TrainForward", "node_layout", "start_processes", "unwrap",
+           "wrap_ddp"]
+
+# set to 1: one process under torchrun forms a process group too (start_processes)
+ONE_PROCESS_GROUP_ENV = "TALLFORMER_PROCESS_GROUP"
 
 
 class TrainForward(nn.Module):
-    """Routes ``forward`` to ``TALLFormer.forward_train`` so DDP can wrap the detector.
+    """Routes ``forward`` to the detector's ``forward_losses`` so DDP can wrap it.
 
-    DDP synchronises gradients only for work done through its ``forward``; the detector's
-    training entry point is ``forward_train``. ``DDP(TrainForward(model))`` calls it.
+    DDP synchronises gradients only for work done through its ``forward``; a detector's
+    training entry point is `tallformer.models.protocol.DetectorModel.forward_losses`.
+    ``DDP(TrainForward(model))`` calls it.
     """
 
-    def __init__(self, model: TALLFormer) -> None:
+    def __init__(self, model: DetectorModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, fresh_chunks: Tensor, cached_features: Tensor,
-                keep_mask: Tensor) -> tuple[Any, Tensor]:
-        return self.model.forward_train(fresh_chunks, cached_features, keep_mask)
+    def forward(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
+                gt_segments: list[Tensor], gt_labels: list[Tensor], gt_ignore: list[Tensor],
+                valid_frames: list[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        return self.model.forward_losses(fresh_chunks, cached_features, keep_mask, gt_segments,
+                                         gt_labels, gt_ignore, valid_frames)
 
 
-def unwrap(model: nn.Module) -> TALLFormer:
+def unwrap(model: Any) -> DetectorModel:
     """The detector inside ``DDP(TrainForward(detector))``, ``TrainForward`` or itself."""
     inner = getattr(model, "module", model)  # DistributedDataParallel
     if isinstance(inner, TrainForward):
-        inner = inner.model
-    return cast("TALLFormer", inner)
+        return inner.model
+    detector: DetectorModel = inner
+    return detector
 
 
-def wrap_ddp(model: nn.Module, keep_ratio: float, num_chunks: int,
+def wrap_ddp(model: DetectorModel, keep_ratio: float, num_chunks: int,
              device: torch.device | None = None) -> nn.Module:
     """``DistributedDataParallel(TrainForward(model))`` for ``train_step`` under ``torchrun``.
 
@@ -60,7 +69,7 @@ def wrap_ddp(model: nn.Module, keep_ratio: float, num_chunks: int,
         # buffers at init; rank-local buffers (BatchNorm statistics) are what we want here
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
         return DistributedDataParallel(
-            TrainForward(cast("TALLFormer", model)),  # any detector with forward_train
+            TrainForward(model),
             device_ids=ids,
             broadcast_buffers=False,
             find_unused_parameters=num_kept(num_chunks, keep_ratio) == 0,
@@ -101,6 +110,11 @@ class Processes:
             self.data_rank = self.rank
 
     @property
+    def distributed(self) -> bool:
+        """Under DDP: several processes, or one that formed its own process group."""
+        return self.world_size > 1 or self.owns_group
+
+    @property
     def main(self) -> bool:
         return self.rank == 0
 
@@ -112,6 +126,27 @@ class Processes:
     def barrier(self) -> None:
         if self.world_size > 1:
             torch.distributed.barrier()
+
+    def raise_together(self, error: str | None) -> None:
+        """Raise `TrainingError` on every rank when any rank hit a user error (`error`, the
+        message; None: this rank is fine), so no rank waits at a barrier."""
+        if self.world_size == 1:
+            if error:
+                raise TrainingError(error)
+            return
+        errors: list[str | None] = [None] * self.world_size
+        torch.distributed.all_gather_object(errors, error)
+        first = next((e for e in errors if e), None)
+        if first:
+            raise TrainingError(first)
+
+    def agree_max(self, value: int) -> int:
+        """The largest ``value`` of all ranks (``value`` on one process): one all-reduce."""
+        if self.world_size == 1:
+            return int(value)
+        flag = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
 
     def gather(self, value: Any) -> list[Any]:
         """``value`` of every rank, in rank order (``[value]`` on one process)."""
@@ -130,11 +165,16 @@ def start_processes(device_name: str = "auto") -> Processes:
     """The process group under ``torchrun`` (gloo on the CPU, nccl on CUDA), else one process.
 
     ``device_name`` is ``train.device``; under ``torchrun`` a CUDA run uses ``cuda:LOCAL_RANK``.
+    One process (``--nproc_per_node 1``) runs without a process group unless
+    ``TALLFORMER_PROCESS_GROUP=1`` is set: then it forms one too (nccl or gloo, SyncBatchNorm
+    with ``model.sync_bn``, DDP), the path several processes take (the GPU check runs it
+    on one GPU).
     Build the detector after this, so ``model.sync_bn`` gives SyncBatchNorm. The node layout
     (``GROUP_RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` of every rank) is gathered once.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    one_group = os.environ.get(ONE_PROCESS_GROUP_ENV) == "1" and "MASTER_ADDR" in os.environ
+    if world <= 1 and not one_group:
         return Processes(0, 1, resolve_device(device_name), False)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))

@@ -25,6 +25,7 @@ Record layout: ``b"TJR1"``, u32 header length, JSON header ``{"step", "seq", "vi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -37,13 +38,23 @@ import numpy as np
 from tallformer.memory.bank import MemoryBank
 from tallformer.ops.chunks import chunk_runs
 
-__all__ = ["BankJournal", "JournaledBank", "rollback"]
+__all__ = ["BankJournal", "JournaledBank", "rollback", "segment_steps"]
 
 MAGIC = b"TJR1"
 
 
 def _segment_name(step: int, rank: int) -> str:
     return f"from_{step:09d}.rank{rank}.bin"
+
+
+def segment_steps(directory: str | os.PathLike[str]) -> list[int]:
+    """The checkpoint steps of the journal segments in ``directory`` (any rank), sorted: a
+    run's journal holds one, the step of its latest checkpoint, whose state it restores."""
+    steps = set()
+    for path in Path(directory).glob("from_*.rank*.bin"):
+        with contextlib.suppress(ValueError):
+            steps.add(int(path.name[len("from_"):].split(".", 1)[0]))
+    return sorted(steps)
 
 
 class BankJournal:

@@ -17,6 +17,8 @@ only the videos it owns::
     NODE_DIR/bank.json     the bank the shard was copied from (as RUN_DIR/bank.json)
     NODE_DIR/journal/      the shard's undo journal since the last checkpoint
 
+`open_run_bank` is what `tallformer.engine.train` opens at its start (one function for both
+placements: copied from ``memory.bank_dir``, or built from the initial backbone);
 `merge_node_banks` (`tallformer bank merge`) puts the shards back into one bank.
 """
 
@@ -27,24 +29,32 @@ import os
 import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tallformer.atomic import write_json, write_text
 from tallformer.config import Config
 from tallformer.data.annotations import AnnotationSet
-from tallformer.errors import TallformerWarning, name_list
+from tallformer.engine.run_layout import (
+    BANK_DIR,
+    BANK_RECORD,
+    CHECKPOINTS,
+    JOURNAL,
+    LAST,
+    SHARD_RECORD,
+)
+from tallformer.errors import TallformerError, TallformerWarning, name_list
 from tallformer.memory.bank import BankError, MemoryBank
+from tallformer.memory.selection import num_kept
+
+if TYPE_CHECKING:
+    from tallformer.engine.distributed import Processes
+    from tallformer.models.protocol import DetectorModel
 
 __all__ = [
-    "NODE_JOURNAL", "RUN_BANK_DIR", "RUN_BANK_RECORD", "SHARD_RECORD", "claim_shards",
-    "merge_node_banks", "node_path", "open_training_bank", "read_shard", "shard_bank_path",
-    "training_frame_counts", "write_shard",
+    "bank_complete", "claim_shards", "complete_videos", "merge_node_banks", "needs_bank", "node_path", "open_run_bank", "open_training_bank",
+    "read_shard", "shard_bank_path", "training_frame_counts", "write_shard",
 ]
 
-RUN_BANK_DIR = "bank"
-RUN_BANK_RECORD = "bank.json"
-SHARD_RECORD = "shard.json"
-NODE_JOURNAL = "journal"
 SHARD_FORMAT = "tallformer-node-shard"
 
 
@@ -112,7 +122,7 @@ def open_training_bank(
         )
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    record_path = run / RUN_BANK_RECORD
+    record_path = run / BANK_RECORD
     record: dict[str, Any] = {
         "source": str(Path(user_bank).resolve()),
         "fingerprint": source.fingerprint(),
@@ -135,11 +145,79 @@ def open_training_bank(
         bank = MemoryBank.open(user_bank, mode="r+")
         record["path"] = record["source"]
     else:
-        bank = source.copy_to(run / RUN_BANK_DIR, mode="r+", videos=videos, progress=progress)
-        record["path"] = str((run / RUN_BANK_DIR).resolve())
+        bank = source.copy_to(run / BANK_DIR, mode="r+", videos=videos, progress=progress)
+        record["path"] = str((run / BANK_DIR).resolve())
     source.close()
     write_text(record_path, json.dumps(record, indent=2))  # no trailing newline, as before
     return bank
+
+
+def complete_videos(root: Path, counts: dict[str, int]) -> int:
+    """How many videos of `counts` the bank at `root` holds finished (0: no bank there)."""
+    if not (root / "meta.json").is_file():
+        return 0
+    bank = MemoryBank.open(root, mode="r")
+    try:
+        return sum(1 for v in counts if v in bank and bank.is_complete(v))
+    finally:
+        bank.close()
+
+
+def bank_complete(root: Path, counts: dict[str, int]) -> bool:
+    """Whether `root` holds a bank with every video of `counts` finished."""
+    return (root / "meta.json").is_file() and complete_videos(root, counts) == len(counts)
+
+
+def needs_bank(cfg: Config) -> bool:
+    """Whether a run of `cfg` has a bank: False when every chunk goes through the backbone."""
+    chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
+    return num_kept(chunks, cfg.memory.keep_ratio) < chunks
+
+
+def open_run_bank(cfg: Config, folder: Path, model: DetectorModel, counts: dict[str, int], procs: Processes,
+                  *, node_local: bool = False, progress: bool = True) -> MemoryBank | None:
+    """The bank a run trains on, opened "r+" on every rank (None when every chunk goes
+    through the backbone: keep ratio 1).
+
+    `folder` is ``RUN_DIR`` (or, node-local, this node's folder, `counts` then holding only
+    its own videos). With ``memory.bank_dir`` (``{node}`` replaced for a node) the bank is
+    validated and copied there (`open_training_bank`); without one, it is built in
+    ``FOLDER/bank`` from the initial backbone ``model.backbone``, unless complete there
+    already. The first process (of the run, or of the node) does the work; an error on it
+    is raised on every rank.
+    """
+    from tallformer.engine.bank_build import build_bank
+
+    if not needs_bank(cfg):
+        return None
+    dim = model.backbone.num_features
+    first = procs.local_main if node_local else procs.main
+    videos = list(counts) if node_local else None
+    error: str | None = None
+    if cfg.memory.bank_dir is not None:
+        source = node_path(cfg.memory.bank_dir, procs.node_rank) if node_local else None
+        if first:
+            try:
+                open_training_bank(cfg, folder, counts, dim, videos=videos, bank_dir=source,
+                                   progress=progress).close()
+            except TallformerError as exc:
+                error = str(exc)
+        procs.raise_together(error)
+        return open_training_bank(cfg, folder, counts, dim, videos=videos, bank_dir=source, progress=False)
+    own = folder / BANK_DIR
+    if first and not bank_complete(own, counts):
+        if node_local:
+            print(f"node {procs.node}: building its memory bank shard ({len(counts)} videos) in {own} "
+                  "from the initial backbone")
+        else:
+            print(f"building the memory bank in {own} from the initial backbone")
+        report = build_bank(cfg, own, weights=cfg.model.backbone.weights, device=procs.device,
+                            videos=videos, backbone=model.backbone, progress=progress)
+        if not report.ok:
+            error = f"memory bank build in {own} failed: {report.summary()}"
+    procs.raise_together(error)
+    return MemoryBank.open(own, mode="r+", videos=counts, feature_dim=dim, dtype=cfg.memory.dtype,
+                           fps=cfg.data.fps)
 
 
 def _same_file(a: str | None, b: str | None) -> bool:
@@ -222,7 +300,7 @@ def claim_shards(claims: Sequence[int | None], num_nodes: int, *, resume: bool) 
 
 def _journal_records(folder: Path) -> int:
     """Bytes of undo journal in a node folder (writes after its last checkpoint)."""
-    journal = folder / NODE_JOURNAL
+    journal = folder / JOURNAL
     return sum(p.stat().st_size for p in journal.glob("from_*.bin")) if journal.is_dir() else 0
 
 
@@ -243,7 +321,7 @@ def merge_node_banks(sources: Sequence[str | os.PathLike[str]], out: str | os.Pa
 
     saved = None
     if run_dir is not None:
-        saved = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+        saved = load_checkpoint(Path(run_dir) / CHECKPOINTS / LAST)
     nodes = (saved or {}).get("nodes") or None
     if saved is not None and nodes is None:
         raise BankError(f"{run_dir}: its checkpoint is not of a memory.placement=node_local run; "
@@ -272,7 +350,7 @@ def merge_node_banks(sources: Sequence[str | os.PathLike[str]], out: str | os.Pa
         if saved is not None and nodes is not None:
             _check_against_checkpoint(src, node, record, bank, nodes)
         if pending and saved is not None:
-            restored = rollback(bank, src / NODE_JOURNAL, int(saved["step"]))
+            restored = rollback(bank, src / JOURNAL, int(saved["step"]))
             print(f"{src}: rolled back {restored} rows written after step {saved['step']}")
         banks.append(bank)
         owned.append(list(record["videos"]))

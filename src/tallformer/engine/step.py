@@ -6,10 +6,11 @@ vedatad/models/detectors/mem_single_stage_detector.py:38-71):
 1. The data workers already chose each sample's kept chunks (``memory.keep_ratio``, drawn
    per ``(seed, rank, epoch, index)``), decoded and augmented only those chunks' frames, and
    read the dropped chunks' rows from the bank (``tallformer.engine.loader``).
-2. ``train_step`` moves the batch to the device and runs ``forward_train``: the backbone on
-   the kept chunks of the whole batch at once, the fresh features put back in time order with
-   the cached ones (``[B, C, T/2]``), neck and head.
-3. Losses; once the loss is known to be finite (so a diverged step never leaves NaN rows in
+2. ``train_step`` moves the batch to the device and runs the detector's ``forward_losses``
+   (`tallformer.models.protocol.DetectorModel`, any family): the backbone on the kept chunks
+   of the whole batch at once, the fresh features put back in time order with the cached
+   ones (``[B, C, T/2]``), the family's network and its losses.
+3. Once the loss is known to be finite (so a diverged step never leaves NaN rows in
    the bank), and before backward, the kept chunks' fresh features (detached: the very
    tensors fed to the neck, computed with the weights before this step's update) are written
    back to the bank at rows ``offset // 2 + rows_per_chunk * c`` for each kept chunk ``c`` of
@@ -34,19 +35,20 @@ The loader is ``engine/loader.py``, the DDP wrapper ``engine/distributed.py``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from tallformer.engine.device import autocast
 from tallformer.engine.distributed import unwrap
 from tallformer.errors import TallformerError
 from tallformer.memory.bank import BankError
 
 if TYPE_CHECKING:
     from tallformer.memory.bank import MemoryBank
+    from tallformer.models.protocol import DetectorModel
 
 __all__ = ["NonFiniteLossError", "train_step", "write_back"]
 
@@ -99,7 +101,7 @@ def write_back(bank: MemoryBank, video_ids: Sequence[str], offsets: Sequence[int
 
 
 def train_step(
-    model: nn.Module,
+    model: DetectorModel | nn.Module,
     batch: dict[str, Any],
     optimizer: torch.optim.Optimizer,
     bank: MemoryBank | None = None,
@@ -113,10 +115,11 @@ def train_step(
     """One training step with the memory bank.
 
     Args:
-        model: a ``TALLFormer``, or ``wrap_ddp(...)`` of one under ``torchrun``.
+        model: a detector of any family, or ``wrap_ddp(...)`` of one under ``torchrun``.
         batch: ``collate_train`` output: ``chunks`` ``[B*k, 3, chunk, H, W]``, ``cached``
             ``[B, n-k, C, rows]``, ``keep_mask`` bool ``[B, n]``, lists ``keep``,
-            ``segments``, ``labels``, ``ignore``, ``video_id``, ``offset``.
+            ``segments``, ``labels``, ``ignore``, ``video_id``, ``offset`` and ``num_frames``
+            (each window's real frames, passed on as ``valid_frames``; optional).
         optimizer: e.g. ``make_optimizer(model, cfg.train)``.
         bank: the run's bank (open ``"r+"``) for the write-back; None writes nothing.
         frozen: ``memory.frozen``: never write back.
@@ -141,15 +144,12 @@ def train_step(
     segments = [s.to(device, non_blocking=nb) for s in batch["segments"]]
     labels = [t.to(device, non_blocking=nb) for t in batch["labels"]]
     ignore = [t.to(device, non_blocking=nb) for t in batch["ignore"]]
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                else contextlib.nullcontext())
-
-    with autocast:
-        if model is detector:
-            outputs, fresh = detector.forward_train(chunks, cached, keep_mask)
-        else:  # DDP(TrainForward) or TrainForward
-            outputs, fresh = model(chunks, cached, keep_mask)
-        losses = detector.loss(outputs, segments, labels, ignore)
+    valid = [int(n) for n in batch["num_frames"]] if "num_frames" in batch else None
+    with autocast(amp_dtype, device):
+        if isinstance(model, nn.Module) and model is not detector:  # DDP(TrainForward), TrainForward
+            losses, fresh = model(chunks, cached, keep_mask, segments, labels, ignore, valid)
+        else:
+            losses, fresh = detector.forward_losses(chunks, cached, keep_mask, segments, labels, ignore, valid)
     loss = losses["loss"]
     if not torch.isfinite(loss.detach()):
         # checked before the write-back: non-finite fresh features (a diverged backbone) would

@@ -1,23 +1,12 @@
 """The training engine: `train(cfg)` on one process or under `torchrun`, with exact resume.
 
-One call runs (or continues) a whole run in ``cfg.run_dir``::
+One call runs (or continues) a whole run in ``cfg.run_dir`` (the folder's layout and the
+checkpoint format: `tallformer.engine.run_layout`): epoch_NNNN.pt every
+train.checkpoint_interval epochs (all kept), step_NNNNNN.pt every train.checkpoint_steps
+steps (the last train.keep_checkpoints kept), last.pt the latest complete one.
 
-    RUN_DIR/config.yaml        the resolved config (written at the start)
-    RUN_DIR/log.jsonl          one JSON object per logged step
-    RUN_DIR/checkpoints/       epoch_NNNN.pt (every train.checkpoint_interval epochs, all kept),
-                               step_NNNNNN.pt (every train.checkpoint_steps steps, the last
-                               train.keep_checkpoints kept), last.pt (the latest complete one)
-    RUN_DIR/bank/              the run's memory bank (its own copy, or built here)
-    RUN_DIR/journal/           the bank's undo journal since the last checkpoint
-
-With ``memory.placement: node_local`` (several nodes, docs/cluster.md) every training video
-belongs to one node for the whole run (`tallformer.data.sampler.assign_nodes`), and each node
-keeps the bank rows of only its own videos, with their journal, in its node folder
-(``memory.node_dir``, local disk; `tallformer.engine.run_bank`): a bank row is only ever
-read and written on its owner node. Rank 0 writes the checkpoints into ``RUN_DIR`` (a folder
-every node sees); they record every node's shard (its videos and bank fingerprint). A
-resume needs the same number of nodes; each node's first process rolls its own shard back
-by its own journal.
+With ``memory.placement: node_local`` (several nodes, docs/cluster.md) each node keeps the
+bank rows of only its own videos (`tallformer.engine.node_shards`).
 
 Order of work: process group (``torchrun`` sets ``RANK``/``WORLD_SIZE``), data (the built-in
 synthetic dataset when the config asks for it), annotations, the model (built after the
@@ -25,6 +14,19 @@ process group exists, so ``model.sync_bn`` gives SyncBatchNorm), the bank (valid
 built from the initial backbone), the optimizer, then either a fresh start (backbone
 weights loaded) or a resume from ``last.pt`` (every state restored, the bank rolled back by
 its journal), then the epochs.
+
+One run at a time: the run folder is held (`tallformer.engine.run_lock`) from the start to
+the end; another command that would write there stops before it touches anything.
+
+A stop on SIGINT (Ctrl-C) or SIGTERM: the step in progress ends, every rank agrees on the
+step to stop at (under ``torchrun``, which forwards the signal to every process, through an
+all-reduce of a stop flag after each step), a checkpoint is written and the resume
+command printed, and `train` raises `tallformer.errors.Interrupted` (exit status 130 or 143
+from the command). A second signal stops at once, without a checkpoint.
+
+A checkpoint that cannot be written (a full disk) stops the run in one line; the files of
+the previous checkpoint are untouched and the bank journal still goes back to it, so the
+resume from it is exact.
 
 Exactness: everything random is a function of the seed and the position in the run (the
 per-sample generators of the dataset, the sampler's per-epoch plan, the DataLoader's own
@@ -38,12 +40,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import random
-import socket
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,47 +56,72 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from tallformer import __version__
 from tallformer.atomic import write_json
-from tallformer.config import Config, config_from_dict, config_to_dict, save_config
-from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
+from tallformer.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    migrate_config_dict,
+    save_config,
+)
 from tallformer.engine.checkpoint import (
     CheckpointError,
     get_rng_state,
     load_checkpoint,
+    load_resume_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
-from tallformer.engine.device import amp_dtype_for
+from tallformer.engine.device import amp_dtype_for, deterministic_from_env
 from tallformer.engine.distributed import Processes, start_processes, unwrap, wrap_ddp
+from tallformer.engine.errors import TrainingError
+from tallformer.engine.factory import build_detector
 from tallformer.engine.journal import BankJournal, JournaledBank, rollback
 from tallformer.engine.loader import TrainLoader, make_train_loader
+from tallformer.engine.node_shards import NodeShards, node_train_loader, reshard_message
 from tallformer.engine.optim import make_optimizer
 from tallformer.engine.run_bank import (
-    NODE_JOURNAL,
-    RUN_BANK_DIR,
-    claim_shards,
-    node_path,
-    read_shard,
-    shard_record,
-    write_shard,
+    complete_videos,
+    needs_bank,
+    open_run_bank,
+    training_frame_counts,
 )
-from tallformer.engine.schedule import LrSchedule
+from tallformer.engine.run_layout import (
+    BANK_DIR,
+    BEST,
+    BEST_RECORD,
+    CHECKPOINTS,
+    CONFIG_FILE,
+    JOURNAL,
+    LAST,
+    LOG,
+    TENSORBOARD,
+    TEST_DIR,
+    TRAIN_FORMAT,
+    VERSION,
+    epoch_checkpoint,
+    last_checkpoint,
+    step_checkpoint,
+    synthetic_dir,
+)
+from tallformer.engine.run_lock import hold_folder
+from tallformer.engine.schedule import LrSchedule, warn_schedule_misfits
 from tallformer.engine.step import train_step
-from tallformer.errors import TallformerError, name_list
-from tallformer.memory.selection import num_kept
+from tallformer.errors import (
+    Interrupted,
+    OutputError,
+    TallformerError,
+    name_list,
+    output_error,
+)
 
 if TYPE_CHECKING:
     from tallformer.data.annotations import AnnotationSet
     from tallformer.memory.bank import MemoryBank
+    from tallformer.models.protocol import DetectorModel
 
-__all__ = ["RESUMABLE_KEYS", "TrainingError", "check_param_groups", "node_train_loader", "train"]
-
-CHECKPOINTS = "checkpoints"
-LAST = "last.pt"
-JOURNAL = "journal"
-LOG = "log.jsonl"
-SYNTHETIC_DIR = Path("data") / "synthetic"
+__all__ = ["RESUMABLE_KEYS", "TrainingError", "check_param_groups", "initial_detector", "prepare_run_bank",
+           "train"]
 
 # config keys a resume may change: run length, logging, checkpoint cadence, workers, device
 # (and the test settings, which training never reads)
@@ -102,26 +130,6 @@ RESUMABLE_KEYS = (
     "train.checkpoint_steps", "train.keep_checkpoints", "train.resume", "train.device",
     "data.num_workers", "test.",
 )
-
-
-class TrainingError(TallformerError):
-    """A run that cannot start or continue; the message names the file, key or step."""
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def _broadcast_error(procs: Processes, error: str | None) -> None:
-    """Raise on every rank when any rank hit a user error (so no rank waits at a barrier)."""
-    if procs.world_size == 1:
-        if error:
-            raise TrainingError(error)
-        return
-    errors: list[str | None] = [None] * procs.world_size
-    torch.distributed.all_gather_object(errors, error)
-    first = next((e for e in errors if e), None)
-    if first:
-        raise TrainingError(first)
 
 
 # --------------------------------------------------------------------------- setup
@@ -134,14 +142,13 @@ def _synthetic_data(cfg: Config, procs: Processes, progress: bool = True) -> Con
         return cfg
     from tallformer.data.synthetic import (
         annotation_dict,
-        dataset_folder,
         generate_synthetic_dataset,
         plan_dataset,
     )
 
-    out = dataset_folder(d.synthetic_task).resolve()
+    out = synthetic_dir(d.synthetic_task).resolve()
     size = (int(d.frame_size[0]), int(d.frame_size[1]))
-    classes = cfg.model.head.num_classes
+    classes = cfg.model.num_classes
     ann = out / "annotations.json"
     if procs.main:
         wanted = annotation_dict(plan_dataset(d.synthetic_videos, d.synthetic_seed, num_classes=classes,
@@ -157,7 +164,7 @@ def _synthetic_data(cfg: Config, procs: Processes, progress: bool = True) -> Con
 
 
 def _annotations(cfg: Config) -> AnnotationSet:
-    from tallformer.data.annotations import load_annotations
+    from tallformer.data.annotations import check_num_classes, load_annotations
     from tallformer.data.dataset import _resolve_all as resolve_videos
 
     if cfg.data.annotations is None:
@@ -171,14 +178,11 @@ def _annotations(cfg: Config) -> AnnotationSet:
     annotations = load_annotations(cfg.data.annotations)
     videos = annotations.subset(cfg.data.train_subset)  # unknown or empty: an error naming both
     resolve_videos(cfg.data.videos, [v.video_id for v in videos])  # one error listing the missing
-    num = len(annotations.classes)
-    if num != cfg.model.head.num_classes:
-        raise TrainingError(f"{cfg.data.annotations} has {num} classes but model.head.num_classes is "
-                            f"{cfg.model.head.num_classes}; set model.head.num_classes={num}")
+    check_num_classes(annotations, cfg.model.num_classes)
     return annotations
 
 
-def check_param_groups(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def check_param_groups(model: DetectorModel, optimizer: torch.optim.Optimizer) -> None:
     """Every trainable parameter in exactly one group, and nothing else in any group."""
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     seen: dict[int, int] = {}
@@ -202,8 +206,8 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
-def _config_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
-    old, new = _flat(saved), _flat(config_to_dict(cfg))
+def _config_changes(saved: dict[str, Any], cfg: Config, source: str) -> list[str]:
+    old, new = _flat(migrate_config_dict(saved, source)), _flat(config_to_dict(cfg))
     default = _flat(config_to_dict(Config()))
     for k in new.keys() - old.keys():  # a key added to the schema after the run started
         if new[k] == default.get(k):
@@ -215,102 +219,6 @@ def _config_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the bank
-
-
-def _frame_counts(cfg: Config, annotations: AnnotationSet) -> dict[str, int]:
-    from tallformer.engine.run_bank import training_frame_counts
-
-    return training_frame_counts(cfg, annotations)
-
-
-def _open_bank(cfg: Config, run: Path, model: torch.nn.Module, annotations: AnnotationSet,
-               procs: Processes, progress: bool = True) -> MemoryBank | None:
-    """The run's bank (None when every chunk goes through the backbone)."""
-    from tallformer.memory.bank import MemoryBank
-
-    chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
-    if num_kept(chunks, cfg.memory.keep_ratio) == chunks:
-        return None
-    counts = _frame_counts(cfg, annotations)
-    dim = unwrap(model).backbone.num_features
-    error: str | None = None
-    if cfg.memory.bank_dir is not None:
-        from tallformer.engine.run_bank import open_training_bank
-
-        if procs.main:
-            try:
-                open_training_bank(cfg, run, counts, dim, progress=progress).close()
-            except TallformerError as exc:
-                error = str(exc)
-        _broadcast_error(procs, error)
-        return open_training_bank(cfg, run, counts, dim, progress=False)
-    own = run / "bank"
-    if procs.main and not _complete(own, counts):
-        from tallformer.engine.bank_build import build_bank
-
-        print(f"building the memory bank in {own} from the initial backbone")
-        report = build_bank(cfg, own, weights=cfg.model.backbone.weights, device=procs.device,
-                            backbone=unwrap(model).backbone, progress=True)
-        if not report.ok:
-            error = f"memory bank build in {own} failed: {report.summary()}"
-    _broadcast_error(procs, error)
-    return MemoryBank.open(own, mode="r+", videos=counts, feature_dim=dim, dtype=cfg.memory.dtype,
-                           fps=cfg.data.fps)
-
-
-def _open_node_bank(cfg: Config, node_dir: Path, model: torch.nn.Module, counts: dict[str, int],
-                    procs: Processes, progress: bool) -> MemoryBank | None:
-    """This node's shard of the run's bank (``counts``: its own videos only), in ``node_dir``.
-
-    From ``memory.bank_dir`` (``{node}`` replaced): its videos copied into
-    ``NODE_DIR/bank`` (or, with ``memory.in_place``, that bank itself, which may hold other
-    videos too: they are never touched); without one, the node's first process builds its
-    own videos from the initial backbone.
-    """
-    from tallformer.engine.run_bank import open_training_bank
-    from tallformer.memory.bank import MemoryBank
-
-    chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
-    if num_kept(chunks, cfg.memory.keep_ratio) == chunks:
-        return None
-    dim = unwrap(model).backbone.num_features
-    error: str | None = None
-    if cfg.memory.bank_dir is not None:
-        source = node_path(cfg.memory.bank_dir, procs.node_rank)
-        if procs.local_main:
-            try:
-                open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source,
-                                   progress=progress).close()
-            except TallformerError as exc:
-                error = str(exc)
-        _broadcast_error(procs, error)
-        return open_training_bank(cfg, node_dir, counts, dim, videos=list(counts), bank_dir=source,
-                                  progress=False)
-    own = node_dir / RUN_BANK_DIR
-    if procs.local_main and not _complete(own, counts):
-        from tallformer.engine.bank_build import build_bank
-
-        print(f"node {procs.node}: building its memory bank shard ({len(counts)} videos) in {own} "
-              "from the initial backbone")
-        report = build_bank(cfg, own, weights=cfg.model.backbone.weights, device=procs.device,
-                            videos=list(counts), backbone=unwrap(model).backbone, progress=progress)
-        if not report.ok:
-            error = f"memory bank build in {own} failed: {report.summary()}"
-    _broadcast_error(procs, error)
-    return MemoryBank.open(own, mode="r+", videos=counts, feature_dim=dim, dtype=cfg.memory.dtype,
-                           fps=cfg.data.fps)
-
-
-def _complete(root: Path, counts: dict[str, int]) -> bool:
-    from tallformer.memory.bank import MemoryBank
-
-    if not (root / "meta.json").is_file():
-        return False
-    bank = MemoryBank.open(root, mode="r")
-    try:
-        return all(v in bank and bank.is_complete(v) for v in counts)
-    finally:
-        bank.close()
 
 
 def _refresh_repeats(batch: dict[str, Any], bank: MemoryBank, repeats: set[int]) -> None:
@@ -343,13 +251,13 @@ class _Position:
     samples: int = 0  # training samples in all (every rank)
 
 
-def _state(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, pos: _Position,
+def _state(cfg: Config, model: DetectorModel | torch.nn.Module, optimizer: torch.optim.Optimizer, pos: _Position,
            classes: list[str], bank: MemoryBank | None, world_size: int,
            nodes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint. ``nodes`` (node-local runs): every node's shard, and then ``bank`` is None."""
     state = {
-        "format": "tallformer-train",
-        "version": __version__,
+        "format": TRAIN_FORMAT,
+        "version": VERSION,
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": dataclasses.asdict(LrSchedule.from_config(cfg.train)),
@@ -367,15 +275,26 @@ def _state(cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 
 
 def _save(run: Path, state: dict[str, Any], cfg: Config, *, epoch_end: bool) -> None:
-    """last.pt always; epoch_NNNN.pt / step_NNNNNN.pt by the configured cadence."""
+    """last.pt always; epoch_NNNN.pt / step_NNNNNN.pt by the configured cadence. One file is
+    written (atomically), the other names are hard links to it, last.pt the last: a failed
+    write (`OutputError`) leaves last.pt as it was."""
     folder = run / CHECKPOINTS
+    try:
+        _save_files(folder, state, cfg, epoch_end=epoch_end)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise output_error(folder, exc, "run_dir") from exc
+
+
+def _save_files(folder: Path, state: dict[str, Any], cfg: Config, *, epoch_end: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     if epoch_end and state["epoch"] % cfg.train.checkpoint_interval == 0:
-        names.append(f"epoch_{state['epoch']:04d}.pt")
+        names.append(epoch_checkpoint(state["epoch"]))
     steps = cfg.train.checkpoint_steps
     if steps and state["step"] % steps == 0:
-        names.append(f"step_{state['step']:06d}.pt")
+        names.append(step_checkpoint(state["step"]))
     first = folder / (names[0] if names else LAST)
     save_checkpoint(first, state)
     for name in [*names[1:], LAST] if names else []:
@@ -406,24 +325,30 @@ class _Log:
         self.tb: Any = None
         if not enabled:
             return
-        if resume_step is not None and self.path.is_file():
-            # lines of a killed run past the checkpoint are redone by the resume
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            self.path.write_text("".join(f"{ln}\n" for ln in kept))
-        elif resume_step is None:
-            self.path.write_text("")
+        try:
+            if resume_step is not None and self.path.is_file():
+                # lines of a killed run past the checkpoint are redone by the resume
+                kept = [ln for ln in self.path.read_text().splitlines()
+                        if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+                self.path.write_text("".join(f"{ln}\n" for ln in kept))
+            elif resume_step is None:
+                self.path.write_text("")
+        except OSError as exc:
+            raise output_error(self.path, exc, "run_dir") from exc
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # the optional extra `tensorboard` is not installed
             return
-        self.tb = SummaryWriter(str(run / "tensorboard"))
+        self.tb = SummaryWriter(str(run / TENSORBOARD))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise output_error(self.path, exc, "run_dir") from exc
         if self.tb is not None:
             for key, value in _flat(record).items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -449,8 +374,46 @@ def _epoch_loader(tl: TrainLoader, epoch: int, start: int, cfg: Config, pin: boo
         prefetch_factor=2 if workers > 0 else None,
         # its own generator: creating the iterator never draws from the global RNG
         generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
+        worker_init_fn=_ignore_stop_signals,
     )
     return batches, loader
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a data worker: SIGINT and SIGTERM (Ctrl-C reaches the whole process group) are the
+    main process's to handle; it ends the workers when it stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _StopSignals:
+    """While the loop runs (main thread): the first SIGINT or SIGTERM asks the run to stop
+    after the step in progress (`requested`: the signal's number); a second one stops at
+    once (KeyboardInterrupt, no checkpoint)."""
+
+    def __init__(self, announce: bool) -> None:
+        self.requested = 0
+        self.announce = announce
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signum
+        if self.announce:
+            print(f"{signal.Signals(signum).name}: stopping after this step, with a checkpoint (send it again to "
+                  "stop at once, without one)", file=sys.stderr, flush=True)
 
 
 def _repeats(tl: TrainLoader, batches: list[list[int]]) -> list[set[int]]:
@@ -498,6 +461,7 @@ def train(cfg: Config, *, resume: bool | None = None, progress: bool = True) -> 
         can fix, before the first step where possible; a non-finite loss stops the run
         with the step and its losses named.
     """
+    deterministic_from_env()  # TALLFORMER_DETERMINISTIC=1; before the first CUDA op
     procs = start_processes(cfg.train.device)
     try:
         return _train(cfg, procs, resume, progress)
@@ -527,7 +491,7 @@ def _agreed_resume(cfg: Config, run: Path, resume: bool | None, procs: Processes
         last = _resume_from(cfg, run, resume)
     except TrainingError as exc:
         error = str(exc)
-    _broadcast_error(procs, error)
+    procs.raise_together(error)
     seen = procs.gather(last is not None)
     if len(set(seen)) > 1:
         have = [r for r, s in enumerate(seen) if s]
@@ -536,37 +500,65 @@ def _agreed_resume(cfg: Config, run: Path, resume: bool | None, procs: Processes
     return last
 
 
-def _reshard_message(last: Path, saved_nodes: int, nodes: int) -> str:
-    return (f"{last} was trained on {saved_nodes} nodes with memory.placement=node_local (each node's "
-            f"bank holds only its own videos) but this resume has {nodes}; resume on {saved_nodes} "
-            "nodes, or re-shard: gather the node folders (memory.node_dir) on one machine, "
-            f"'tallformer bank merge --run {last.parent.parent} --out MERGED NODE_DIR...', and start a "
-            f"new run with memory.bank_dir=MERGED model.init_from={last} (the videos are split afresh "
-            f"for {nodes} nodes)")
-
-
-def node_train_loader(cfg: Config, annotations: AnnotationSet, bank: MemoryBank | None,
-                      shards: list[list[str]], node: int, local_rank: int = 0, local_world_size: int = 1,
-                      *, classes: list[str] | None = None, num_workers: int | None = None) -> TrainLoader:
-    """`make_train_loader` for one process of a node-local run: node ``node`` of
-    ``len(shards)`` (``shards``: every node's videos, `assign_nodes`), rank ``local_rank``
-    of its ``local_world_size``; its samples are drawn as data rank
-    ``node * local_world_size + local_rank``."""
-    from tallformer.data.dataset import collate_train
-
-    world = len(shards) * local_world_size
-    tl = make_train_loader(cfg, annotations, bank, classes=classes, rank=node * local_world_size + local_rank,
-                           world_size=world, num_workers=num_workers)
+def _init_from(detector: DetectorModel, path: str, classes: list[str]) -> None:
+    """A fresh run from a detector checkpoint's weights (every key must fit)."""
+    state = load_checkpoint(path)
+    weights = state.get("model", state)
     try:
-        sampler = VideoExclusiveSampler([v.video_id for v in tl.dataset.videos], cfg.data.batch_size,
-                                        rank=local_rank, world_size=local_world_size, seed=cfg.seed,
-                                        shuffle=True, drop_last=False, nodes=shards, node=node)
-    except ValueError as exc:
-        raise TrainingError(f"memory.placement=node_local: {exc}") from None
-    workers = cfg.data.num_workers if num_workers is None else num_workers
-    loader = DataLoader(tl.dataset, batch_sampler=sampler, collate_fn=collate_train, num_workers=workers,
-                        persistent_workers=False, prefetch_factor=2 if workers > 0 else None)
-    return TrainLoader(tl.dataset, sampler, loader)
+        detector.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise TrainingError(f"model.init_from={path}: the weights do not fit this config's "
+                            f"detector ({str(exc).splitlines()[0]}); use the config the "
+                            "checkpoint was made for") from None
+    saved = state.get("classes")
+    if saved is not None and list(saved) != classes:
+        raise TrainingError(f"model.init_from={path}: its classes {name_list(saved, 5)} are not "
+                            f"the annotations' {name_list(classes, 5)} (same order needed)")
+
+
+def initial_detector(cfg: Config, device: torch.device, classes: list[str], *,
+                     load_weights: bool = True) -> DetectorModel:
+    """The detector a run starts from, as `train` builds it: the global random states seeded
+    with ``cfg.seed``, `tallformer.engine.factory.build_detector` (after the process group
+    exists, so ``model.sync_bn`` gives SyncBatchNorm), then, with `load_weights` (a fresh
+    run), ``model.init_from`` (its classes must be `classes`) or else
+    ``model.backbone.weights``; on `device`."""
+    from tallformer.models.weights import load_backbone_weights
+
+    _seed_everything(cfg.seed)
+    detector = build_detector(cfg)
+    if load_weights and cfg.model.init_from:
+        _init_from(detector, cfg.model.init_from, classes)
+    elif load_weights and cfg.model.backbone.weights:
+        load_backbone_weights(detector.backbone, cfg.model.backbone.weights)
+    detector.to(device)
+    return detector
+
+
+def prepare_run_bank(cfg: Config, *, progress: bool = True) -> str:
+    """The start of `train` up to its memory bank, on one process: the annotations checked,
+    the initial detector (`initial_detector`), and the run's bank opened (copied from
+    ``memory.bank_dir`` or built in ``RUN_DIR/bank`` from the initial backbone, unless
+    there already). `train` then finds the bank ready. Returns what was done, in one line.
+    ``tallformer demo`` calls it as its own stage. The run folder is held meanwhile
+    (`tallformer.engine.run_lock`)."""
+    if not needs_bank(cfg):
+        return f"memory.keep_ratio={cfg.memory.keep_ratio:g}: every chunk goes through the backbone, no bank"
+    procs = start_processes(cfg.train.device)
+    with contextlib.ExitStack() as stack:
+        stack.callback(procs.close)
+        stack.enter_context(hold_folder(cfg.run_dir, "tallformer train", option="run_dir"))
+        annotations = _annotations(cfg)
+        detector = initial_detector(cfg, procs.device, list(annotations.classes))
+        counts = training_frame_counts(cfg, annotations)
+        done = complete_videos(Path(cfg.run_dir) / BANK_DIR, counts) if cfg.memory.bank_dir is None else 0
+        bank = open_run_bank(cfg, Path(cfg.run_dir), detector, counts, procs, progress=progress)
+    assert bank is not None  # needs_bank
+    bank.close()
+    if cfg.memory.bank_dir is not None:
+        return f"{len(counts)} videos from memory.bank_dir={cfg.memory.bank_dir} in {bank.root}"
+    return (f"{len(counts) - done} built, {done} already complete: {len(counts)} training videos in "
+            f"{bank.root}")
 
 
 class _Run:
@@ -581,182 +573,57 @@ class _Run:
         self.cfg = _synthetic_data(cfg, procs, progress)
         self.annotations = _annotations(self.cfg)
         self.classes = list(self.annotations.classes)
-        self.node_local = self.cfg.memory.placement == "node_local"
-        self.shards: list[list[str]] = []  # node-local: every node's videos
-        self.counts: dict[str, int] = {}
-        self.node_dir = self.run
-        self.node_records: list[dict[str, Any]] = []
-        if self.node_local:
-            self._place_nodes()
+        self.nodes: NodeShards | None = None
+        if self.cfg.memory.placement == "node_local":
+            self.nodes = NodeShards(self.cfg, procs, self.run, training_frame_counts(self.cfg, self.annotations),
+                                    resume=self.saved is not None)
         if procs.main:
             self.run.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run / "config.yaml")
+            save_config(self.cfg, self.run / CONFIG_FILE)
         self._build()
         self.pos = _Position()
         self._restore()
+        self.saved_step: int | None = None if self.saved is None else self.pos.step
+        self.stop = _StopSignals(announce=procs.main)
 
     def _checked_checkpoint(self, last: Path, cfg: Config) -> dict[str, Any]:
-        saved = load_checkpoint(last)
-        if saved.get("format") != "tallformer-train":
+        saved = load_resume_checkpoint(last, self.run / JOURNAL)
+        if saved.get("format") != TRAIN_FORMAT:
             raise CheckpointError(f"{last}: not a tallformer training checkpoint")
-        changes = _config_changes(saved["config"], cfg)
+        changes = _config_changes(saved["config"], cfg, f"{last} (saved config)")
         if changes:
             raise TrainingError(f"{last}: the config differs from the run's in " + "; ".join(changes)
                                 + " (a resume may change only run length, logging, checkpoint "
                                 "cadence, workers and device); use another run_dir for a new run")
         nodes = saved.get("nodes")
         if nodes is not None and nodes["count"] != self.procs.num_nodes:
-            raise TrainingError(_reshard_message(last, nodes["count"], self.procs.num_nodes))
+            raise TrainingError(reshard_message(last, nodes["count"], self.procs.num_nodes))
         if saved["world_size"] != self.procs.world_size:
             raise TrainingError(f"{last} was written by {saved['world_size']} processes but this "
                                 f"resume has {self.procs.world_size}; resume with the same number")
         return saved
 
-    # ------------------------------------------------------------------ node-local shards
-
-    def _place_nodes(self) -> None:
-        """Split the videos over the nodes, and find which shard this machine holds.
-
-        The split is a function of the frame counts, the seed and the node count. A node
-        whose folder already holds a shard of this run keeps it (the c10d rendezvous orders
-        the machines anew at each launch); the others take the free shards in rank order.
-        """
-        cfg, procs = self.cfg, self.procs
-        if not procs.uniform:
-            raise TrainingError("memory.placement=node_local needs the same number of processes on every "
-                                "node (torchrun --nproc_per_node) and node ranks 0 .. N-1")
-        self.counts = _frame_counts(cfg, self.annotations)
-        try:
-            self.shards = [[str(v) for v in shard] for shard in
-                           assign_nodes(self.counts, procs.num_nodes, cfg.seed)]
-        except ValueError as exc:
-            raise TrainingError(f"memory.placement=node_local: {exc}") from None
-        digest = hashlib.sha256(json.dumps(self.shards).encode()).hexdigest()
-        if len(set(procs.gather(digest))) > 1:
-            raise TrainingError("the nodes split the training videos differently (their frame counts "
-                                "differ): every node needs the same data.annotations and data.videos")
-        self.node_dir = node_path(cfg.memory.node_dir or str(self.run / "node{node}"), procs.node_rank)
-        claim: int | None = None
-        error: str | None = None
-        if procs.local_main:
-            try:
-                claim = self._claim()
-            except TallformerError as exc:
-                error = str(exc)
-        _broadcast_error(procs, error)
-        claims: list[int | None] = [None] * procs.num_nodes
-        for node_rank, local_rank, held in procs.gather((procs.node_rank, procs.local_rank, claim)):
-            if local_rank == 0:
-                claims[node_rank] = held
-        try:
-            mapping = claim_shards(claims, procs.num_nodes, resume=self.saved is not None)
-        except TallformerError as exc:
-            raise TrainingError(str(exc)) from None
-        procs.node = mapping[procs.node_rank]
-        procs.data_rank = procs.node * procs.local_world_size + procs.local_rank
-        if procs.local_main and claim is None:
-            write_shard(self.node_dir, self._shard_record(None))
-        procs.barrier()
-
-    def _shard_record(self, fingerprint: str | None) -> dict[str, Any]:
-        cfg = self.cfg
-        bank = (str(node_path(cfg.memory.bank_dir, self.procs.node_rank).resolve())
-                if cfg.memory.in_place and cfg.memory.bank_dir is not None else RUN_BANK_DIR)
-        record = shard_record(self.procs.node, self.shards, cfg.seed, bank, fingerprint)
-        record["run"] = str(self.run.resolve())
-        return record
-
-    def _claim(self) -> int | None:
-        """The shard this machine's node folder holds (None: none yet); one of another run
-        or split is an error naming the folder."""
-        record = read_shard(self.node_dir)
-        if record is None:
-            return None
-        node, nodes = int(record.get("node", -1)), int(record.get("nodes", 0))
-        same = (nodes == len(self.shards) and 0 <= node < nodes and record.get("seed") == self.cfg.seed
-                and record.get("videos") == self.shards[node] and record.get("run") == str(self.run.resolve()))
-        if not same:
-            raise TrainingError(
-                f"{self.node_dir} holds bank shard {node} of {nodes} nodes of the run {record.get('run')}, "
-                f"not a shard of this run's split of {len(self.shards)} nodes; give this run its own "
-                "memory.node_dir" + ("" if self.saved is not None else
-                                     f", or delete {self.node_dir} (that run's own copy of the bank)"))
-        return node
-
-    def _record_shards(self) -> None:
-        """Every node's shard (videos, bank fingerprint, folder, host) for the checkpoints."""
-        procs = self.procs
-        fingerprint = None if self.bank is None else self.bank.fingerprint()
-        if procs.local_main:
-            write_shard(self.node_dir, self._shard_record(fingerprint))
-        infos = procs.gather((procs.node, procs.local_rank, fingerprint, str(self.node_dir.resolve()),
-                              socket.gethostname()))
-        self.node_records = [{"node": k, "videos": list(self.shards[k]), "fingerprint": fp, "dir": folder,
-                              "host": host} for k, local, fp, folder, host in sorted(infos, key=lambda i: i[0])
-                             if local == 0]
-
-    def _nodes_state(self) -> dict[str, Any] | None:
-        if not self.node_local:
-            return None
-        return {"placement": "node_local", "count": self.procs.num_nodes,
-                "local_world_size": self.procs.local_world_size, "seed": self.cfg.seed,
-                "shards": self.node_records}
-
-    def _shard_problem(self, saved: dict[str, Any]) -> str | None:
-        """Why the checkpoint does not go with this node's shard (None: it does)."""
-        mine = saved["nodes"]["shards"][self.procs.node]
-        if list(mine["videos"]) != self.shards[self.procs.node]:
-            return (f"{self.last}: node {self.procs.node}'s videos in the checkpoint are not the split of "
-                    "the videos now (did data.annotations or data.videos change?)")
-        if self.bank is not None and mine["fingerprint"] != self.bank.fingerprint():
-            return (f"{self.last} goes with node {self.procs.node}'s bank shard of fingerprint "
-                    f"{str(mine['fingerprint'])[:12]} but {self.bank.root} has {self.bank.fingerprint()[:12]}")
-        return None
-
     # ------------------------------------------------------------------ setup
 
     def _build(self) -> None:
-        from tallformer.models.detector import build_detector
-        from tallformer.models.weights import load_backbone_weights
-
         cfg, procs = self.cfg, self.procs
-        _seed_everything(cfg.seed)
-        self.detector = build_detector(cfg)  # after the process group: SyncBatchNorm with model.sync_bn
-        if self.saved is None and cfg.model.init_from:
-            self._init_from(cfg.model.init_from)
-        elif self.saved is None and cfg.model.backbone.weights:
-            load_backbone_weights(self.detector.backbone, cfg.model.backbone.weights)
-        self.detector.to(procs.device)
-        if self.node_local:
-            own = {v: self.counts[v] for v in self.shards[procs.node]}
-            self.bank = _open_node_bank(cfg, self.node_dir, self.detector, own, procs, self.progress)
-            self._record_shards()
+        self.detector = initial_detector(cfg, procs.device, self.classes, load_weights=self.saved is None)
+        if self.nodes is not None:
+            self.bank = open_run_bank(cfg, self.nodes.node_dir, self.detector, self.nodes.own_counts, procs,
+                                      node_local=True, progress=self.progress)
+            self.nodes.record(self.bank)
         else:
-            self.bank = _open_bank(cfg, self.run, self.detector, self.annotations, procs,
-                                   self.progress and procs.main)
+            counts = training_frame_counts(cfg, self.annotations) if needs_bank(cfg) else {}
+            self.bank = open_run_bank(cfg, self.run, self.detector, counts, procs,
+                                      progress=self.progress and procs.main)
         chunks = cfg.data.num_frames // cfg.model.backbone.chunk_size
         self.model = (wrap_ddp(self.detector, cfg.memory.keep_ratio, chunks, procs.device)
-                      if procs.world_size > 1 else self.detector)
+                      if procs.distributed else self.detector)
         self.optimizer = make_optimizer(self.detector, cfg.train)
         for group in self.optimizer.param_groups:
             group["base_lr"] = group["lr"]
         check_param_groups(self.detector, self.optimizer)
         self.schedule = LrSchedule.from_config(cfg.train)
-
-    def _init_from(self, path: str) -> None:
-        """A fresh run from a detector checkpoint's weights (every key must fit)."""
-        state = load_checkpoint(path)
-        weights = state.get("model", state)
-        try:
-            self.detector.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise TrainingError(f"model.init_from={path}: the weights do not fit this config's "
-                                f"detector ({str(exc).splitlines()[0]}); use the config the "
-                                "checkpoint was made for") from None
-        classes = state.get("classes")
-        if classes is not None and list(classes) != self.classes:
-            raise TrainingError(f"model.init_from={path}: its classes {name_list(classes, 5)} are not "
-                                f"the annotations' {name_list(self.classes, 5)} (same order needed)")
 
     def _restore(self) -> None:
         """Checkpoint state, then the bank rolled back to it, then the random states."""
@@ -765,20 +632,21 @@ class _Run:
             self.detector.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
             self.pos = _Position(saved["epoch"], saved["batch_in_epoch"], saved["step"], saved["samples"])
-            if self.node_local:
-                _broadcast_error(procs, self._shard_problem(saved))
+            if self.nodes is not None:
+                procs.raise_together(self.nodes.problem(saved, self.last, bank))
             elif bank is not None and saved["bank"] is not None and saved["bank"]["fingerprint"] != bank.fingerprint():
                 raise TrainingError(f"{self.last} goes with memory bank {saved['bank']['path']} (fingerprint "
                                     f"{saved['bank']['fingerprint'][:12]}) but the run's bank {bank.root} "
                                     f"has {bank.fingerprint()[:12]}")
-        journal_dir = self.node_dir / NODE_JOURNAL if self.node_local else self.run / JOURNAL
+        node_local = self.nodes is not None
+        journal_dir = (self.nodes.node_dir if self.nodes is not None else self.run) / JOURNAL
         if bank is not None:
             # undo the writes after the checkpoint (or of an abandoned first try); node-local:
             # each node's first process its own shard's, by its own journal
-            if procs.local_main if self.node_local else procs.main:
+            if procs.local_main if node_local else procs.main:
                 restored = rollback(bank, journal_dir, self.pos.step)
                 if restored:
-                    where = f" shard of node {procs.node}" if self.node_local else ""
+                    where = f" shard of node {procs.node}" if node_local else ""
                     print(f"memory bank{where}: rolled back {restored} rows written after step {self.pos.step}")
             procs.barrier()
         if saved is not None:  # last: nothing above may draw from them after the restore
@@ -790,7 +658,11 @@ class _Run:
         self.write_bank: Any = bank if self.journal is None or bank is None else JournaledBank(bank, self.journal)
 
     def checkpoint(self, *, epoch_end: bool) -> None:
-        """Bank flushed by every rank, checkpoint by rank 0, then every rank cuts its journal."""
+        """Bank flushed by every rank, checkpoint by rank 0, then every rank cuts its journal.
+
+        A checkpoint that cannot be written stops the run on every rank (one line: the file,
+        the cause, and the last checkpoint, intact, to resume from); the journal is not cut,
+        so it still restores the bank of that checkpoint."""
         procs = self.procs
         if self.bank is not None:
             self.bank.flush()
@@ -799,82 +671,134 @@ class _Run:
         if procs.world_size > 1:  # in data-rank order (a node-local run's ranks follow the shards)
             states = [state for _, state in sorted(procs.gather((procs.data_rank, rng)), key=lambda p: p[0])]
         procs.barrier()
+        error: str | None = None
         if procs.main:
             state = _state(self.cfg, self.model, self.optimizer, self.pos, self.classes, self.bank,
                            procs.world_size, self._nodes_state())
             state["rng"] = states
-            _save(self.run, state, self.cfg, epoch_end=epoch_end)
-        procs.barrier()
+            try:
+                _save(self.run, state, self.cfg, epoch_end=epoch_end)
+            except OutputError as exc:
+                error = f"{output_error(exc.path or self.run, exc, 'run_dir')}; {self._stopped_here()}"
+        procs.raise_together(error)
+        self.saved_step = self.pos.step
         if self.journal is not None:
             self.journal.begin(self.pos.step)
 
+    def _stopped_here(self) -> str:
+        """Where a run that cannot save stands: the checkpoint to resume from."""
+        last = self.run / CHECKPOINTS / LAST
+        if self.saved_step is None:
+            return f"the run stopped at step {self.pos.step} with no checkpoint written; make room and start again"
+        return (f"the run stopped at step {self.pos.step}; the last checkpoint {last} (step {self.saved_step}) is "
+                f"intact: make room, then resume exactly from it with {self._resume_command()}")
+
+    def _resume_command(self) -> str:
+        config = self.run / CONFIG_FILE
+        command = f"tallformer train --config {config} run_dir={self.run} --resume"
+        if self.procs.world_size > 1:
+            command = (f"torchrun --nnodes {self.procs.num_nodes} --nproc_per_node {self.procs.local_world_size} "
+                       f"(and this run's other torchrun options) -m {command}")
+        return command
+
+    def _stopping(self) -> int:
+        """The stop signal that reached any rank (0: none; SIGTERM before SIGINT when both
+        did): every rank gets the same answer (an all-reduce under torchrun, so call it on
+        every rank at the same point of the loop)."""
+        return self.procs.agree_max(self.stop.requested)
+
+    def _nodes_state(self) -> dict[str, Any] | None:
+        return None if self.nodes is None else self.nodes.state()
+
     def loop(self) -> None:
         cfg, procs, pos = self.cfg, self.procs, self.pos
-        if self.node_local:
-            tl = node_train_loader(cfg, self.annotations, self.bank, self.shards, procs.node, procs.local_rank,
-                                   procs.local_world_size, classes=self.classes)
+        if self.nodes is not None:
+            tl = node_train_loader(cfg, self.annotations, self.bank, self.nodes.shards, procs.node,
+                                   procs.local_rank, procs.local_world_size, classes=self.classes)
         else:
             tl = make_train_loader(cfg, self.annotations, self.bank, classes=self.classes, rank=procs.rank,
                                    world_size=procs.world_size)
         self.global_batch = cfg.data.batch_size * procs.world_size
+        self.steps_per_epoch = len(tl)
+        if procs.main:
+            warn_schedule_misfits(cfg.train, len(tl), self.global_batch)
         self.amp = amp_dtype_for(cfg.train.amp, procs.device)
         self.scaler = torch.amp.GradScaler(procs.device.type) if self.amp == torch.float16 else None
         self.log = _Log(self.run, procs.main, None if self.saved is None else pos.step)
         if procs.main:
             what = "resuming" if self.saved is not None else "training"
-            nodes = (f" ({procs.num_nodes} nodes, each with its own bank shard)" if self.node_local
+            nodes = (f" ({procs.num_nodes} nodes, each with its own bank shard)" if self.nodes is not None
                      and procs.num_nodes > 1 else "")
             print(f"{what} {self.run}: epoch {pos.epoch}, step {pos.step}, {procs.world_size} "
                   f"process(es){nodes} on {procs.device}, {len(tl)} steps per epoch")
         try:
-            while pos.epoch < cfg.train.max_epochs and not self._stop():
-                if not self._epoch(tl):
-                    break  # stopped by train.max_steps inside the epoch
-                pos.epoch += 1
-                pos.batch = 0
-                procs.barrier()
-                if _due(cfg, pos, epoch_end=True):
-                    self.checkpoint(epoch_end=True)
-                if cfg.test.interval and pos.epoch % cfg.test.interval == 0:
-                    self._periodic_test()
-            self.checkpoint(epoch_end=False)
+            with self.stop:
+                while pos.epoch < cfg.train.max_epochs and not self._stop() and not self._stopping():
+                    if not self._epoch(tl):
+                        break  # stopped by train.max_steps or a signal inside the epoch
+                    pos.epoch += 1
+                    pos.batch = 0
+                    procs.barrier()
+                    if _due(cfg, pos, epoch_end=True):
+                        self.checkpoint(epoch_end=True)
+                    if cfg.test.interval and pos.epoch % cfg.test.interval == 0:
+                        self._periodic_test()
+                signalled = self._stopping()
+                if self.saved_step != pos.step:
+                    self.checkpoint(epoch_end=False)
         finally:
             self.log.close()
             if self.journal is not None:
                 self.journal.close()
             tl.dataset.close()
+        if signalled:
+            name = signal.Signals(signalled).name
+            last = self.run / CHECKPOINTS / LAST
+            raise Interrupted(f"{name} at step {pos.step} (epoch {pos.epoch}): saved {last}; resume with: "
+                              f"{self._resume_command()}" if procs.main else "", signalled)
         if procs.main:
             print(f"done: epoch {pos.epoch}, step {pos.step}; checkpoints in {self.run / CHECKPOINTS}")
 
     def _periodic_test(self) -> None:
         """``test.interval``: test on ``data.test_subset`` (rank 0), log the table, keep
         ``checkpoints/best.pt`` by average mAP. The random states are left as they were, so
-        a run with periodic tests trains exactly as one without."""
+        a run with periodic tests trains exactly as one without. A failure on rank 0 (a
+        file it cannot write) stops every rank."""
+        procs = self.procs
+        error: str | None = None
+        if procs.main:
+            try:
+                self._test_and_keep_best()
+            except TallformerError as exc:
+                if procs.world_size == 1:
+                    raise
+                error = str(exc)
+        procs.raise_together(error)
+
+    def _test_and_keep_best(self) -> None:
         from tallformer.engine.infer import evaluate_model
 
         cfg, pos, procs = self.cfg, self.pos, self.procs
-        if procs.main:
-            rng = get_rng_state()
-            out = self.run / "test" / f"epoch_{pos.epoch:04d}"
-            metrics = evaluate_model(cfg, self.detector, str(cfg.data.annotations), cfg.data.test_subset, out,
-                                     progress=self.progress, classes=self.classes, device=procs.device)
-            set_rng_state(rng)
-            score = float(metrics["average_mAP"])
-            self.log.write({"step": pos.step, "epoch": pos.epoch, "test": {
-                "subset": cfg.data.test_subset, "average_mAP": score,
-                **{f"mAP@{t:g}": float(m) for t, m in zip(metrics["tiou_thresholds"], metrics["mAP"], strict=True)}}})
-            best_file = self.run / CHECKPOINTS / "best.json"
-            best = json.loads(best_file.read_text())["average_mAP"] if best_file.is_file() else -1.0
-            print(f"epoch {pos.epoch}: average mAP {100 * score:.2f} on {cfg.data.test_subset}"
-                  + (" (best so far)" if score > best else ""))
-            if score > best:
-                state = _state(cfg, self.model, self.optimizer, pos, self.classes, self.bank,
-                               procs.world_size, self._nodes_state())
-                state["test"] = {k: metrics[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
-                save_checkpoint(self.run / CHECKPOINTS / "best.pt", state)
-                write_json(best_file, {"epoch": pos.epoch, "step": pos.step, "average_mAP": score,
-                                       "subset": cfg.data.test_subset})
-        procs.barrier()
+        rng = get_rng_state()
+        out = self.run / TEST_DIR / f"epoch_{pos.epoch:04d}"
+        metrics = evaluate_model(cfg, self.detector, str(cfg.data.annotations), cfg.data.test_subset, out,
+                                 progress=self.progress, classes=self.classes, device=procs.device)
+        set_rng_state(rng)
+        score = float(metrics["average_mAP"])
+        self.log.write({"step": pos.step, "epoch": pos.epoch, "test": {
+            "subset": cfg.data.test_subset, "average_mAP": score,
+            **{f"mAP@{t:g}": float(m) for t, m in zip(metrics["tiou_thresholds"], metrics["mAP"], strict=True)}}})
+        best_file = self.run / CHECKPOINTS / BEST_RECORD
+        best = json.loads(best_file.read_text())["average_mAP"] if best_file.is_file() else -1.0
+        print(f"epoch {pos.epoch}: average mAP {100 * score:.2f} on {cfg.data.test_subset}"
+              + (" (best so far)" if score > best else ""))
+        if score > best:
+            state = _state(cfg, self.model, self.optimizer, pos, self.classes, self.bank,
+                           procs.world_size, self._nodes_state())
+            state["test"] = {k: metrics[k] for k in ("tiou_thresholds", "mAP", "average_mAP")}
+            save_checkpoint(self.run / CHECKPOINTS / BEST, state)
+            write_json(best_file, {"epoch": pos.epoch, "step": pos.step, "average_mAP": score,
+                                   "subset": cfg.data.test_subset})
 
     def _stop(self) -> bool:
         return self.cfg.train.max_steps is not None and self.pos.step >= self.cfg.train.max_steps
@@ -899,8 +823,11 @@ class _Run:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{rates[0]:.2e}", s_step=f"{seconds:.2f}")
                 if pos.step % cfg.train.log_interval == 0 or pos.step == 1:
                     self.log.write(_record(pos, stats, self.optimizer, seconds, wait, self.procs.device))
-                if cfg.train.checkpoint_steps and pos.step % cfg.train.checkpoint_steps == 0:
+                if (cfg.train.checkpoint_steps and pos.step % cfg.train.checkpoint_steps == 0
+                        and pos.batch < len(batches)):  # at the epoch's end, the epoch's checkpoint is it
                     self.checkpoint(epoch_end=False)
+                if self._stopping():
+                    return False  # the epoch's end (if this was its last step) is the resume's
         finally:
             bar.close()
         return pos.batch >= len(batches)
@@ -908,7 +835,7 @@ class _Run:
     def _step(self, batch: dict[str, Any]) -> tuple[dict[str, float], list[float], float]:
         cfg, pos = self.cfg, self.pos
         t0 = time.perf_counter()
-        rates = self.schedule.apply(self.optimizer, pos.epoch, pos.samples, self.global_batch)
+        rates = self.schedule.apply(self.optimizer, pos.epoch, pos.samples, self.global_batch, self.steps_per_epoch)
         if self.journal is not None:
             self.journal.step = pos.step
         try:
@@ -925,9 +852,35 @@ class _Run:
 
 
 def _train(cfg: Config, procs: Processes, resume: bool | None, progress: bool) -> Path:
-    run = _Run(cfg, procs, resume, progress)
-    run.loop()
-    return run.run
+    with contextlib.ExitStack() as held:
+        error: str | None = None
+        if procs.main:  # the process that writes the checkpoints holds the folders
+            try:
+                for folder, option in _folders_written(cfg):
+                    held.enter_context(hold_folder(folder, "tallformer train", option=option))
+            except TallformerError as exc:
+                if procs.world_size == 1:
+                    raise
+                error = str(exc)
+        procs.raise_together(error)
+        run = _Run(cfg, procs, resume, progress)
+        run.loop()
+        return run.run
+
+
+def _folders_written(cfg: Config) -> list[tuple[Path, str]]:
+    """The folders a run writes and holds for its life: the run folder; with periodic tests
+    their folder ``RUN_DIR/test`` (where ``tallformer test`` writes by default); with
+    ``memory.in_place`` the bank it changes."""
+    run = Path(cfg.run_dir)
+    folders = [(run, "run_dir")]
+    if cfg.test.interval:
+        folders.append((run / TEST_DIR, "run_dir"))
+    bank = cfg.memory.bank_dir
+    if (cfg.memory.in_place and bank is not None and cfg.memory.placement != "node_local"
+            and (Path(bank) / "meta.json").is_file()):
+        folders.append((Path(bank), "memory.bank_dir"))
+    return folders
 
 
 def _record(pos: _Position, stats: dict[str, float], optimizer: torch.optim.Optimizer, seconds: float,
@@ -947,7 +900,7 @@ def _record(pos: _Position, stats: dict[str, float], optimizer: torch.optim.Opti
 
 def load_run_config(run_dir: str | os.PathLike[str]) -> Config:
     """The config a run was trained with (from its last checkpoint)."""
-    state = load_checkpoint(Path(run_dir) / CHECKPOINTS / LAST)
-    if state.get("format") != "tallformer-train":
+    state = load_checkpoint(last_checkpoint(run_dir))
+    if state.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{run_dir}: {LAST} is not a tallformer training checkpoint")
     return config_from_dict(state["config"], f"{run_dir}/{CHECKPOINTS}/{LAST}")

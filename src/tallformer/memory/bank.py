@@ -32,76 +32,48 @@ A video's ``complete`` flag is set by ``mark_complete`` after its rows were all 
 an interrupted build is detectable and resumable; ``meta.json`` is always replaced
 atomically (``tallformer.atomic``).
 
-This module is storage only: it imports neither ``models`` nor ``data`` (building a bank
-is ``tallformer.engine.bank_build``).
+The disk space of a video's rows is reserved when its file is created (and for an
+unfinished video when a build resumes; ``tallformer.atomic.reserve_space``), after a check
+that the disk has room for every file to be written: writing rows through a memory map
+into a file the disk cannot hold would end the process with SIGBUS, not an error.
+
+This module is the storage; the folder's format and its validation are
+``tallformer.memory.meta``, copies and merges ``tallformer.memory.copies``. It imports neither
+``models`` nor ``data`` (building a bank is ``tallformer.engine.bank_build``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import math
 import os
-import re
-import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from numbers import Integral, Real
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from tallformer.atomic import atomic_path, write_text
-from tallformer.errors import TallformerError, name_list
+import tallformer.memory.meta as bank_meta
+from tallformer.atomic import check_free_space, reserve_space
+from tallformer.errors import OutputError, name_list, output_error
+from tallformer.memory.copies import merged_meta, shard_meta, write_bank
+from tallformer.memory.meta import (
+    DTYPES,
+    FEATURES_DIR,
+    META,
+    REBUILD,
+    BankError,
+    canonical,
+    write_meta,
+)
 from tallformer.ops.chunks import chunk_runs
 
-__all__ = ["BankError", "MemoryBank"]
-
-FORMAT = "tallformer-memory-bank"
-VERSION = 1
-META = "meta.json"
-FEATURES_DIR = "features"
-DTYPES: tuple[str, ...] = ("float16", "float32")
-REBUILD = "rebuild it with `tallformer bank build --config FILE --out DIR`"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,150}$")
-_MISSING = object()  # a key one side of a comparison lacks
-
-
-class BankError(TallformerError, ValueError):
-    """A bank that is missing, malformed or does not fit the videos/config. Names the bank
-    folder, the video and the numbers, and says how to fix it."""
-
+__all__ = ["DTYPES", "BankError", "MemoryBank"]
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
-    """Write ``meta.json`` atomically (indent 1, sorted keys, ASCII, trailing newline)."""
-    write_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
-
-
-def _canonical(meta: Mapping[str, Any]) -> bytes:
-    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-def _file_name(video: str, taken: set[str]) -> str:
-    """A file name for ``video``'s rows: the id itself when it is a safe file name, else a
-    sanitised form plus a hash; unique ignoring case (case-insensitive file systems)."""
-    digest = hashlib.sha1(video.encode("utf-8")).hexdigest()[:12]
-    if _SAFE_NAME.match(video) and video.lower() not in taken:
-        stem = video
-    else:
-        stem = re.sub(r"[^A-Za-z0-9._-]", "_", video)[:100].lstrip(".") + "-" + digest
-    name = f"{stem}.npy"
-    n = 1
-    while name.lower() in taken:  # only on pathological collisions
-        name = f"{stem}-{n}.npy"
-        n += 1
-    taken.add(name.lower())
-    return name
 
 
 def _runs(chunk_ids: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -124,114 +96,26 @@ def _as_numpy(features: Any) -> np.ndarray:
     return np.asarray(features)
 
 
-def _backbone_dict(backbone: Any) -> dict[str, Any] | None:
-    """The backbone settings as meta.json holds them: a mapping or any dataclass instance
-    (e.g. ``tallformer.config.BackboneConfig``), as plain JSON values."""
-    if backbone is None:
-        return None
-    if dataclasses.is_dataclass(backbone) and not isinstance(backbone, type):
-        backbone = dataclasses.asdict(backbone)
-    if not isinstance(backbone, Mapping):
-        raise BankError(f"backbone must be a dict or a dataclass (e.g. BackboneConfig), got "
-                        f"{type(backbone).__name__}")
-    try:  # as meta.json will hold it (tuples -> lists), so a resumed build compares equal
-        return json.loads(json.dumps(dict(backbone)))
-    except (TypeError, ValueError) as e:
-        raise BankError(f"backbone config is not JSON-serialisable: {e}") from None
+def _npy_bytes(rows: int, dim: int, dtype: np.dtype) -> int:
+    """Size of the ``.npy`` file of ``[rows, dim]`` (header of 128 bytes, as numpy writes
+    it for such shapes, plus the data)."""
+    return 128 + rows * dim * dtype.itemsize
 
 
-def _check_int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
-        raise BankError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
-def _settings(feature_dim: int, dtype: str, frames_per_row: int, chunk_size: int, fps: float,
-              backbone: Any, weights: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """The bank-wide part of ``meta.json``, checked."""
-    if dtype not in DTYPES:
-        raise BankError(f"bank dtype must be one of {list(DTYPES)} (memory.dtype), got {dtype!r}")
-    feature_dim = _check_int("feature_dim", feature_dim, 1)
-    frames_per_row = _check_int("frames_per_row", frames_per_row, 1)
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
-    if chunk_size % frames_per_row:
-        raise BankError(
-            f"chunk_size {chunk_size} must be a multiple of frames_per_row {frames_per_row}"
-        )
-    if isinstance(fps, bool) or not isinstance(fps, Real) or not fps > 0:
-        raise BankError(f"fps must be > 0, got {fps!r}")
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "feature_dim": feature_dim,
-        "dtype": dtype,
-        "frames_per_row": frames_per_row,
-        "chunk_size": chunk_size,
-        "rows_per_chunk": chunk_size // frames_per_row,
-        "fps": float(fps),
-        "backbone": _backbone_dict(backbone),
-        "weights": None if weights is None else str(weights),
-    }
-
-
-def _check_videos(videos: Mapping[str, int],
-                  sources: Mapping[str, Mapping[str, Any]] | None) -> None:
-    for video, n in videos.items():
-        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-            raise BankError(
-                f"video {video!r}: num_frames must be an integer >= 1, got {n!r} "
-                "(a video with no decodable frames cannot go in a bank)"
-            )
-    for video, source in (sources or {}).items():
-        if not isinstance(source, Mapping):
-            raise BankError(f"video {video!r}: source must be a dict, got {type(source).__name__}")
-
-
-def _same_path(a: str, b: str) -> bool:
-    """Two spellings of one file: equal strings, or equal once resolved (``./x.pth`` and
-    its absolute path)."""
-    if a == b:
-        return True
+def _unallocated(path: Path, size: int, block: int) -> int:
+    """Bytes of disk a file of `size` bytes still needs beyond what `path` holds now."""
+    want = -(-size // block) * block
     try:
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except (OSError, RuntimeError):
-        return False
+        have = path.stat().st_blocks * 512
+    except (OSError, AttributeError):
+        have = 0
+    return max(0, want - have)
 
 
-def _same_setting(key: str, have: Any, want: Any) -> bool:
-    if key.rsplit(".", 1)[-1] == "weights" and isinstance(have, str) and isinstance(want, str):
-        return _same_path(have, want)  # a file path
-    return bool(have == want)
-
-
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any],
-                 prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every key whose value differs (nested dicts key by key)."""
-    def show(value: Any) -> str:
-        return "(unset)" if value is _MISSING else repr(value)
-
-    out: list[str] = []
-    for key in dict.fromkeys([*have, *want]):
-        old, new = have.get(key, _MISSING), want.get(key, _MISSING)
-        name = f"{prefix}{key}"
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            out.extend(_differences(old, new, f"{name}."))
-        elif not _same_setting(name, old, new):
-            out.append(f"{name}: {show(old)} -> {show(new)}")
-    return out
-
-
-def _video_differences(entry: Mapping[str, Any], num_frames: int,
-                       source: Mapping[str, Any] | None) -> list[str]:
-    """How a video in the bank differs from the one given now: its frame count, and its
-    source file when both sides record one."""
-    out = []
-    if entry["num_frames"] != num_frames:
-        out.append(f"{entry['num_frames']} -> {num_frames} frames")
-    old = entry.get("source")
-    if source is not None and isinstance(old, Mapping):
-        out.extend(_differences(old, source, "source."))
-    return out
+def _reserve(path: Path) -> None:
+    """Reserve the disk space of the whole file (`tallformer.atomic.reserve_space`)."""
+    with open(path, "r+b") as f:
+        reserve_space(f, 0, os.fstat(f.fileno()).st_size)
 
 
 # --------------------------------------------------------------------------- the bank
@@ -243,6 +127,20 @@ class MemoryBank:
     Make one with ``MemoryBank.create`` or ``MemoryBank.open``. Per-process state is only the
     cache of open memory maps (at most ``max_open`` at once: every open map holds a file
     descriptor); it is dropped on pickling (spawned workers) and after ``fork``.
+
+    Example (a bank of one 100-frame video, 8 channels; its rows written, then opened)::
+
+        >>> import tempfile
+        >>> import numpy as np
+        >>> import tallformer
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     bank = tallformer.MemoryBank.create(f"{tmp}/bank", {"v1": 100}, feature_dim=8)
+        ...     bank.write("v1", 0, np.ones((50, 8), dtype=np.float32))
+        ...     bank.mark_complete("v1")
+        ...     bank = tallformer.MemoryBank.open(f"{tmp}/bank", videos={"v1": 100}, feature_dim=8)
+        ...     rows = bank.read("v1", 48, 4)
+        >>> bank.num_rows("v1"), rows.shape, rows[:, 0].tolist()
+        (50, (4, 8), [1.0, 1.0, 0.0, 0.0])
     """
 
     def __init__(self, root: Path, meta: dict[str, Any], mode: Literal["r", "r+"],
@@ -292,8 +190,8 @@ class MemoryBank:
         Returns the bank opened ``"r+"``, every new video ``complete = False``.
         """
         root = Path(root)
-        settings = _settings(feature_dim, dtype, frames_per_row, chunk_size, fps, backbone, weights)
-        _check_videos(videos, sources)
+        settings = bank_meta.settings(feature_dim, dtype, frames_per_row, chunk_size, fps, backbone, weights)
+        bank_meta.check_videos(videos, sources)
         if (root / META).exists():
             if not exist_ok:
                 raise BankError(
@@ -305,20 +203,20 @@ class MemoryBank:
             if not overwrite:
                 bank._check_same_videos(videos, sources)
         else:
-            if root.exists() and any(root.iterdir()):
+            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):  # .lock aside
                 raise BankError(
                     f"{root} exists, is not empty and holds no {META}; choose an empty or new folder"
                 )
             root.mkdir(parents=True, exist_ok=True)
             bank = cls(root, dict(settings, videos={}), "r+", max_open=max_open)
         bank._add_videos(videos, sources or {})
-        _write_meta(root / META, bank._meta)
+        write_meta(root / META, bank._meta)
         return bank
 
     def _check_settings(self, settings: Mapping[str, Any]) -> None:
         """Raise ``BankError`` listing the settings (``key: bank -> asked``) that differ."""
         have = {key: self._meta.get(key) for key in settings}
-        diffs = _differences(have, settings)
+        diffs = bank_meta.differences(have, settings)
         if diffs:
             raise BankError(
                 f"{self.root / META}: the existing bank was built with other settings "
@@ -334,7 +232,7 @@ class MemoryBank:
             entry = self._meta["videos"].get(video)
             if entry is None:
                 continue
-            diffs = _video_differences(entry, int(n), None if sources is None else sources.get(video))
+            diffs = bank_meta.video_differences(entry, int(n), None if sources is None else sources.get(video))
             if diffs:
                 changed.append(f"{video} ({', '.join(diffs)})")
         if changed:
@@ -346,30 +244,52 @@ class MemoryBank:
             )
 
     def _add_videos(self, videos: Mapping[str, int], sources: Mapping[str, Mapping[str, Any]]) -> None:
-        """Give every video that is new, changed or damaged a fresh zero file (incomplete)."""
+        """Give every video that is new, changed or damaged a fresh zero file (incomplete),
+        its disk space reserved, and reserve the space of the unfinished ones kept; first
+        check that the disk holds them all (`OutputError`: ``no space left on DEVICE for
+        the memory bank BANK: needs N, M free``)."""
         meta = self._meta
-        (self.root / FEATURES_DIR).mkdir(exist_ok=True)
         taken = {e["file"].rsplit("/", 1)[-1].lower() for e in meta["videos"].values()}
-        fpr, dim = meta["frames_per_row"], meta["feature_dim"]
+        fpr, dim, dtype = meta["frames_per_row"], meta["feature_dim"], np.dtype(meta["dtype"])
+        fresh: list[tuple[str, int, int, str, Mapping[str, Any] | None]] = []
+        kept: list[str] = []
         for video, frames in videos.items():
             n = int(frames)
             entry = meta["videos"].get(video)
             source = sources.get(video)
-            if (entry is not None and not _video_differences(entry, n, source)
+            if (entry is not None and not bank_meta.video_differences(entry, n, source)
                     and self._check_file(video) is None):
+                if not entry.get("complete", False):
+                    kept.append(video)  # unfinished: its rows will be written
                 continue  # kept as it is (finished or not)
-            self._drop(video)
-            rows = math.ceil(n / fpr)
-            if entry is None:
-                file = f"{FEATURES_DIR}/{_file_name(video, taken)}"
-            else:
-                file = entry["file"]
-            np.lib.format.open_memmap(self.root / file, mode="w+", dtype=np.dtype(meta["dtype"]),
-                                      shape=(rows, dim))  # sparse zeros
-            new: dict[str, Any] = {"num_frames": n, "num_rows": rows, "file": file, "complete": False}
-            if source is not None:
-                new["source"] = dict(source)
-            meta["videos"][video] = new
+            file = f"{FEATURES_DIR}/{bank_meta.file_name(video, taken)}" if entry is None else entry["file"]
+            fresh.append((video, n, math.ceil(n / fpr), file, source))
+        try:
+            block = os.statvfs(self.root).f_frsize or 4096
+        except (OSError, AttributeError):
+            block = 4096
+        needed = sum(_unallocated(self.root / file, _npy_bytes(rows, dim, dtype), block)
+                     for _, _, rows, file, _ in fresh)
+        needed += sum(_unallocated(self.path(video), self.path(video).stat().st_size, block) for video in kept)
+        if needed:  # and room to rewrite meta.json next to the old one
+            check_free_space(self.root, needed + 2 * len(canonical(meta)) + 4 * block,
+                             f"the memory bank {self.root}")
+        try:
+            (self.root / FEATURES_DIR).mkdir(exist_ok=True)
+            for video, n, rows, file, source in fresh:
+                self._drop(video)
+                np.lib.format.open_memmap(self.root / file, mode="w+", dtype=dtype, shape=(rows, dim))  # zeros
+                _reserve(self.root / file)
+                new: dict[str, Any] = {"num_frames": n, "num_rows": rows, "file": file, "complete": False}
+                if source is not None:
+                    new["source"] = dict(source)
+                meta["videos"][video] = new
+            for video in kept:
+                _reserve(self.path(video))
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise output_error(self.root, exc) from exc
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], mode: Literal["r", "r+"] = "r",
@@ -393,7 +313,7 @@ class MemoryBank:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise BankError(f"{path}: cannot read bank meta ({e}); {REBUILD}") from None
-        _check_meta(meta, path)
+        bank_meta.check_meta(meta, path)
         bank = cls(root, meta, mode, max_open=max_open)
         if videos is not None:
             bank.validate(videos, feature_dim, dtype, fps=fps)
@@ -404,7 +324,7 @@ class MemoryBank:
     @property
     def meta(self) -> dict[str, Any]:
         """A copy of the parsed ``meta.json``."""
-        return json.loads(_canonical(self._meta))
+        return json.loads(canonical(self._meta))
 
     @property
     def feature_dim(self) -> int:
@@ -697,7 +617,7 @@ class MemoryBank:
             except (OSError, json.JSONDecodeError):
                 pass
             self._meta["videos"][video]["complete"] = bool(complete)
-            _write_meta(self.root / META, self._meta)
+            write_meta(self.root / META, self._meta)
 
     @contextlib.contextmanager
     def _meta_lock(self) -> Iterator[None]:
@@ -718,75 +638,20 @@ class MemoryBank:
     def validate(self, videos: Mapping[str, int], feature_dim: int | None = None,
                  dtype: str | None = None, *, fps: float | None = None,
                  check_files: bool = True) -> None:
-        """Check the bank before training: raises ``BankError`` listing every problem.
+        """Check the bank before training (`tallformer.memory.meta.validate`): raises
+        ``BankError`` listing every problem.
 
         ``videos`` ``{video_id: expected num_frames}`` (the training videos at the configured
         fps): each must be in the bank, finished (``complete``), with that frame count and
         ``ceil(frames / frames_per_row)`` rows; ``feature_dim`` (the backbone's C) and
         ``dtype`` (``memory.dtype``) and ``fps`` (``data.fps``) must match when given; with
-        ``check_files`` every file's
-        header is read to check it exists with the recorded shape and dtype.
+        ``check_files`` every file's header is read to check it exists with the recorded
+        shape and dtype.
         """
-        problems: list[str] = []
-        if feature_dim is not None and int(feature_dim) != self.feature_dim:
-            problems.append(
-                f"feature dim is {self.feature_dim} but the model's backbone gives {feature_dim} "
-                f"(bank built with backbone {self._meta['backbone']})"
-            )
-        if dtype is not None and str(dtype) != self.dtype:
-            problems.append(f"dtype is {self.dtype} but the config asks for {dtype} (memory.dtype)")
-        if fps is not None and abs(float(fps) - self.fps) > 1e-6:
-            problems.append(f"fps is {self.fps:g} but the config decodes at {float(fps):g} "
-                            "(data.fps)")
-        fpr = self.frames_per_row
-        missing = [repr(v) for v in videos if v not in self._meta["videos"]]
-        if missing:
-            problems.append(f"{len(missing)} training video(s) missing: {name_list(missing, 10)}")
-        for video, frames in videos.items():
-            entry = self._meta["videos"].get(video)
-            if entry is None:
-                continue
-            want_rows = math.ceil(int(frames) / fpr)
-            if entry["num_frames"] != int(frames) or entry["num_rows"] != want_rows:
-                problems.append(
-                    f"video {video!r}: bank has {entry['num_frames']} frames / {entry['num_rows']} "
-                    f"rows, the video has {frames} frames -> {want_rows} rows "
-                    f"(ceil({frames}/{fpr}))"
-                )
-                continue
-            if not entry.get("complete", False):
-                problems.append(f"video {video!r}: rows not all written (the build was "
-                                "interrupted or failed for it)")
-                continue
-            if check_files:
-                problem = self._check_file(video)
-                if problem:
-                    problems.append(problem)
-        if problems:
-            raise BankError(
-                f"memory bank {self.root} does not fit the training data:\n  - "
-                + name_list(problems, 20, sep="\n  - ")
-                + f"\nFix: {REBUILD} (same config and annotations), or point memory.bank_dir at "
-                "the right bank."
-            )
+        bank_meta.validate(self.root, self._meta, videos, feature_dim, dtype, fps=fps, check_files=check_files)
 
     def _check_file(self, video: str) -> str | None:
-        entry = self._entry(video)
-        path = self.root / entry["file"]
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dt = np.lib.format.read_array_header_1_0(f)
-                else:
-                    shape, _, dt = np.lib.format.read_array_header_2_0(f)
-        except (OSError, ValueError) as e:
-            return f"video {video!r}: cannot read {path} ({e})"
-        want = (int(entry["num_rows"]), self.feature_dim)
-        if tuple(shape) != want or dt != np.dtype(self.dtype):
-            return (f"video {video!r}: {path} holds {dt} {list(shape)}, meta says {self.dtype} "
-                    f"{list(want)}")
-        return None
+        return bank_meta.check_file(self.root, video, self._entry(video), self.feature_dim, self.dtype)
 
     # ------------------------------------------------------------------ identity and copies
 
@@ -794,13 +659,13 @@ class MemoryBank:
         """SHA-256 (hex) of the canonical JSON of ``meta.json``: settings, backbone, weights
         file, every video's frames/rows/file and completion. Row contents are not hashed (they
         change during training), so a run's copy keeps the fingerprint of its source."""
-        return hashlib.sha256(_canonical(self._meta)).hexdigest()
+        return hashlib.sha256(canonical(self._meta)).hexdigest()
 
     def copy_to(self, dst: str | os.PathLike[str], *, mode: Literal["r", "r+"] = "r+",
                 videos: Iterable[str] | None = None, progress: bool = True) -> MemoryBank:
         """Copy the bank to ``dst`` (a run directory's bank) and open the copy.
 
-        Atomic (``tallformer.atomic.atomic_path``): files go to a temp folder next to
+        Atomic (``tallformer.memory.copies.write_bank``): files go to a temp folder next to
         ``dst`` that is renamed to ``dst`` at the end, so an interrupted copy never looks
         like a bank; one process makes the copy (the temp folder's name is fixed, so a
         re-run removes a killed copy's leftover). If ``dst`` already holds a bank with the
@@ -810,13 +675,8 @@ class MemoryBank:
         the full bank's.
         """
         dst = Path(dst)
-        meta = self._meta
-        if videos is not None:
-            wanted = list(dict.fromkeys(videos))
-            for video in wanted:
-                self._entry(video)  # unknown video -> BankError
-            meta = dict(self._meta, videos={v: self._meta["videos"][v] for v in wanted})
-        fingerprint = hashlib.sha256(_canonical(meta)).hexdigest()
+        meta = shard_meta(self._meta, self.root, videos)
+        fingerprint = hashlib.sha256(canonical(meta)).hexdigest()
         if dst.resolve() == self.root.resolve():
             raise BankError(f"cannot copy the memory bank {self.root} onto itself")
         if (dst / META).exists():
@@ -834,18 +694,8 @@ class MemoryBank:
         if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
             raise BankError(f"{dst} exists and is not an empty folder; cannot copy the bank there")
         self.flush()
-        from tqdm import tqdm
-
-        entries = list(meta["videos"].items())
-        with atomic_path(dst, directory=True) as tmp:  # an empty dst is replaced at the end
-            (tmp / FEATURES_DIR).mkdir()
-            for video, entry in tqdm(entries, desc=f"copy bank -> {dst}", unit="video",
-                                     disable=not progress or not entries, leave=False):
-                src = self.root / entry["file"]
-                if not src.exists():
-                    raise BankError(f"video {video!r}: {src} is missing; {REBUILD}")
-                shutil.copyfile(src, tmp / entry["file"])
-            _write_meta(tmp / META, meta)
+        write_bank(dst, meta, {v: self.root / e["file"] for v, e in meta["videos"].items()},
+                   desc=f"copy bank -> {dst}", progress=progress)
         return MemoryBank.open(dst, mode)
 
     @classmethod
@@ -857,108 +707,19 @@ class MemoryBank:
         ``videos[i]``: the videos to take from ``banks[i]`` (the ones that bank owns; None:
         all of its videos). Every bank must have the same settings (dim, dtype, rows,
         chunk, fps, backbone, weights); a video taken from two banks is an error, so is
-        a video whose rows a bank does not have. Each video's entry is kept as it is (its
-        frames, rows, completion and source), so merging the shards that ``copy_to(...,
-        videos=...)`` made of one bank gives a bank with that bank's fingerprint. Written
-        like ``copy_to``: into a temp folder renamed to ``dst`` at the end; ``dst`` must be
-        new or an empty folder.
+        a video whose rows a bank does not have (`tallformer.memory.copies.merged_meta`).
+        Each video's entry is kept as it is (its frames, rows, completion and source), so
+        merging the shards that ``copy_to(..., videos=...)`` made of one bank gives a bank
+        with that bank's fingerprint. Written like ``copy_to``: into a temp folder renamed
+        to ``dst`` at the end; ``dst`` must be new or an empty folder.
         """
         dst = Path(dst)
-        if not banks:
-            raise BankError("merge: no banks given")
-        if videos is not None and len(videos) != len(banks):
-            raise BankError(f"merge: {len(videos)} video lists for {len(banks)} banks")
-        first = banks[0]
-        keys = [k for k in first._meta if k != "videos"]
-        for bank in banks[1:]:
-            diffs = _differences({k: first._meta.get(k) for k in keys}, {k: bank._meta.get(k) for k in keys})
-            if diffs:
-                raise BankError(f"merge: {bank.root} was built with other settings than {first.root} "
-                                f"({'; '.join(diffs)}); only shards of one bank can be merged")
-        entries: dict[str, dict[str, Any]] = {}
-        origin: dict[str, MemoryBank] = {}
-        for i, bank in enumerate(banks):
-            wanted = bank.videos if videos is None or videos[i] is None else list(dict.fromkeys(videos[i] or []))
-            for video in wanted:
-                entry = bank._entry(video)  # unknown video -> BankError naming the bank
-                if video in origin:
-                    raise BankError(f"merge: video {video!r} is taken from both {origin[video].root} and "
-                                    f"{bank.root}; each video must come from the one bank that owns it")
-                origin[video] = bank
-                entries[video] = dict(entry)
-        taken: set[str] = set()
-        for video, entry in entries.items():  # file names unique ignoring case in the merged bank
-            name = entry["file"].rsplit("/", 1)[-1]
-            if name.lower() in taken:
-                entry["file"] = f"{FEATURES_DIR}/{_file_name(video, taken)}"
-            else:
-                taken.add(name.lower())
+        meta, sources = merged_meta([(bank.root, bank._meta) for bank in banks], videos)
         if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
             raise BankError(f"{dst} exists and is not an empty folder; merge into a new folder")
         for bank in banks:
             if dst.resolve() == bank.root.resolve():
                 raise BankError(f"merge: the output {dst} is one of the banks merged")
             bank.flush()
-        from tqdm import tqdm
-
-        meta = {k: first._meta[k] for k in keys}
-        meta["videos"] = {v: entries[v] for v in sorted(entries)}
-        with atomic_path(dst, directory=True) as tmp:
-            (tmp / FEATURES_DIR).mkdir()
-            for video in tqdm(list(entries), desc=f"merge banks -> {dst}", unit="video",
-                              disable=not progress or not entries, leave=False):
-                src = origin[video].path(video)
-                if not src.exists():
-                    raise BankError(f"video {video!r}: {src} is missing; {REBUILD}")
-                shutil.copyfile(src, tmp / entries[video]["file"])
-            _write_meta(tmp / META, meta)
+        write_bank(dst, meta, sources, desc=f"merge banks -> {dst}", progress=progress)
         return MemoryBank.open(dst, mode)
-
-
-def _check_meta(meta: Any, path: Path) -> None:
-    """Validate the structure of a parsed ``meta.json``; errors name the file and the key."""
-    def bad(what: str) -> BankError:
-        return BankError(f"{path}: {what}; {REBUILD}")
-
-    if not isinstance(meta, dict):
-        raise bad("not a JSON object")
-    _check_meta_settings(meta, bad)
-    videos = meta.get("videos")
-    if not isinstance(videos, dict):
-        raise bad("'videos' must be an object {video_id: {...}}")
-    for video, entry in videos.items():
-        _check_meta_video(video, entry, bad)
-
-
-def _check_meta_settings(meta: dict[str, Any], bad: Callable[[str], BankError]) -> None:
-    if meta.get("format") != FORMAT:
-        raise bad(f"'format' is {meta.get('format')!r}, expected {FORMAT!r} (not a tallformer bank)")
-    if meta.get("version") != VERSION:
-        raise bad(f"'version' is {meta.get('version')!r}; this tallformer reads version {VERSION}")
-    for key in ("feature_dim", "frames_per_row", "chunk_size", "rows_per_chunk"):
-        value = meta.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad(f"{key!r} must be an integer >= 1, got {value!r}")
-    if meta.get("dtype") not in DTYPES:
-        raise bad(f"'dtype' must be one of {list(DTYPES)}, got {meta.get('dtype')!r}")
-    if not isinstance(meta.get("fps"), (int, float)) or meta["fps"] <= 0:
-        raise bad(f"'fps' must be > 0, got {meta.get('fps')!r}")
-    if "backbone" not in meta or not (meta["backbone"] is None or isinstance(meta["backbone"], dict)):
-        raise bad("'backbone' must be an object or null")
-    if "weights" not in meta or not (meta["weights"] is None or isinstance(meta["weights"], str)):
-        raise bad("'weights' must be a string or null")
-
-
-def _check_meta_video(video: str, entry: Any, bad: Callable[[str], BankError]) -> None:
-    if not isinstance(entry, dict):
-        raise bad(f"videos[{video!r}] must be an object")
-    for key in ("num_frames", "num_rows"):
-        if isinstance(entry.get(key), bool) or not isinstance(entry.get(key), int) or entry[key] < 1:
-            raise bad(f"videos[{video!r}][{key!r}] must be an integer >= 1, got {entry.get(key)!r}")
-    file = entry.get("file")
-    if not isinstance(file, str) or not file or file.startswith("/") or ".." in file.split("/"):
-        raise bad(f"videos[{video!r}]['file'] must be a relative path inside the bank, got {file!r}")
-    if not isinstance(entry.get("complete", False), bool):
-        raise bad(f"videos[{video!r}]['complete'] must be true or false")
-    if not isinstance(entry.get("source", {}), dict):
-        raise bad(f"videos[{video!r}]['source'] must be an object")

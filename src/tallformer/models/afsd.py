@@ -13,9 +13,11 @@ Shapes for one 768-frame clip (paper config)::
                        regions on the level and on F_frame -> offsets, logits, quality
     all levels         P = 96 + 48 + 24 + 12 + 6 + 3 = 189 priors
 
-`AFSD` has the interface of `tallformer.models.detector.TALLFormer` (`forward_train`,
-`forward_infer`, `loss`, `predict`, attributes `backbone`, `neck`, `head`), so the same
-training engine trains it; it adds `action_head` and `action_probs`.
+`AFSD` satisfies `tallformer.models.protocol.DetectorModel` (the family ``model.kind: afsd``,
+built by `build_afsd` through the engine's factory table), so the same training engine
+trains it; its inference path is `tallformer.engine.families.afsd`. Its own entry points:
+`forward_train` (head outputs and fresh features), `loss`, `forward_infer` (a whole clip),
+`predict` (class-agnostic proposals) and `action_probs` (the video-level softmax).
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ from tallformer.models.afsd_pooling import (
 )
 from tallformer.models.afsd_postprocess import AfsdPostProcess
 from tallformer.models.backbone import VideoSwinBackbone, build_backbone_from_config
-from tallformer.models.detector import compose_features, num_tokens
 from tallformer.models.errors import ModelError
 from tallformer.models.neck import Neck, norm_layer
 from tallformer.models.outputs import Detections
+from tallformer.models.shared import compose_features, num_tokens
 
 if TYPE_CHECKING:
     from tallformer.config import Config
@@ -53,7 +55,6 @@ __all__ = [
     "ProposalBranch",
     "ScaleExp",
     "build_afsd",
-    "crop_features",
     "init_afsd_weights",
 ]
 
@@ -206,15 +207,6 @@ class AfsdHead(nn.Module):
         )
 
 
-def crop_features(feats: Tensor, starts: Sequence[int] | Tensor, rows: int) -> Tensor:
-    """Rows [starts[b], starts[b] + rows) of each sample: `[B, C, L] -> [B, C, rows]`."""
-    first = [int(x) for x in (starts.tolist() if isinstance(starts, Tensor) else starts)]
-    if len(first) != feats.shape[0] or any(f < 0 or f + rows > feats.shape[-1] for f in first):
-        raise ModelError(f"AFSD: feature_starts {first} do not fit {feats.shape[0]} samples of "
-                         f"{feats.shape[-1]} feature rows cropped to {rows}")
-    return torch.stack([feats[b, :, f:f + rows] for b, f in enumerate(first)])
-
-
 def init_afsd_weights(modules: Sequence[nn.Module], refine: Sequence[nn.Module]) -> None:
     """The original's init (AFSD/anet_video_cls/BDNet.py:481-557): every Conv1d in `modules`
     (neck, action head, head) Xavier-uniform with bias 0 and every GroupNorm 1 / 0; then
@@ -258,7 +250,12 @@ class AFSD(nn.Module):
     def num_frames(self) -> int:
         return self.head.num_frames
 
-    def detect(self, feats: Tensor) -> AfsdOutputs:
+    @property
+    def num_classes(self) -> int:
+        """The action classes (the action head's outputs less the background)."""
+        return self.action_head.cls.out_features - 1
+
+    def forward_features(self, feats: Tensor) -> AfsdOutputs:
         """Backbone features `[B, C, T / 2]` -> `AfsdOutputs` (neck, action head, head)."""
         rows = self.num_frames // self.backbone.temporal_stride
         if feats.shape[-1] != rows:
@@ -267,25 +264,28 @@ class AFSD(nn.Module):
                              f"to {self.num_frames} frames")
         return self.head(self.neck(feats), self.action_head(feats))
 
-    def forward_train(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
-                      feature_starts: Sequence[int] | Tensor | None = None) -> tuple[AfsdOutputs, Tensor]:
+    def forward_train(self, fresh_chunks: Tensor, cached_features: Tensor,
+                      keep_mask: Tensor) -> tuple[AfsdOutputs, Tensor]:
         """Training forward with the memory bank; arguments and the fresh features returned
-        as `TALLFormer.forward_train` (original: AFSD/anet_video_cls/membank/model.py:29-104).
-
-        `feature_starts` (optional, for the original's input shift): per sample, the first
-        feature row to keep when the chunks cover more than the clip (the original pads the
-        clip with p frames in front and 32 - p behind, 25 chunks, and keeps rows
-        [p / 2, p / 2 + T / 2), membank/model.py:81-89). None: the chunks are the clip.
-        """
+        as `tallformer.models.protocol.DetectorModel.forward_losses` (original:
+        AFSD/anet_video_cls/membank/model.py:29-104)."""
         feats, detached = compose_features(self.backbone, fresh_chunks, cached_features,
                                            keep_mask, next(self.neck.parameters()))
-        if feature_starts is not None:
-            feats = crop_features(feats, feature_starts, self.num_frames // self.backbone.temporal_stride)
-        return self.detect(feats), detached
+        return self.forward_features(feats), detached
+
+    def forward_losses(self, fresh_chunks: Tensor, cached_features: Tensor, keep_mask: Tensor,
+                       gt_segments: list[Tensor], gt_labels: list[Tensor], gt_ignore: list[Tensor],
+                       valid_frames: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """`forward_train` then `loss` (`tallformer.models.protocol.DetectorModel`).
+        `valid_frames` is not used: a short window's zero-padded end is part of the window,
+        as the original (AFSD/anet_video_cls/membank/model.py:29-104: every clip is T frames)."""
+        del valid_frames
+        outputs, detached = self.forward_train(fresh_chunks, cached_features, keep_mask)
+        return self.loss(outputs, gt_segments, gt_labels, gt_ignore), detached
 
     def forward_infer(self, clip: Tensor) -> AfsdOutputs:
         """The whole clip `[B, 3, T, H, W]` through the backbone (chunk-wise, no bank)."""
-        return self.detect(self.backbone(clip))
+        return self.forward_features(self.backbone(clip))
 
     def loss(self, outputs: AfsdOutputs, gt_segments: list[Tensor], gt_labels: list[Tensor],
              gt_ignore: list[Tensor] | None = None) -> dict[str, Tensor]:
@@ -312,7 +312,7 @@ def afsd_strides(num_levels: int, temporal_stride: int) -> list[int]:
 def build_afsd(cfg: Config) -> AFSD:
     """The ActivityNet detector of `cfg` (`model.kind: afsd`): `model.backbone`, the neck of
     `model.neck` with a convolutional TDM and GroupNorm FPN, the head of `model.afsd`, the
-    action head over `model.head.num_classes` + 1 classes, the post-processing of `test`.
+    action head over `model.num_classes` + 1 classes, the post-processing of `test`.
     Works under `with torch.device("meta"):`. Does not load backbone weights."""
     a = cfg.model.afsd
     backbone = build_backbone_from_config(cfg.model.backbone)
@@ -331,7 +331,7 @@ def build_afsd(cfg: Config) -> AFSD:
     try:
         neck = Neck.from_config(nk, backbone.num_features, num_tokens(num_frames, stride),
                                 tdm_kind="conv", norm="gn", num_groups=a.norm_groups)
-        action_head = ActionHead(backbone.num_features, cfg.model.head.num_classes + 1, a.action_dropout)
+        action_head = ActionHead(backbone.num_features, cfg.model.num_classes + 1, a.action_dropout)
         head = AfsdHead(nk.fpn_channels, a.proposal_channels, num_frames,
                         afsd_strides(num_levels, stride), a.norm_groups, a.max_stride_distance)
     except ValueError as exc:

@@ -11,7 +11,8 @@ score p * q. Three sources of video labels (`tallformer test --classifier ...`):
 - ``gt``: the video's ground-truth label (its first annotation) with score 1: an oracle,
   an upper bound not comparable with published numbers (`gt_video_labels`).
 
-Label ids are indices into the config's class list (`model.head.num_classes` actions).
+Label ids are indices into the config's class list (`model.num_classes` actions).
+`label_proposals` is the whole step for one video: frames to seconds, clipped, fused, sorted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "fuse_labels",
     "fuse_video",
     "gt_video_labels",
+    "label_proposals",
     "load_video_classifier",
     "score_video_labels",
 ]
@@ -163,3 +165,27 @@ def fuse_video(proposals: Detections, classifier: Literal["builtin", "gt"] | Vid
     else:
         raise ValueError(f"fuse_video: unknown classifier {classifier!r}; use builtin, gt or a file")
     return fuse_labels(proposals, labels, scores)
+
+
+def label_proposals(proposals: Detections, fps: float, duration: float | None,
+                    classifier: Literal["builtin", "gt"] | VideoClassifier, *,
+                    action_probs: Tensor | None = None, video_id: str | None = None,
+                    gt_label: int | None = None, top_k: int = 2,
+                    include_background: bool = False) -> Detections:
+    """Proposals in video frames -> labelled detections in seconds, best first.
+
+    Seconds = frames / `fps`, clipped to [0, `duration`] (None: not clipped), empty segments
+    dropped (original: AFSD/anet_video_cls/test.py:197-209); then every proposal times the
+    video labels of `classifier` (`fuse_video`), sorted by descending score (ties keep
+    proposal order)."""
+    if fps <= 0:
+        raise ValueError(f"label_proposals: fps must be > 0, got {fps}")
+    segs = proposals.segments / fps
+    if duration is not None:
+        segs = segs.clamp(min=0.0, max=float(duration))
+    keep = segs[:, 1] > segs[:, 0]
+    seconds = Detections(segs[keep], proposals.scores[keep], proposals.labels[keep])
+    fused = fuse_video(seconds, classifier, action_probs=action_probs, video_id=video_id,
+                       gt_label=gt_label, top_k=top_k, include_background=include_background)
+    order = torch.sort(fused.scores, descending=True, stable=True).indices
+    return Detections(fused.segments[order], fused.scores[order], fused.labels[order])

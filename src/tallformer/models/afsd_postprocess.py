@@ -27,7 +27,7 @@ from torch import Tensor
 
 from tallformer.config import ConfigError
 from tallformer.models.afsd_outputs import AfsdOutputs
-from tallformer.models.outputs import Detections
+from tallformer.models.outputs import Detections, float_list
 from tallformer.ops.segments import NmsMethod, nms
 
 if TYPE_CHECKING:
@@ -79,10 +79,6 @@ def soft_nms_drop_last(segments: Tensor, scores: Tensor, sigma: float = 0.85, to
     return torch.stack([start[done], end[done]], dim=1), score[done]
 
 
-def _floats(values: Sequence[int] | Sequence[float] | Tensor) -> list[float]:
-    return [float(x) for x in (values.tolist() if isinstance(values, Tensor) else values)]
-
-
 @dataclass
 class AfsdPostProcess:
     """Class-agnostic proposals per clip (see the module docstring); from `test.*` and
@@ -117,8 +113,8 @@ class AfsdPostProcess:
             B `Detections` (video frames, scores, labels 0).
         """
         b = out.loc.shape[0]
-        lens = _floats(lengths)
-        offs = [0.0] * b if offsets is None else _floats(offsets)
+        lens = float_list(lengths)
+        offs = [0.0] * b if offsets is None else float_list(offsets)
         if len(lens) != b or len(offs) != b:
             raise ValueError(f"predict: {b} clips but {len(lens)} lengths, {len(offs)} offsets")
         results = []

@@ -6,12 +6,13 @@ The parts, each in its own module, as torchvision's RetinaNet splits them:
 - `tallformer.models.matcher`: `MaxIoUMatcher` / `assign_anchors` (`NEGATIVE`, `IGNORE`);
 - `tallformer.models.coder`: `SegmentCoder` (delta encode / decode);
 - `tallformer.models.anchor_loss`: `AnchorLoss` (focal + DIoU), `diou_loss`;
-- `tallformer.models.postprocess`: `WindowPostProcess` (per-window candidates);
+- `tallformer.models.postprocess`: `WindowPostProcess` (per-window candidates) and
+  `merge_video_detections` (all windows of a video merged);
 - `tallformer.models.outputs`: `HeadOutputs`, `Detections`.
 
 All segments here are in frames: window-relative in training and per-window prediction,
 video frames after `offsets` are added, seconds only after
-`tallformer.engine.infer.merge_video_detections`.
+`tallformer.models.postprocess.merge_video_detections`.
 
 Head outputs (one tuple for all levels)::
 
@@ -138,11 +139,13 @@ class AnchorHead(nn.Module):
         nn.init.zeros_(cast(Tensor, self.reg_out.bias))  # both convs have bias=True
 
     @classmethod
-    def from_config(cls, cfg: HeadConfig, in_channels: int, test_cfg: TestConfig) -> AnchorHead:
-        """The head of `model.head` on `in_channels` input channels (the FPN's), with the
-        post-processing of `test` (`score_thr`, `nms_pre`)."""
+    def from_config(cls, cfg: HeadConfig, in_channels: int, test_cfg: TestConfig, *,
+                    num_classes: int) -> AnchorHead:
+        """The head of `model.head` for `num_classes` (``model.num_classes``) on
+        `in_channels` input channels (the FPN's), with the post-processing of `test`
+        (`score_thr`, `nms_pre`)."""
         return cls(
-            cfg.num_classes, in_channels, cfg.feat_channels, cfg.stacked_convs,
+            num_classes, in_channels, cfg.feat_channels, cfg.stacked_convs,
             anchor_generator=AnchorGenerator.from_config(cfg),
             criterion=AnchorLoss.from_config(cfg),
             post_process=WindowPostProcess.from_config(test_cfg),

@@ -89,7 +89,7 @@ class AnchorLoss:
             labels = gt_labels[i].reshape(-1)
             if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
                 raise ModelError(f"loss: window {i} has labels outside [0, {num_classes}): "
-                                 f"{labels.tolist()}; check model.head.num_classes")
+                                 f"{labels.tolist()}; check model.num_classes")
             labels = labels.to(device=anchors.device, dtype=torch.long)
             segs = gt_segments[i].to(device=anchors.device, dtype=torch.float32).reshape(-1, 2)
             ignore = None if gt_ignore is None else gt_ignore[i].to(anchors.device).reshape(-1, 2)

@@ -13,24 +13,25 @@ stages), FPN 6,303,744 (6 levels, 512 channels, GroupNorm), action head 206,025,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
 from torch import nn
 
-from tallformer.models.detector import TALLFormer, build_detector
-
 if TYPE_CHECKING:
-    from tallformer.config import Config
-    from tallformer.models.afsd import AFSD
+    from tallformer.models.protocol import DetectorModel
 
-__all__ = ["AFSD_PARTS", "PARTS", "count_parameters", "parameter_counts"]
+__all__ = ["AFSD_PARTS", "PARTS", "count_parameters"]
 
 PARTS = ("backbone", "srm", "tcm", "tdm", "fpn", "head")
 AFSD_PARTS = ("backbone", "srm", "tcm", "tdm", "fpn", "action_head", "head")
 
 
-def _count(module: nn.Module) -> dict[str, int]:
+class _HasParameters(Protocol):
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+def _count(module: _HasParameters) -> dict[str, int]:
     params = list(module.parameters())
     return {
         "total": sum(p.numel() for p in params),
@@ -38,29 +39,20 @@ def _count(module: nn.Module) -> dict[str, int]:
     }
 
 
-def count_parameters(model: TALLFormer | AFSD) -> dict[str, Any]:
-    """`{"parts": {name: {"total", "trainable"}}, "total", "trainable"}` of a detector.
+def count_parameters(model: DetectorModel) -> dict[str, Any]:
+    """`{"parts": {name: {"total", "trainable"}}, "total", "trainable"}` of a detector of
+    any family.
 
-    Parts in `PARTS` order: backbone, srm, tcm, tdm, fpn, head; for the ActivityNet
-    detector `AFSD_PARTS` (action_head before head). Trainable excludes the backbone's
-    frozen stages. Buffers are not counted.
+    The parts are the detector's own modules in their order, the neck split into its
+    stages (srm, tcm, tdm, fpn), modules without parameters left out: `PARTS` for the
+    anchor family, `AFSD_PARTS` for the ActivityNet one. Trainable excludes the backbone's
+    frozen stages. Buffers are not counted. `tallformer.engine.factory.parameter_counts`
+    counts the detector of a config.
     """
-    modules: dict[str, nn.Module] = {
-        "backbone": model.backbone, "srm": model.neck.srm, "tcm": model.neck.tcm,
-        "tdm": model.neck.tdm, "fpn": model.neck.fpn, "head": model.head,
-    }
-    names: tuple[str, ...] = PARTS
-    action_head = getattr(model, "action_head", None)
-    if isinstance(action_head, nn.Module):
-        modules["action_head"] = action_head
-        names = AFSD_PARTS
-    parts = {name: _count(modules[name]) for name in names}
+    parts: dict[str, dict[str, int]] = {}
+    for name, module in model.named_children():
+        for part, sub in (module.named_children() if name == "neck" else [(name, module)]):
+            counted = _count(sub)
+            if counted["total"]:
+                parts[part] = counted
     return {"parts": parts, **_count(model)}
-
-
-def parameter_counts(cfg: Config) -> dict[str, Any]:
-    """`count_parameters` of the detector of `cfg`, built on the meta device (no memory,
-    no weights read, so Swin-B is instant)."""
-    with torch.device("meta"):
-        model = build_detector(cfg)
-    return count_parameters(model)

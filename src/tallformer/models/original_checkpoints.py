@@ -1,6 +1,6 @@
-"""Detector checkpoints of the original release: recognise them, map every key, convert.
+"""Detector checkpoints of the original releases: recognise them, map every key, convert.
 
-Two formats, both a plain state dict written by ``torch.save``:
+Three formats. Two of TALLFormer's release, both a plain state dict written by ``torch.save``:
 
 - **THUMOS14** ``epoch_N_weights.pth`` (vedatad): ``MemSingleStageDetector.state_dict()``
   on the CPU, keys ``backbone.*`` (ChunkVideoSwin = the official Video Swin names),
@@ -14,16 +14,24 @@ Two formats, both a plain state dict written by ``torch.save``:
   AFSD/anet_video_cls/membank/train_membank.py:382-498; the optimizer's save is commented out,
   :104-120).
 
-Every key is mapped by an explicit table (`THUMOS14_KEYS`, `ANET_KEYS`: original name ->
+And the **ActionFormer** release's ``epoch_NNN.pth.tar`` (a dict with ``state_dict`` and
+``state_dict_ema``, keys with or without ``module.``; original: train.py:137-154): its network
+only, no backbone, read by `tallformer.models.actionformer.release_checkpoint` (every key
+one to one into the family's ``actionformer.`` module; the EMA weights by default), the
+Video Swin weights taken from the config's ``model.backbone.weights``.
+
+TALLFormer's keys are mapped by an explicit table (`THUMOS14_KEYS`, `ANET_KEYS`: original name ->
 ours, or None for buffers we rebuild and drop by name). Names are templates: ``{i}`` is an
 integer, ``{i*2+1}`` the integer computed from it, ``{p}`` a parameter or buffer name
 (``weight``, ``running_mean``, ...). SyncBatchNorm statistics (THUMOS14's FPN and head)
 load into BatchNorm1d under the same names. A key that fits no rule, a key our model has
 and the file lacks, or a shape that differs is one `WeightsError` listing them.
 
-`convert_original_checkpoint` writes a tallformer checkpoint (``format:
-tallformer-model``: the model state, the config it fits and the class names in the
-original's label-id order) that ``tallformer test``, ``tallformer detect`` and
+`read_original_checkpoint` builds the detector of the config (the family of the original's
+kind: THUMOS14 -> ``model.kind: anchor``, ActivityNet -> ``afsd``) and loads the mapped
+weights into it; `tallformer.engine.model_import.convert_original_checkpoint` writes it as a
+tallformer model checkpoint (the model state, the config it fits and the class names in
+the original's label-id order) that ``tallformer test``, ``tallformer detect`` and
 ``model.init_from`` take as our own.
 """
 
@@ -31,44 +39,53 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from tallformer import __version__
-from tallformer.atomic import atomic_path
-from tallformer.config import Config, ConfigError, config_to_dict, load_config
+from tallformer.config import Config, ConfigError, load_config
 from tallformer.errors import name_list
+from tallformer.models.actionformer.release_checkpoint import (
+    EMBEDDING_KEY,
+    is_release_checkpoint,
+    map_release_state,
+    release_shapes,
+    release_state_dict,
+)
 from tallformer.models.weights import (
     WeightsError,
     check_arch,
     key_problems,
+    load_backbone_weights,
     read_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from tallformer.models.protocol import DetectorModel
 
 __all__ = [
     "ANET_KEYS",
     "ANET_MAP",
-    "MODEL_FORMAT",
+    "FAMILY_OF",
     "THUMOS14_CLASSES",
     "THUMOS14_KEYS",
     "THUMOS14_MAP",
     "KeyMap",
     "OriginalKind",
-    "convert_original_checkpoint",
-    "convert_weights_file",
+    "OriginalModel",
     "original_kind",
     "read_class_names",
+    "read_original_checkpoint",
+    "sibling_error",
 ]
 
-MODEL_FORMAT = "tallformer-model"
 _MAX_LISTED = 12
 
-OriginalKind = Literal["thumos14", "anet"]
+OriginalKind = Literal["thumos14", "anet", "actionformer"]
 
 # The original's THUMOS14 label ids (original: vedatad/datasets/thumos14.py:16-37).
 THUMOS14_CLASSES: tuple[str, ...] = (
@@ -78,8 +95,10 @@ THUMOS14_CLASSES: tuple[str, ...] = (
     "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
 )
 
-# The paper config each format fits by default.
-DEFAULT_CONFIG: dict[OriginalKind, str] = {"thumos14": "thumos14_swin_b", "anet": "anet_swin_b"}
+# The paper config each format fits by default, and the detector family (model.kind) it is.
+DEFAULT_CONFIG: dict[OriginalKind, str] = {"thumos14": "thumos14_swin_b", "anet": "anet_swin_b",
+                                           "actionformer": "thumos14_swin_b_actionformer"}
+FAMILY_OF: dict[OriginalKind, str] = {"thumos14": "anchor", "anet": "afsd", "actionformer": "actionformer"}
 
 # --------------------------------------------------------------------------- key tables
 
@@ -275,7 +294,7 @@ class KeyMap:
 
 THUMOS14_MAP = KeyMap(THUMOS14_KEYS)
 ANET_MAP = KeyMap(ANET_KEYS)
-KEY_MAPS: dict[OriginalKind, KeyMap] = {"thumos14": THUMOS14_MAP, "anet": ANET_MAP}
+KEY_MAPS: dict[str, KeyMap] = {"thumos14": THUMOS14_MAP, "anet": ANET_MAP}
 
 # --------------------------------------------------------------------------- recognition
 
@@ -297,8 +316,11 @@ def _strip_module(state: Mapping[str, Any]) -> dict[str, Any]:
 def original_kind(obj: Any) -> OriginalKind | None:
     """"thumos14" for a vedatad detector state dict (``neck.0.conv1.*`` and
     ``head.retina_cls.*``), "anet" for an AFSD ``train_membank.py`` one
-    (``coarse_pyramid_detection.*``), None for anything else (a Video Swin release, a
-    torchvision state dict, our checkpoints)."""
+    (``coarse_pyramid_detection.*``), "actionformer" for an ActionFormer release checkpoint
+    (``state_dict`` / ``state_dict_ema`` with its classifier), None for anything else (a
+    Video Swin release, a torchvision state dict, our checkpoints)."""
+    if is_release_checkpoint(obj):
+        return "actionformer"
     state = _state_of(obj)
     if state is None:
         return None
@@ -310,7 +332,7 @@ def original_kind(obj: Any) -> OriginalKind | None:
     return None
 
 
-def _sibling_error(path: Path, obj: Any) -> WeightsError | None:
+def sibling_error(path: Path, obj: Any) -> WeightsError | None:
     """The original's optimizer / meta files given in place of the weights."""
     if not isinstance(obj, Mapping):
         return None
@@ -367,7 +389,7 @@ def read_class_names(path: str | Path, expected: int) -> list[str]:
 # --------------------------------------------------------------------------- conversion
 
 
-def map_original_state(state: Mapping[str, Tensor], kind: OriginalKind, model_state: Mapping[str, Tensor],
+def map_original_state(state: Mapping[str, Tensor], kind: str, model_state: Mapping[str, Tensor],
                        source: str) -> dict[str, Tensor]:
     """The original's keys -> ours, checked against `model_state` (our detector's
     ``state_dict()``): one `WeightsError` listing unexpected, missing and mis-shaped keys
@@ -395,7 +417,7 @@ def map_original_state(state: Mapping[str, Tensor], kind: OriginalKind, model_st
     return {k: v.to(model_state[k].dtype) if v.is_floating_point() else v for k, v in out.items()}
 
 
-def _backbone_tv(state: Mapping[str, Tensor], kind: OriginalKind) -> dict[str, Tensor]:
+def _backbone_tv(state: Mapping[str, Tensor], kind: str) -> dict[str, Tensor]:
     """The backbone part in torchvision names (for the architecture check)."""
     out = {}
     for key, value in state.items():
@@ -406,42 +428,21 @@ def _backbone_tv(state: Mapping[str, Tensor], kind: OriginalKind) -> dict[str, T
     return out
 
 
-def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | Path | Config | None = None,
-                                overrides: Sequence[str] = (), classes: str | Path | None = None,
-                                loaded: Any = None) -> dict[str, Any]:
-    """Convert an original THUMOS14 (``epoch_N_weights.pth``) or ActivityNet
-    (``checkpoint-N.ckpt``) detector checkpoint into a tallformer checkpoint at `out`.
+@dataclass
+class OriginalModel:
+    """An original detector checkpoint read into our detector (`read_original_checkpoint`)."""
 
-    Args:
-        config: the config the model fits (a shipped name, a YAML file or a `Config`);
-            default the paper's (``thumos14_swin_b`` / ``anet_swin_b``), with `overrides`.
-        classes: a file of class names, one a line, in the order of the original's label
-            ids; default the original THUMOS14 list; required for ActivityNet (its
-            ``action_name.txt``).
-        loaded: the file's content when the caller has read it already.
-    Returns:
-        ``{"kind", "config", "classes", "epoch", "iter", "num_parameters", "dropped"}``.
-    Raises `WeightsError` naming the file: not an original detector checkpoint, keys that
-    do not fit, a missing or wrong class list.
-    """
-    from tallformer.models.detector import build_detector
+    kind: OriginalKind
+    model: DetectorModel  # the detector of `cfg`, the original's weights loaded
+    cfg: Config  # the config it fits (no weights files named: the weights are the model's)
+    classes: list[str]  # label-id order
+    epoch: int | None
+    iter: int | None
+    dropped: list[str]  # the original's buffers we rebuild, dropped by name
 
-    src, out = Path(src), Path(out)
-    obj = read_checkpoint(src) if loaded is None else loaded
-    sibling = _sibling_error(src, obj)
-    if sibling is not None:
-        raise sibling
-    kind = original_kind(obj)
-    if kind is None:
-        raise WeightsError(f"{src}: not a detector checkpoint of the original release (expected "
-                           "epoch_N_weights.pth with 'neck.0.*'/'head.retina_*' keys or checkpoint-N.ckpt "
-                           "with 'coarse_pyramid_detection.*' keys)")
-    state_any = _strip_module(_state_of(obj) or {})
-    bad = [k for k, v in state_any.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise WeightsError(f"{src}: entries that are not tensors: {name_list(bad, _MAX_LISTED)}")
-    state: dict[str, Tensor] = dict(state_any)
 
+def _config(src: Path, kind: OriginalKind, config: str | Path | Config | None, overrides: Sequence[str]) -> Config:
+    """The config the file fits (default `DEFAULT_CONFIG`), of the file's family."""
     if isinstance(config, Config):
         cfg = config
     else:
@@ -449,11 +450,103 @@ def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | 
             cfg = load_config(config if config is not None else DEFAULT_CONFIG[kind], list(overrides))
         except ConfigError as exc:
             raise WeightsError(f"{src}: {exc}") from None
-    want = "afsd" if kind == "anet" else "thumos14"
+    want = FAMILY_OF[kind]
     if cfg.model.kind != want:
         raise WeightsError(f"{src}: an original {kind} checkpoint, but the config has model.kind="
                            f"{cfg.model.kind}; use --config {DEFAULT_CONFIG[kind]} or a config with "
                            f"model.kind: {want}")
+    return cfg
+
+
+def _read_actionformer(src: Path, obj: Any, build: Callable[[Config], DetectorModel],
+                       config: str | Path | Config | None, overrides: Sequence[str],
+                       classes: str | Path | None, ema: bool) -> OriginalModel:
+    """An ActionFormer release checkpoint (original: train.py:137-154) into the ActionFormer
+    family's detector: its network's weights (``state_dict_ema`` by default) one key to one,
+    the Video Swin weights from ``model.backbone.weights``; ``model.num_classes`` is the
+    checkpoint's classifier width."""
+    from tallformer.models.actionformer import ActionFormerDetector
+
+    state = release_state_dict(obj, ema=ema, source=str(src))
+    input_dim, num_classes = release_shapes(state, str(src))
+    if classes is None:
+        raise WeightsError(f"{src}: an ActionFormer checkpoint needs its class names: pass --classes NAMES.txt "
+                           f"({num_classes} names, one a line, in the checkpoint's label-id order)")
+    names = read_class_names(classes, num_classes)
+    cfg = _config(src, "actionformer", config, overrides)
+    weights = cfg.model.backbone.weights
+    if weights is None:
+        raise WeightsError(f"{src}: an ActionFormer checkpoint holds ActionFormer's network only, not the "
+                           "Video Swin backbone under it; give the backbone weights its features came from: "
+                           "model.backbone.weights=FILE (an official Video Swin release file, e.g. "
+                           "swin_base_patch244_window877_kinetics400_22k.pth)")
+    # the weights come from the files: the converted checkpoint holds them and points nowhere else
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, num_classes=num_classes, init_from=None,
+        backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
+    with torch.device("cpu"):
+        model = build(cfg)
+    assert isinstance(model, ActionFormerDetector)  # FAMILY_OF checked by _config
+    width = model.backbone.num_features
+    if input_dim != width:
+        raise WeightsError(f"{src}: ActionFormer's input_dim is {input_dim} ({EMBEDDING_KEY} "
+                           f"{list(state[EMBEDDING_KEY].shape)}) but the backbone of the config "
+                           f"(model.backbone.arch={cfg.model.backbone.arch}) gives {width}-channel features; "
+                           "a network trained on other features (e.g. I3D's 2048) cannot run on these")
+    load_backbone_weights(model.backbone, weights)
+    mapped = map_release_state(state, model.actionformer.state_dict(), str(src))
+    model.actionformer.load_state_dict(mapped, strict=True)
+    epoch = obj.get("epoch") if isinstance(obj, Mapping) else None
+    return OriginalModel("actionformer", model, cfg, names, epoch if isinstance(epoch, int) else None, None, [])
+
+
+def read_original_checkpoint(src: str | Path, build: Callable[[Config], DetectorModel],
+                             config: str | Path | Config | None = None, overrides: Sequence[str] = (),
+                             classes: str | Path | None = None, loaded: Any = None,
+                             ema: bool = True) -> OriginalModel:
+    """Read an original THUMOS14 (``epoch_N_weights.pth``), ActivityNet
+    (``checkpoint-N.ckpt``) or ActionFormer (``epoch_NNN.pth.tar``) detector checkpoint into
+    the detector of its config.
+
+    Args:
+        build: the detector factory (`tallformer.engine.factory.build_detector`); the
+            config's ``model.kind`` must be the family of the file (`FAMILY_OF`).
+        config: the config the model fits (a shipped name, a YAML file or a `Config`);
+            default `DEFAULT_CONFIG` (``thumos14_swin_b`` / ``anet_swin_b`` /
+            ``thumos14_swin_b_actionformer``), with `overrides`. For ActionFormer its
+            ``model.backbone.weights`` are the Video Swin weights put under the network, and
+            ``model.num_classes`` is set from the file.
+        classes: a file of class names, one a line, in the order of the original's label
+            ids; default the original THUMOS14 list; required for ActivityNet (its
+            ``action_name.txt``) and ActionFormer.
+        loaded: the file's content when the caller has read it already.
+        ema: ActionFormer: the EMA weights (``state_dict_ema``, what its eval.py tests);
+            False: the plain ones (``state_dict``). The other formats have no EMA weights.
+    Raises `WeightsError` naming the file: not an original detector checkpoint, keys that
+    do not fit (in the original's names), a missing or wrong class list.
+    """
+    src = Path(src)
+    obj = read_checkpoint(src) if loaded is None else loaded
+    sibling = sibling_error(src, obj)
+    if sibling is not None:
+        raise sibling
+    kind = original_kind(obj)
+    if kind is None:
+        raise WeightsError(f"{src}: not a detector checkpoint of the original release (expected "
+                           "epoch_N_weights.pth with 'neck.0.*'/'head.retina_*' keys, checkpoint-N.ckpt "
+                           "with 'coarse_pyramid_detection.*' keys or ActionFormer's epoch_NNN.pth.tar)")
+    if kind == "actionformer":
+        return _read_actionformer(src, obj, build, config, overrides, classes, ema)
+    if not ema:
+        raise WeightsError(f"{src}: an original {kind} checkpoint has no EMA weights; --no-ema is for "
+                           "ActionFormer checkpoints (epoch_NNN.pth.tar)")
+    state_any = _strip_module(_state_of(obj) or {})
+    bad = [k for k, v in state_any.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise WeightsError(f"{src}: entries that are not tensors: {name_list(bad, _MAX_LISTED)}")
+    state: dict[str, Tensor] = dict(state_any)
+
+    cfg = _config(src, kind, config, overrides)
     if kind == "thumos14" and cfg.model.head.norm != "bn":
         raise WeightsError(f"{src}: the original THUMOS14 head has (Sync)BatchNorm but the config sets "
                            f"model.head.norm={cfg.model.head.norm}; set model.head.norm=bn")
@@ -461,12 +554,12 @@ def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | 
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, init_from=None, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
     with torch.device("cpu"):
-        model = build_detector(cfg)
+        model = build(cfg)
     check_arch(model.backbone, _backbone_tv(state, kind), str(src))
     mapped = map_original_state(state, kind, model.state_dict(), str(src))
     model.load_state_dict(mapped, strict=True)
 
-    num_classes = cfg.model.head.num_classes
+    num_classes = cfg.model.num_classes
     if classes is not None:
         names = read_class_names(classes, num_classes)
     elif kind == "thumos14":
@@ -480,54 +573,4 @@ def convert_original_checkpoint(src: str | Path, out: str | Path, config: str | 
                            "one a line in label-id order; the release does not ship it)")
     epoch, it = _epoch_and_iter(src, kind)
     dropped = sorted(k for k in state if KEY_MAPS[kind].to_ours(k) == (True, None))
-    checkpoint = {
-        "format": MODEL_FORMAT,
-        "version": __version__,
-        "model": model.state_dict(),
-        "config": config_to_dict(cfg),
-        "classes": names,
-        "epoch": epoch,
-        "step": it,
-        "source": {"path": str(src), "format": f"original-{kind}", "dropped": dropped},
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        torch.save(checkpoint, tmp)
-    return {
-        "kind": kind, "config": cfg, "classes": names, "epoch": epoch, "iter": it,
-        "num_parameters": sum(p.numel() for p in model.parameters()), "dropped": dropped,
-    }
-
-
-def convert_weights_file(src: str | Path, out: str | Path, *, arch: str | None = None,
-                         window: Sequence[int] | None = None, config: str | Path | None = None,
-                         overrides: Sequence[str] = (), classes: str | Path | None = None
-                         ) -> tuple[str, dict[str, Any]]:
-    """What ``tallformer convert-weights`` does: read `src` once and recognise it.
-
-    An original detector checkpoint -> `convert_original_checkpoint` (`config`,
-    `overrides`, `classes`); anything else (a Video Swin release, a torchvision or
-    tallformer state dict) -> `tallformer.models.weights.convert_checkpoint` (`arch`,
-    `window`). Returns ("thumos14" | "anet" | "backbone", that function's result). Options
-    of the other kind are an error naming them.
-    """
-    from tallformer.models.weights import convert_checkpoint
-
-    obj = read_checkpoint(src)
-    sibling = _sibling_error(Path(src), obj)
-    if sibling is not None:
-        raise sibling
-    kind = original_kind(obj)
-    if kind is not None:
-        if arch is not None or window is not None:
-            raise WeightsError(f"{src}: an original {kind} detector checkpoint; --arch/--window are for "
-                               "backbone files (set the architecture with --config or overrides, e.g. "
-                               "model.backbone.arch=swin_t)")
-        return kind, convert_original_checkpoint(src, out, config, overrides, classes, loaded=obj)
-    extra = [name for name, given in (("--config", config), ("KEY=VALUE overrides", list(overrides)),
-                                      ("--classes", classes)) if given]
-    if extra:
-        raise WeightsError(f"{src}: not a detector checkpoint of the original release, so "
-                           f"{', '.join(extra)} do not apply (they are for epoch_N_weights.pth / "
-                           "checkpoint-N.ckpt); drop them to convert backbone weights")
-    return "backbone", convert_checkpoint(src, out, arch, window, loaded=obj)
+    return OriginalModel(kind, model, cfg, names, epoch, it, dropped)

@@ -1,4 +1,5 @@
-"""What the anchor head returns: its raw outputs (`HeadOutputs`) and detections (`Detections`).
+"""What the heads return: the anchor head's raw outputs (`HeadOutputs`) and the detections of
+every family (`Detections`), with `float_list` for their per-window lengths and offsets.
 
 Head outputs, one tuple for all levels::
 
@@ -10,11 +11,12 @@ Head outputs, one tuple for all levels::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["Detections", "HeadOutputs"]
+__all__ = ["Detections", "HeadOutputs", "float_list"]
 
 HeadOutputs = tuple[list[Tensor], list[Tensor]]  # (cls per level, reg per level)
 
@@ -23,7 +25,8 @@ HeadOutputs = tuple[list[Tensor], list[Tensor]]  # (cls per level, reg per level
 class Detections:
     """Detections of one window or one video.
 
-    segments `[M, 2]` (frames, or seconds after `tallformer.engine.infer.merge_video_detections`),
+    segments `[M, 2]` (frames, or seconds after a family's merge, e.g.
+    `tallformer.models.postprocess.merge_video_detections`),
     scores `[M]`, labels `[M]` int64 class indices (into the config's class list).
     """
 
@@ -33,3 +36,8 @@ class Detections:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+
+def float_list(values: Sequence[int] | Sequence[float] | Tensor) -> list[float]:
+    """Per-window numbers (lengths, offsets) given as a sequence or a tensor, as floats."""
+    return [float(x) for x in (values.tolist() if isinstance(values, Tensor) else values)]

@@ -1,7 +1,7 @@
-"""Per-window post-processing of the head outputs: scores, top anchors, decoded segments.
-
-original: vedatad/bridge/converters/segment_anchor_converter.py:65-134. The windows of a
-video are merged afterwards by `tallformer.engine.infer.merge_video_detections` (NMS).
+"""Post-processing of the anchor head: per window, scores, top anchors and decoded segments
+(`WindowPostProcess`, original: vedatad/bridge/converters/segment_anchor_converter.py:65-134);
+per video, all windows' candidates merged by class-wise NMS into seconds
+(`merge_video_detections`, original: vedatad/engines/infer_engine.py:76-117).
 """
 
 from __future__ import annotations
@@ -15,17 +15,13 @@ from torch import Tensor
 
 from tallformer.models.anchors import flatten_level
 from tallformer.models.coder import SegmentCoder
-from tallformer.models.outputs import Detections, HeadOutputs
-from tallformer.ops.segments import filter_topk
+from tallformer.models.outputs import Detections, HeadOutputs, float_list
+from tallformer.ops.segments import NmsMethod, filter_topk, nms
 
 if TYPE_CHECKING:
     from tallformer.config import TestConfig
 
-__all__ = ["WindowPostProcess"]
-
-
-def _floats(values: Sequence[int] | Sequence[float] | Tensor) -> list[float]:
-    return [float(x) for x in (values.tolist() if isinstance(values, Tensor) else values)]
+__all__ = ["WindowPostProcess", "merge_video_detections"]
 
 
 @dataclass
@@ -65,8 +61,8 @@ class WindowPostProcess:
         """
         cls, reg = outputs
         b = cls[0].shape[0]
-        lengths_l = _floats(lengths)
-        offs = [0.0] * b if offsets is None else _floats(offsets)
+        lengths_l = float_list(lengths)
+        offs = [0.0] * b if offsets is None else float_list(offsets)
         if len(lengths_l) != b or len(offs) != b:
             raise ValueError(f"predict: {b} windows but {len(lengths_l)} lengths, {len(offs)} offsets")
         level_rows = [c.shape[-1] * num_anchors for c in cls]
@@ -91,3 +87,26 @@ class WindowPostProcess:
             results.append(Detections(torch.cat(seg_parts), torch.cat(score_parts),
                                       torch.cat(label_parts)))
         return results
+
+
+def merge_video_detections(windows: list[Detections], fps: float, *, method: NmsMethod = "nmw",
+                           iou_threshold: float = 0.5, sigma: float = 0.5, min_score: float = 0.0,
+                           max_per_video: int = 1200) -> Detections:
+    """All windows of one video -> final detections in seconds.
+
+    Concatenates the windows' candidates (video frames) and post-processes them once
+    (original: vedatad/engines/infer_engine.py:76-117): class-wise
+    `tallformer.ops.segments.nms` (`method` = test.nms_method, "nmw" IoU 0.5 in the paper),
+    keeps the best `max_per_video` (1200) and divides by `fps` (original:
+    vedatad/datasets/custom.py:314-325).
+    """
+    if fps <= 0:
+        raise ValueError(f"merge_video_detections: fps must be > 0, got {fps}")
+    if not windows:
+        return Detections(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    segs = torch.cat([w.segments for w in windows])
+    scores = torch.cat([w.scores for w in windows])
+    labels = torch.cat([w.labels for w in windows])
+    segs, scores, labels = nms(segs, scores, labels, method, iou_threshold,
+                               sigma=sigma, min_score=min_score, max_num=max_per_video)
+    return Detections(segs / fps, scores, labels)

@@ -52,6 +52,7 @@ __all__ = [
     "match_preset",
     "official_to_torchvision",
     "read_checkpoint",
+    "truncation",
 ]
 
 _INDEX = "relative_position_index"
@@ -137,8 +138,102 @@ def _numpy_scalars_allowed() -> Iterator[None]:
         yield
 
 
+_ZIP_LOCAL = b"PK\x03\x04"  # a zip record's local header: torch.save writes one per entry
+_ZIP_CENTRAL = b"PK\x01\x02"  # a central directory entry: the zip's index, after every record
+_ZIP_END = b"PK\x05\x06"  # the end of the central directory: the last thing a zip writer writes
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # torch's pre-1.6 format: pickle protocol 2, then its magic number
+_CUT = "the file was cut short (a copy or a save that did not finish)"
+
+
+def _zip_records(data: Any) -> list[tuple[int, int, str]]:
+    """(offset, data offset, name) of every zip local header in ``data`` (bytes or an mmap)."""
+    out: list[tuple[int, int, str]] = []
+    pos = data.find(_ZIP_LOCAL)
+    while pos >= 0 and pos + 30 <= len(data):
+        nlen = int.from_bytes(data[pos + 26:pos + 28], "little")
+        xlen = int.from_bytes(data[pos + 28:pos + 30], "little")
+        with contextlib.suppress(UnicodeDecodeError):
+            out.append((pos, pos + 30 + nlen + xlen, bytes(data[pos + 30:pos + 30 + nlen]).decode("utf-8")))
+        pos = data.find(_ZIP_LOCAL, pos + 4)
+    return out
+
+
+def _tensor_count(pickle_bytes: bytes) -> int | None:
+    """How many storages a torch ``data.pkl`` refers to (one persistent id each), or None."""
+    import pickletools
+
+    try:
+        return sum(1 for op, _, _ in pickletools.genops(pickle_bytes) if op.name == "BINPERSID")
+    except Exception:  # a pickle cut short
+        return None
+
+
+def _zip_cut(data: Any, size: int) -> str | None:
+    """Where a torch zip file is cut short (see `truncation`); None when its end record is whole."""
+    end = data.rfind(_ZIP_END, max(0, size - 65_557))
+    if end >= 0 and end + 22 <= size and end + 22 + int.from_bytes(data[end + 20:end + 22], "little") == size:
+        return None
+    records = _zip_records(data)
+    total = None
+    if len(records) > 1 and records[0][2].endswith("/data.pkl"):
+        total = _tensor_count(bytes(data[records[0][1]:records[1][0]]))
+    central = data.find(_ZIP_CENTRAL, records[-1][1] if records else 0)
+    if central >= 0:
+        where = "inside the zip's central directory (its index, written last; every record before it is whole)"
+    elif not records or records[-1][0] + 30 + len(records[-1][2].encode()) > size or not records[-1][2]:
+        where = "inside the header of its " + ("first record" if len(records) <= 1 else f"record {len(records)}")
+    else:
+        name = records[-1][2]
+        tensors = sum(1 for _, _, n in records if "/data/" in n and "/.data/" not in n)
+        of = f" of the {total} that data.pkl lists" if total is not None else ""
+        part = (f"tensor {tensors}{of}" if "/data/" in name and "/.data/" not in name
+                else f"after {tensors} tensor(s){of}" if tensors else "before the tensors")
+        header = "the header of " if records[-1][1] > size else ""
+        where = (f"inside {header}record {name!r} ({part}); the records after it and the zip's central "
+                 "directory (written last) are missing")
+    return f"truncated: the zip archive ends at byte {size:,}, {where}: {_CUT}"
+
+
+def truncation(path: str | Path, error: BaseException | str | None = None) -> str | None:
+    """What is missing from a checkpoint that was cut short, in words; None when it is not
+    (recognisably) truncated. ``error``: what ``torch.load`` raised (the legacy format).
+
+    A file in torch's zip format is truncated when its end record (written last) is
+    missing or incomplete; the record headers say where the cut falls (which tensor record,
+    of how many ``data.pkl`` lists). A file in torch's legacy format is truncated when
+    unpickling ran out of bytes.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> path = os.path.join(tempfile.mkdtemp(), "cut.pt")
+        >>> torch.save({"w": torch.zeros(1000)}, path)
+        >>> _ = open(path, "r+b").truncate(3000)
+        >>> truncation(path).split(",")[0]
+        'truncated: the zip archive ends at byte 3'
+    """
+    import mmap
+
+    p = Path(path)
+    size = p.stat().st_size
+    if size == 0:
+        return None
+    with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        head = bytes(data[:4])
+        if head == _ZIP_LOCAL:
+            return _zip_cut(data, size)
+    text = str(error or "")
+    if head == _LEGACY_MAGIC and (isinstance(error, EOFError) or "EOF" in text or "truncated" in text):
+        more = re.search(r"expected (\d+) more bytes", text)
+        missing = f"; {int(more.group(1)):,} more bytes were expected" if more else ""
+        return f"truncated: torch's legacy format ends at byte {size:,} before its data does{missing}: {_CUT}"
+    return None
+
+
 def _load_error(path: Path, exc: BaseException) -> WeightsError:
     """torch's long `weights_only` message -> one line naming the file (and the global)."""
+    cut = truncation(path, exc)
+    if cut is not None:
+        return WeightsError(f"{path}: {cut}")
     text = str(exc)
     name = re.search(r"GLOBAL ([\w.]+)", text)
     if name:
