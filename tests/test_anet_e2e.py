@@ -9,16 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from tallformer.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(argv: list[str]) -> str:
@@ -30,10 +26,8 @@ def _cli(argv: list[str]) -> str:
 
 
 def _train(args: list[str]) -> str:
-    cmd = [sys.executable, "-m", "tallformer", "train", "--config", "anet_demo", *args,
-           "data.num_workers=0", "train.checkpoint_steps=1", "train.log_interval=1", "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli(["train", "--config", "anet_demo", *args, "data.num_workers=0", "train.checkpoint_steps=1",
+                    "train.log_interval=1", "--no-progress"])  # in this process: no start-up
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

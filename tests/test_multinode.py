@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants, random_bank, train_lockstep
+from helpers import descendants, random_bank, run_cli, train_lockstep
 from tallformer.config import load_config
 from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import load_checkpoint
@@ -339,9 +339,7 @@ def _replay(data: dict[str, object], shards: list[list[str]], tmp_path: Path, sn
 
 
 def _merge_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run([sys.executable, "-m", "tallformer", "bank", "merge", "--quiet", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return run_cli(["bank", "merge", "--quiet", *args])  # in this process: no start-up
 
 
 def _equal(a: object, b: object) -> bool:

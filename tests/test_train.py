@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants, kill_tree, train_lockstep
+from helpers import descendants, kill_tree, run_cli, train_lockstep
 from tallformer.config import load_config
 from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
 from tallformer.engine.schedule import LrSchedule
@@ -67,6 +67,14 @@ def _command(args: list[str], nproc: int) -> list[str]:
 
 def _run(args: list[str], nproc: int = 1, *, expect: int = 0) -> subprocess.CompletedProcess:
     proc = subprocess.run(_command(args, nproc), env=_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _main(args: list[str], *, expect: int = 0) -> subprocess.CompletedProcess:
+    """`tallformer train ARGS` in this process (`helpers.run_cli`): for what fails before the
+    first step or only prints its lines."""
+    proc = run_cli(["train", *args])
     assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -290,7 +298,7 @@ def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(d
     whole = (folder / "last.pt").read_bytes()
     (folder / "last.pt").unlink()  # a copy: its own file, not a hard link to step_000004.pt
     (folder / "last.pt").write_bytes(whole[:len(whole) * 2 // 3])
-    proc = _run(args, expect=2)
+    proc = _main(args, expect=2)
     (line,) = proc.stderr.splitlines()
     assert line.startswith(f"error: {folder / 'last.pt'}: truncated: the zip archive ends at byte "
                            f"{len(whole) * 2 // 3:,}, inside record ")
@@ -383,7 +391,7 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
 
 
 def test_a_schedule_that_never_anneals_is_one_warning_line(data, tmp_path):
-    proc = _run(_args(data, tmp_path / "short", "train.max_epochs=20", "train.max_steps=1"))
+    proc = _main(_args(data, tmp_path / "short", "train.max_epochs=20", "train.max_steps=1"))
     warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
     assert warnings == [
         "warning: train.max_epochs=20 ends 13% into the first cosine cycle of train.cosine_period=150 epochs: the "
@@ -392,8 +400,8 @@ def test_a_schedule_that_never_anneals_is_one_warning_line(data, tmp_path):
 
 
 def test_a_resume_with_a_changed_config_is_refused(data, straight):
-    proc = _run(_args(data, straight, "train.lr=0.02", "memory.keep_ratio=0.25", "train.max_steps=9"),
-                expect=2)
+    proc = _main(_args(data, straight, "train.lr=0.02", "memory.keep_ratio=0.25", "train.max_steps=9"),
+                 expect=2)
     err = proc.stderr.strip()
     assert err.startswith("error: ")
     assert "train.lr: 0.01 -> 0.02" in err
@@ -426,7 +434,7 @@ def test_a_crafted_checkpoint_is_refused(data, tmp_path):
     torch.save({"format": "tallformer-train", "model": Evil()}, run / "checkpoints" / "last.pt")
     with pytest.raises(CheckpointError, match=r"refused to load: the file holds a Python object posix\.system"):
         load_checkpoint(run / "checkpoints" / "last.pt")
-    proc = _run(_args(data, run, "--resume"), expect=2)
+    proc = _main(_args(data, run, "--resume"), expect=2)
     assert "refused to load" in proc.stderr
     assert not (tmp_path / "pwned").exists()
     (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
@@ -481,7 +489,7 @@ def test_bad_inputs_fail_before_the_first_step(data, tmp_path):
         assert not (run / "checkpoints").exists()
         assert not (run / "log.jsonl").exists()
     # on the command line: one line, exit status 2
-    proc = _run(_args(data, tmp_path / "cli", f"data.videos={empty}"), expect=2)
+    proc = _main(_args(data, tmp_path / "cli", f"data.videos={empty}"), expect=2)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: ")
