@@ -67,6 +67,7 @@ def anet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "list": listed, "run": run, "val": val, "first": first, "second": second}  # type: ignore[dict-item]
 
 
+@pytest.mark.slow
 def test_training_stops_and_resumes(anet: dict) -> None:
     assert "resuming" not in anet["first"]
     assert "epoch 0, step 0" in anet["first"]
@@ -78,6 +79,7 @@ def test_training_stops_and_resumes(anet: dict) -> None:
     assert (anet["run"] / "checkpoints" / "step_000002.pt").is_file()
 
 
+@pytest.mark.slow
 def test_test_three_classifiers_two_protocols_and_eval(anet: dict) -> None:
     out = anet["root"] / "test"
     printed = _cli(["test", "--config", "anet_demo", f"data.annotations={anet['ann']}",
@@ -110,6 +112,7 @@ def test_test_three_classifiers_two_protocols_and_eval(anet: dict) -> None:
     assert json.loads(metrics.read_text())["mAP"] == rows[("gt", "all")]["mAP"]
 
 
+@pytest.mark.slow
 def test_detect_with_an_activitynet_checkpoint(anet: dict) -> None:
     video = anet["raw"] / f"{anet['val'][0]}.mp4"  # not re-encoded: resampled on the fly
     out = anet["root"] / "detect"

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_RATIO = 0.5
 EPOCHS = 2
@@ -114,6 +116,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_bank_equals_single_process_replay(tmp_path):
     import numpy as np
     import torch

@@ -352,6 +352,7 @@ def _equal(a: object, b: object) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 def test_two_nodes_killed_and_resumed_keep_every_video_on_its_owner(data, tmp_path):
     root: Path = data["root"]  # type: ignore[assignment]
     run, nodes = root / "run", [root / "node0", root / "node1"]

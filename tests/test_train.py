@@ -246,6 +246,7 @@ def straight(data) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_run_writes_its_files(straight):
     assert (straight / "config.yaml").is_file()
     assert load_config(straight / "config.yaml").train.max_steps == STEPS
@@ -267,6 +268,7 @@ def test_run_writes_its_files(straight):
     assert all(np.isfinite(r["loss"]) for r in records)
 
 
+@pytest.mark.slow
 def test_max_steps_then_resume_is_the_same_run(data, straight):
     run = data["root"] / "in_two"
     _main(_args(data, run, "train.max_steps=3"))
@@ -275,6 +277,7 @@ def test_max_steps_then_resume_is_the_same_run(data, straight):
     _assert_same_run(straight, run)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(data, straight):
     run = data["root"] / "killed"
     args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=3")
@@ -289,6 +292,7 @@ def test_sigkill_and_resume_is_bit_identical(data, straight):
     assert steps == sorted(set(steps))  # the killed run's lines past step 3 were redone once
 
 
+@pytest.mark.slow
 def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(data, straight):
     """A copy of a killed run whose last.pt was cut short: --resume says so, lists the
     other checkpoints (the one of last.pt's step is exact, an older one is not) with the
@@ -320,6 +324,7 @@ def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(d
     _assert_same_run(straight, run)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data, straight, tmp_path):
     """The process dies inside torch.save of the step-6 checkpoint: last.pt stays step 3."""
     run = data["root"] / "killed_in_save"
@@ -347,6 +352,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data, straight
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_two_processes_killed_and_resumed_match_straight_and_a_replay(data, tmp_path):
     over = ["data.batch_size=1", "model.backbone.drop_path_rate=0", "train.backbone_lr_mult=0"]
     steps = 4  # 5 videos on 2 ranks of 1: 3 steps per epoch, the last one padded
@@ -402,6 +408,7 @@ def test_a_schedule_that_never_anneals_is_one_warning_line(data, tmp_path):
         "(or a divisor of train.max_epochs) to anneal within the run"], proc.stderr
 
 
+@pytest.mark.slow
 def test_a_resume_with_a_changed_config_is_refused(data, straight):
     proc = _main(_args(data, straight, "train.lr=0.02", "memory.keep_ratio=0.25", "train.max_steps=9"),
                  expect=2)
@@ -418,6 +425,7 @@ def _cfg(data: dict[str, Path], run: Path, *extra: str):
                                 f"run_dir={run}", "data.num_workers=0", *extra])
 
 
+@pytest.mark.slow
 def test_resume_flags(data, straight, tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(_cfg(data, tmp_path / "none"), resume=True)
@@ -499,6 +507,7 @@ def test_bad_inputs_fail_before_the_first_step(data, tmp_path):
     assert "empty_videos" in lines[0]
 
 
+@pytest.mark.slow
 def test_periodic_test_logs_the_table_and_keeps_best_and_changes_nothing_else(data, straight, tmp_path):
     """test.interval=1: a test after every epoch, logged, best.pt kept; the training itself
     (weights, optimizer, bank) is bit-identical to the run without tests."""
