@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -301,3 +302,24 @@ class SmallDisk:
         import subprocess
 
         subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def run_cli(argv: list[str], *, threads: int = 1) -> subprocess.CompletedProcess:
+    """`tallformer ARGV` through the command line's entry point (`tallformer.cli.main`) in this
+    process, stdout and stderr captured, on `threads` intra-op threads: what a process of its
+    own with OMP_NUM_THREADS=1 gives, less its start-up (most of a small run's time). For
+    what needs no process of its own: no kill, no torchrun, no environment read at start-up."""
+    import contextlib
+    import io
+
+    from tallformer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        torch.set_num_threads(saved)
+    return subprocess.CompletedProcess(["tallformer", *argv], code, out.getvalue(), err.getvalue())
