@@ -66,14 +66,19 @@ export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 START=$SECONDS
 
-if ! "$PYTHON" -c "import torch, torchvision, av, numpy, yaml, tqdm, matplotlib, tallformer" 2>"$OUT/logs/imports.log"; then
+# what tallformer needs imports, and the versions (one process: each start imports torch)
+if ! VERSIONS=$("$PYTHON" -c "import platform, torch, torchvision, av, numpy, yaml, tqdm, matplotlib, tallformer
+cuda = torch.cuda.is_available()
+print('torch', torch.__version__, 'python', platform.python_version(), 'device',
+      torch.cuda.get_device_name(0) if cuda else 'cpu', 'cuda' if cuda else 'no-cuda')" 2>"$OUT/logs/imports.log"); then
     echo "error: $PYTHON cannot import what tallformer needs ($(tail -n 1 "$OUT/logs/imports.log"));" \
          "without PyAV: see benchmarks/gpu_check.md (the av wheel)" >&2
     exit 2
 fi
+VERSIONS=${VERSIONS##*$'\n'}  # the last line: anything an import printed before it is not ours
 
 if [[ $MODE == gpu ]]; then
-    if ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    if [[ $VERSIONS != *" cuda" ]]; then
         echo "error: no CUDA device for $PYTHON; run 'bash benchmarks/gpu_check.sh --cpu' for the toy run" >&2
         exit 2
     fi
@@ -89,13 +94,12 @@ else
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     BUDGET=${BUDGET:-600} L1=120 RESERVE3=120
     TRAIN_DATA=(--num-videos 6 --num-classes 4 --size 36x36 --min-length 10 --max-length 14 --workers 1)
-    LONG_DATA=(--num-classes 4 --size 36x36 --min-length 60 --max-length 60)
+    LONG_DATA=(--num-classes 4 --size 36x36 --min-length 20 --max-length 20)
     P1_ARGS=(--smoke --batch 1 --warmup 1 --steps 1)
     CPU_FLAG=(--cpu)
 fi
 echo "gpu_check ($MODE): OUT=$OUT WORK=$WORK PYTHON=$PYTHON; ${BUDGET} s in all"
-"$PYTHON" -c "import platform, torch; print('torch', torch.__version__, 'python', platform.python_version(),
-    'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+echo "${VERSIONS% *}"
 
 # the data, written in the background while part 1 runs
 "$PYTHON" -m tallformer prepare synthetic --out "$WORK/train_data" --seed 0 --val-fraction 0 \

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -213,32 +214,37 @@ def kill_tree(pid: int) -> None:
 # --------------------------------------------------------------------------- unwritable folders and small disks
 
 
-def _drop_file_access_override() -> None:
-    """`preexec_fn`: as root, drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
-    set, so the program exec'd next obeys file modes as any user does (root would write into
-    a ``chmod 555`` folder otherwise)."""
-    import ctypes
-    import os
-
-    if os.geteuid() != 0:
-        return
+# Run in the child before the command: as root, drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+# from the bounding set, then exec the command, so it obeys file modes as any user does (root
+# would write into a ``chmod 555`` folder otherwise). A program of its own rather than a
+# `preexec_fn`: Python code between fork and exec can deadlock when the parent has other
+# threads (an import or allocator lock held by one of them at the fork), and
+# tests/test_write_failures.py starts its commands from a thread pool.
+_DROP_FILE_ACCESS = """
+import ctypes, os, sys
+if os.geteuid() == 0:
     libc = ctypes.CDLL(None, use_errno=True)
     for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
         if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+            sys.exit(f"cannot drop capability {cap}: {os.strerror(ctypes.get_errno())}")
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
 
 
 def run_as_user(cmd: list[str], **kwargs: Any) -> Any:
     """`subprocess.run(cmd, **kwargs)` with file modes applying to the command even under
-    root (`_drop_file_access_override`); pytest.skip when that cannot be arranged."""
+    root (the command is exec'd by a small program that drops root's file-access override
+    first); pytest.skip when that cannot be arranged."""
     import subprocess
+    import sys
 
     import pytest
 
-    try:
-        return subprocess.run(cmd, preexec_fn=_drop_file_access_override, **kwargs)
-    except subprocess.SubprocessError as exc:
-        pytest.skip(f"cannot drop root's file-access override for the command: {exc}")
+    probe = subprocess.run([sys.executable, "-c", _DROP_FILE_ACCESS, sys.executable, "-c", ""],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot drop root's file-access override for the command: {probe.stderr.strip()}")
+    return subprocess.run([sys.executable, "-c", _DROP_FILE_ACCESS, *map(str, cmd)], **kwargs)
 
 
 def unwritable_folder(path: Path) -> Path:
@@ -296,3 +302,24 @@ class SmallDisk:
         import subprocess
 
         subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def run_cli(argv: list[str], *, threads: int = 1) -> subprocess.CompletedProcess:
+    """`tallformer ARGV` through the command line's entry point (`tallformer.cli.main`) in this
+    process, stdout and stderr captured, on `threads` intra-op threads: what a process of its
+    own with OMP_NUM_THREADS=1 gives, less its start-up (most of a small run's time). For
+    what needs no process of its own: no kill, no torchrun, no environment read at start-up."""
+    import contextlib
+    import io
+
+    from tallformer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        torch.set_num_threads(saved)
+    return subprocess.CompletedProcess(["tallformer", *argv], code, out.getvalue(), err.getvalue())

@@ -9,16 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
 from tallformer.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(argv: list[str]) -> str:
@@ -30,10 +26,8 @@ def _cli(argv: list[str]) -> str:
 
 
 def _train(args: list[str]) -> str:
-    cmd = [sys.executable, "-m", "tallformer", "train", "--config", "anet_demo", *args,
-           "data.num_workers=0", "train.checkpoint_steps=1", "train.log_interval=1", "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli(["train", "--config", "anet_demo", *args, "data.num_workers=0", "train.checkpoint_steps=1",
+                    "train.log_interval=1", "--no-progress"])  # in this process: no start-up
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -73,6 +67,7 @@ def anet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "list": listed, "run": run, "val": val, "first": first, "second": second}  # type: ignore[dict-item]
 
 
+@pytest.mark.slow
 def test_training_stops_and_resumes(anet: dict) -> None:
     assert "resuming" not in anet["first"]
     assert "epoch 0, step 0" in anet["first"]
@@ -84,6 +79,7 @@ def test_training_stops_and_resumes(anet: dict) -> None:
     assert (anet["run"] / "checkpoints" / "step_000002.pt").is_file()
 
 
+@pytest.mark.slow
 def test_test_three_classifiers_two_protocols_and_eval(anet: dict) -> None:
     out = anet["root"] / "test"
     printed = _cli(["test", "--config", "anet_demo", f"data.annotations={anet['ann']}",
@@ -116,6 +112,7 @@ def test_test_three_classifiers_two_protocols_and_eval(anet: dict) -> None:
     assert json.loads(metrics.read_text())["mAP"] == rows[("gt", "all")]["mAP"]
 
 
+@pytest.mark.slow
 def test_detect_with_an_activitynet_checkpoint(anet: dict) -> None:
     video = anet["raw"] / f"{anet['val'][0]}.mp4"  # not re-encoded: resampled on the fly
     out = anet["root"] / "detect"

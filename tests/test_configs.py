@@ -144,6 +144,7 @@ def test_every_shipped_config_loads_to_its_file_values() -> None:
                     assert loaded[section][key] == value, (name, section, key)
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_the_configs_and_runs_from_them(tmp_path: Path) -> None:
     """`pip install tallformer` from a wheel is enough for `model-info --config thumos14_swin_b`."""
     import os

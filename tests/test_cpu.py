@@ -49,6 +49,7 @@ def _step(cpus: str, mode: str, **env: str) -> tuple[str, str]:
     return out[0], out[2].strip()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to vary the core count")
 def test_the_demos_arithmetic_is_the_same_on_another_machine() -> None:
     both = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:2])

@@ -1,5 +1,5 @@
-"""Two real CPU processes (gloo, `torch.distributed.run`) train the tiny model under DDP with
-the memory bank; the bank ends identical to a single-process replay of the same samples.
+"""Two real CPU processes (gloo) train the tiny model under DDP with the memory bank; the bank
+ends identical to a single-process replay of the same samples.
 
 Each rank writes only its own samples' rows; `VideoExclusiveSampler` keeps a video out of two
 ranks' batches at one step. The backbone's learning rate is 0 (``train.backbone_lr_mult=0``)
@@ -7,8 +7,11 @@ and drop-path is off, so a written feature depends only on its (augmented) input
 which are a pure function of (seed, rank, epoch, index): the replay builds the rank-0 and
 rank-1 pipelines in one process and runs their batches step by step in the same order.
 
-This file is also the worker script: ``python -m torch.distributed.run --nproc_per_node 2
-tests/test_ddp_bank.py --worker ANN VIDEOS BANK LOGDIR EPOCHS``.
+This file is also the worker script, started twice with the environment torchrun gives its
+workers (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``):
+``python tests/test_ddp_bank.py --worker ANN VIDEOS BANK LOGDIR EPOCHS``. torchrun itself, with
+the training command, is run by tests/test_train.py and tests/test_multinode.py; here its
+launcher process would add only its start-up.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_RATIO = 0.5
@@ -44,7 +50,7 @@ def _record(log: list, rank: int):
 
 
 def _worker(ann: str, videos: str, bank_dir: str, log_dir: str, epochs: int) -> None:
-    """One DDP rank (run by torch.distributed.run)."""
+    """One DDP rank (its rank and the rendezvous in the environment, as torchrun sets them)."""
     import torch
     import torch.distributed as dist
 
@@ -74,6 +80,33 @@ def _worker(ann: str, videos: str, bank_dir: str, log_dir: str, epochs: int) -> 
     dist.destroy_process_group()
 
 
+def _run_ranks(cmd: list[str], logs: Path, world: int) -> None:
+    """`cmd` as `world` processes with the environment torchrun gives its workers; a rank that
+    fails stops the others (they would wait in a collective)."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   LOCAL_WORLD_SIZE=str(world))
+        with open(logs / f"rank{rank}.log", "w") as out:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 240
+    try:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.05)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    failed = {rank: p.returncode for rank, p in enumerate(procs) if p.returncode != 0}
+    assert not failed, f"exit status by rank {failed}:\n" + "\n".join(
+        f"--- rank {rank}\n{(logs / f'rank{rank}.log').read_text()[-4000:]}" for rank in failed)
+
+
 # --------------------------------------------------------------------------- the test
 
 
@@ -83,6 +116,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_bank_equals_single_process_replay(tmp_path):
     import numpy as np
     import torch
@@ -110,13 +144,9 @@ def test_two_process_bank_equals_single_process_replay(tmp_path):
     # two processes under DDP
     logs = tmp_path / "logs"
     logs.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           str(Path(__file__).resolve()), "--worker", str(ann_path), str(videos),
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(ann_path), str(videos),
            str(ddp_bank.root), str(logs), str(EPOCHS)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    _run_ranks(cmd, logs, world=2)
     per_rank = [json.loads((logs / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) == 3 * EPOCHS  # 5 videos, 2 per step
     for a, b in zip(*per_rank, strict=True):  # never one video on both ranks at one step

@@ -45,6 +45,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root / "runs" / "demo", buf.getvalue()
 
 
+@pytest.mark.slow
 def test_every_stage_is_announced_and_the_next_step_printed(quick_run: tuple[Path, str]) -> None:
     _, out = quick_run
     for n in range(1, 6):
@@ -63,6 +64,7 @@ def test_every_stage_is_announced_and_the_next_step_printed(quick_run: tuple[Pat
     print(f"\ndemo --quick: average mAP {m.group(1)}% (reported, not asserted)")
 
 
+@pytest.mark.slow
 def test_metrics_and_results_are_the_evaluators_files(quick_run: tuple[Path, str]) -> None:
     run, _ = quick_run
     metrics = json.loads((run / "metrics.json").read_text())
@@ -84,6 +86,7 @@ def test_metrics_and_results_are_the_evaluators_files(quick_run: tuple[Path, str
             assert 0.0 < d["score"] <= 1.0
 
 
+@pytest.mark.slow
 def test_training_log_checkpoints_and_the_loss_fell(quick_run: tuple[Path, str]) -> None:
     run, _ = quick_run
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -102,6 +105,7 @@ def test_training_log_checkpoints_and_the_loss_fell(quick_run: tuple[Path, str])
     assert (run / "bank" / "meta.json").is_file()
 
 
+@pytest.mark.slow
 def test_timeline_png_stacks_three_validation_videos(quick_run: tuple[Path, str]) -> None:
     run, _ = quick_run
     singles = sorted((run / "timelines").glob("*.png"))
@@ -118,6 +122,7 @@ def test_timeline_png_stacks_three_validation_videos(quick_run: tuple[Path, str]
         assert sheet.height == sum(heights)
 
 
+@pytest.mark.slow
 def test_viewer_plays_the_video_with_detections_and_ground_truth(quick_run: tuple[Path, str]) -> None:
     run, _ = quick_run
     pages = list(run.glob("viewer_*.html"))
@@ -137,6 +142,7 @@ def test_viewer_plays_the_video_with_detections_and_ground_truth(quick_run: tupl
     assert data["ground_truth"]
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_data_bank_and_training(quick_run: tuple[Path, str],
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

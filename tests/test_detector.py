@@ -222,11 +222,13 @@ def test_tiny_overfits_one_clip(tiny) -> None:
     """Losses, assignment and gradients are wired right: the loss falls by > 90%.
 
     One chunk goes through the backbone with gradients, the other three come from a fixed
-    "bank" tensor; two gt segments in window frames.
+    "bank" tensor; two gt segments in window frames. At the demo's 32x32 crops 60 steps
+    reach a loss 4% of the first (and both instances within 2 frames): the thresholds
+    below keep a margin of 2.4x and 4x.
     """
     _, model = tiny
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 150 chaotic SGD steps: the same numbers on any machine
+    torch.set_num_threads(1)  # 60 chaotic SGD steps: the same numbers on any machine
     try:
         _overfit_and_check(model)
     finally:
@@ -236,13 +238,13 @@ def test_tiny_overfits_one_clip(tiny) -> None:
 def _overfit_and_check(model: TALLFormer) -> None:
     torch.manual_seed(0)
     model = copy.deepcopy(model).train()
-    chunk = torch.randn(1, 3, 32, 56, 56)
+    chunk = torch.randn(1, 3, 32, 32, 32)  # the demo config's crop size
     cached = torch.randn(1, 3, 192, 16)
     keep = torch.tensor([[False, True, False, False]])
     gts, labels = [torch.tensor([[8.0, 40.0], [70.0, 118.0]])], [torch.tensor([1, 3])]
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     history = []
-    for _ in range(150):
+    for _ in range(60):
         outputs, _ = model.forward_train(chunk, cached, keep)
         loss = model.loss(outputs, gts, labels)["loss"]
         opt.zero_grad()

@@ -80,7 +80,7 @@ def test_gpu_check_cpu_mode_runs_every_part(tmp_path):
     assert p3["complete"] is True
     assert p3["checkpoint_source"].startswith("part 2")
     assert {"synth_0000.json", "synth_0000.csv", "synth_0000.png", "synth_0000.html"} <= set(p3["cli"]["outputs"])
-    assert p3["cli"]["frames"] == p3["detect"]["frames"] == p3["backbone"]["frames"] == 900  # 60 s at 15 fps
+    assert p3["cli"]["frames"] == p3["detect"]["frames"] == p3["backbone"]["frames"] == 300  # 20 s at 15 fps
     assert p3["detect"]["detections"] == p3["cli"]["detections"]
     assert p3["detect_vs_backbone"] > 0
     assert p3["detect_vs_backbone_chunk_grid"] > 0

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants, random_bank, train_lockstep
+from helpers import descendants, random_bank, run_cli, train_lockstep
 from tallformer.config import load_config
 from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import load_checkpoint
@@ -339,9 +339,7 @@ def _replay(data: dict[str, object], shards: list[list[str]], tmp_path: Path, sn
 
 
 def _merge_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run([sys.executable, "-m", "tallformer", "bank", "merge", "--no-progress", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return run_cli(["bank", "merge", "--no-progress", *args])  # in this process: no start-up
 
 
 def _equal(a: object, b: object) -> bool:
@@ -354,6 +352,7 @@ def _equal(a: object, b: object) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 def test_two_nodes_killed_and_resumed_keep_every_video_on_its_owner(data, tmp_path):
     root: Path = data["root"]  # type: ignore[assignment]
     run, nodes = root / "run", [root / "node0", root / "node1"]

@@ -85,6 +85,7 @@ def scratch(tmp_path_factory) -> dict[str, Path]:
             for p in PAGES if _python_blocks(p)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("page", "index"), PYTHON)
 def test_python_block_runs(page: Path, index: int, scratch: dict[str, Path]):
     block = _python_blocks(page)[index]

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import run_cli
 from tallformer.cli import main
 from tallformer.config import load_config
 from tallformer.engine.checkpoint import CheckpointError, load_model
 from tallformer.engine.infer import evaluate_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +24,9 @@ def run(tmp_path_factory) -> dict[str, Path]:
     ann = generate_synthetic_dataset(root / "syn", 5, seed=4, min_length=10, max_length=14,
                                      val_fraction=0.4, progress=False)
     run_dir = root / "run"
-    cmd = [sys.executable, "-m", "tallformer", "train", "--config", "demo",
-           f"data.annotations={ann}", f"data.videos={root / 'syn' / 'videos'}", f"run_dir={run_dir}",
-           "train.max_steps=2", "train.checkpoint_steps=1", "data.num_workers=0", "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli(["train", "--config", "demo", f"data.annotations={ann}", f"data.videos={root / 'syn' / 'videos'}",
+                    f"run_dir={run_dir}", "train.max_steps=2", "train.checkpoint_steps=1", "data.num_workers=0",
+                    "--no-progress"])  # in this process: no start-up
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"annotations": ann, "videos": root / "syn" / "videos", "run": run_dir,
             "a": run_dir / "checkpoints" / "step_000001.pt", "b": run_dir / "checkpoints" / "step_000002.pt"}
@@ -148,10 +142,8 @@ def test_a_checkpoint_is_tested_with_its_own_config(run, tested, tmp_path) -> No
     """No --config: each checkpoint's saved config (its data paths too) is the test's; a data
     override still applies; the numbers are those of the test with the config given."""
     out = tmp_path / "own"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.run([sys.executable, "-m", "tallformer", "test", "--checkpoint", str(run["b"]), "--out",
-                           str(out), "--no-progress", f"data.videos={run['videos']}"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli(["test", "--checkpoint", str(run["b"]), "--out", str(out), "--no-progress",
+                    f"data.videos={run['videos']}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     mine = json.loads((out / "step_000002" / "metrics.json").read_text())
     assert mine == json.loads((tested[0] / "step_000002" / "metrics.json").read_text())

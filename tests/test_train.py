@@ -3,7 +3,10 @@
 The resume tests run the real command in real processes (one process, and two under
 `torch.distributed.run` with gloo), on the demo config as shipped with its data workers on,
 kill them with SIGKILL in the middle of the run, resume, and compare the final weights,
-optimizer state and memory bank bit for bit with an uninterrupted run.
+optimizer state and memory bank bit for bit with an uninterrupted run. A run that is not
+killed and is not the first resume of its kind goes through the same entry point in the
+test's process, on one intra-op thread as the processes (`_main`): a process of its own
+would add only its start-up.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants, kill_tree, train_lockstep
+from helpers import descendants, kill_tree, run_cli, train_lockstep
 from tallformer.config import load_config
 from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
 from tallformer.engine.schedule import LrSchedule
@@ -67,6 +70,14 @@ def _command(args: list[str], nproc: int) -> list[str]:
 
 def _run(args: list[str], nproc: int = 1, *, expect: int = 0) -> subprocess.CompletedProcess:
     proc = subprocess.run(_command(args, nproc), env=_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def _main(args: list[str], *, expect: int = 0) -> subprocess.CompletedProcess:
+    """`tallformer train ARGS` in this process (`helpers.run_cli`): for what fails before the
+    first step or only prints its lines."""
+    proc = run_cli(["train", *args])
     assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -235,6 +246,7 @@ def straight(data) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_run_writes_its_files(straight):
     assert (straight / "config.yaml").is_file()
     assert load_config(straight / "config.yaml").train.max_steps == STEPS
@@ -256,14 +268,16 @@ def test_run_writes_its_files(straight):
     assert all(np.isfinite(r["loss"]) for r in records)
 
 
+@pytest.mark.slow
 def test_max_steps_then_resume_is_the_same_run(data, straight):
     run = data["root"] / "in_two"
-    _run(_args(data, run, "train.max_steps=3"))
+    _main(_args(data, run, "train.max_steps=3"))
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
-    _run(_args(data, run, f"train.max_steps={STEPS}"))
+    _run(_args(data, run, f"train.max_steps={STEPS}"))  # the resume: a process of its own
     _assert_same_run(straight, run)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(data, straight):
     run = data["root"] / "killed"
     args = _args(data, run, f"train.max_steps={STEPS}", "train.checkpoint_steps=3")
@@ -278,6 +292,7 @@ def test_sigkill_and_resume_is_bit_identical(data, straight):
     assert steps == sorted(set(steps))  # the killed run's lines past step 3 were redone once
 
 
+@pytest.mark.slow
 def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(data, straight):
     """A copy of a killed run whose last.pt was cut short: --resume says so, lists the
     other checkpoints (the one of last.pt's step is exact, an older one is not) with the
@@ -290,7 +305,7 @@ def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(d
     whole = (folder / "last.pt").read_bytes()
     (folder / "last.pt").unlink()  # a copy: its own file, not a hard link to step_000004.pt
     (folder / "last.pt").write_bytes(whole[:len(whole) * 2 // 3])
-    proc = _run(args, expect=2)
+    proc = _main(args, expect=2)
     (line,) = proc.stderr.splitlines()
     assert line.startswith(f"error: {folder / 'last.pt'}: truncated: the zip archive ends at byte "
                            f"{len(whole) * 2 // 3:,}, inside record ")
@@ -303,12 +318,13 @@ def test_a_truncated_last_pt_names_the_intact_checkpoints_and_the_exact_resume(d
     # the command as printed gives the uninterrupted run
     copy, resume = command.split(" && ")
     subprocess.run(copy.split(), check=True)
-    proc = subprocess.run([sys.executable, "-m", *resume.split()], env=_env(), capture_output=True, text=True,
-                          timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    program, command, *rest = resume.split()
+    assert (program, command) == ("tallformer", "train")
+    _main(rest)
     _assert_same_run(straight, run)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data, straight, tmp_path):
     """The process dies inside torch.save of the step-6 checkpoint: last.pt stays step 3."""
     run = data["root"] / "killed_in_save"
@@ -331,11 +347,12 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data, straight
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
     visible = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
     assert visible == ["last.pt", "step_000003.pt"]  # the half-written one only under a temp name
-    _run(args)
+    _main(args)
     _assert_same_run(straight, run)
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_two_processes_killed_and_resumed_match_straight_and_a_replay(data, tmp_path):
     over = ["data.batch_size=1", "model.backbone.drop_path_rate=0", "train.backbone_lr_mult=0"]
     steps = 4  # 5 videos on 2 ranks of 1: 3 steps per epoch, the last one padded
@@ -383,7 +400,7 @@ def _replay_two_ranks(data: dict[str, Path], tmp_path: Path, over: list[str], st
 
 
 def test_a_schedule_that_never_anneals_is_one_warning_line(data, tmp_path):
-    proc = _run(_args(data, tmp_path / "short", "train.max_epochs=20", "train.max_steps=1"))
+    proc = _main(_args(data, tmp_path / "short", "train.max_epochs=20", "train.max_steps=1"))
     warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
     assert warnings == [
         "warning: train.max_epochs=20 ends 13% into the first cosine cycle of train.cosine_period=150 epochs: the "
@@ -391,9 +408,10 @@ def test_a_schedule_that_never_anneals_is_one_warning_line(data, tmp_path):
         "(or a divisor of train.max_epochs) to anneal within the run"], proc.stderr
 
 
+@pytest.mark.slow
 def test_a_resume_with_a_changed_config_is_refused(data, straight):
-    proc = _run(_args(data, straight, "train.lr=0.02", "memory.keep_ratio=0.25", "train.max_steps=9"),
-                expect=2)
+    proc = _main(_args(data, straight, "train.lr=0.02", "memory.keep_ratio=0.25", "train.max_steps=9"),
+                 expect=2)
     err = proc.stderr.strip()
     assert err.startswith("error: ")
     assert "train.lr: 0.01 -> 0.02" in err
@@ -407,6 +425,7 @@ def _cfg(data: dict[str, Path], run: Path, *extra: str):
                                 f"run_dir={run}", "data.num_workers=0", *extra])
 
 
+@pytest.mark.slow
 def test_resume_flags(data, straight, tmp_path):
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(_cfg(data, tmp_path / "none"), resume=True)
@@ -426,7 +445,7 @@ def test_a_crafted_checkpoint_is_refused(data, tmp_path):
     torch.save({"format": "tallformer-train", "model": Evil()}, run / "checkpoints" / "last.pt")
     with pytest.raises(CheckpointError, match=r"refused to load: the file holds a Python object posix\.system"):
         load_checkpoint(run / "checkpoints" / "last.pt")
-    proc = _run(_args(data, run, "--resume"), expect=2)
+    proc = _main(_args(data, run, "--resume"), expect=2)
     assert "refused to load" in proc.stderr
     assert not (tmp_path / "pwned").exists()
     (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
@@ -481,18 +500,19 @@ def test_bad_inputs_fail_before_the_first_step(data, tmp_path):
         assert not (run / "checkpoints").exists()
         assert not (run / "log.jsonl").exists()
     # on the command line: one line, exit status 2
-    proc = _run(_args(data, tmp_path / "cli", f"data.videos={empty}"), expect=2)
+    proc = _main(_args(data, tmp_path / "cli", f"data.videos={empty}"), expect=2)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: ")
     assert "empty_videos" in lines[0]
 
 
+@pytest.mark.slow
 def test_periodic_test_logs_the_table_and_keeps_best_and_changes_nothing_else(data, straight, tmp_path):
     """test.interval=1: a test after every epoch, logged, best.pt kept; the training itself
     (weights, optimizer, bank) is bit-identical to the run without tests."""
     run = data["root"] / "with_tests"
-    _run(_args(data, run, f"train.max_steps={STEPS}", "test.interval=1", "data.test_subset=validation"))
+    _main(_args(data, run, f"train.max_steps={STEPS}", "test.interval=1", "data.test_subset=validation"))
     _assert_same_run(straight, run)
     tests = [json.loads(ln)["test"] for ln in (run / "log.jsonl").read_text().splitlines() if '"test"' in ln]
     assert len(tests) == 2  # after epochs 1 and 2 (the run stops inside epoch 3)

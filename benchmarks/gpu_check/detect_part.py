@@ -3,7 +3,7 @@
 The checkpoint is part 2's straight run (the paper config on a GPU, the demo config with
 ``--cpu``); when part 2 left none, a checkpoint of the same config with random weights is
 written first (``"checkpoint_source": "random"`` in the JSON). On the video (10 minutes of
-synthetic 256x256 frames at 15 fps; ``--cpu``: one minute at 36x36):
+synthetic 256x256 frames at 15 fps; ``--cpu``: 20 seconds at 36x36):
 
 1. In this process, after a warm-up: ``Detector.detect`` with the checkpoint's config (the
    paper's test protocol, ``original``: every 480-frame window at stride 360 through the whole

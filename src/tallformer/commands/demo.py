@@ -259,6 +259,7 @@ def _demo(args: argparse.Namespace, cfg: Config) -> int:
     from tallformer.engine import cpu
     from tallformer.engine.checkpoint import load_model
     from tallformer.engine.device import resolve_device
+    from tallformer.engine.factory import family_for
     from tallformer.engine.infer import evaluate_model
     from tallformer.engine.results import results_table
     from tallformer.engine.run_layout import CHECKPOINTS, LAST, LOG, synthetic_dir
@@ -271,7 +272,8 @@ def _demo(args: argparse.Namespace, cfg: Config) -> int:
     device = resolve_device(cfg.train.device)
     if cpu.prepared(reproducible=True):  # the `tallformer` command set the process up
         cpu.apply(reproducible=True)
-    print(f"tallformer demo{' --quick' if args.quick else ''}: TALLFormer with a memory bank (keep ratio "
+    print(f"tallformer demo{' --quick' if args.quick else ''}: {family_for(cfg).title} detector trained with a "
+          f"memory bank (keep ratio "
           f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {device}; outputs in {run_dir}/")
     arithmetic = cpu.describe() if device.type == "cpu" else str(device)
     if device.type == "cpu":
