@@ -34,9 +34,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,7 +58,7 @@ def clip_features(cfg: Config, backbone: torch.nn.Module, bank_dir: Path, subset
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Features ``[N, C]`` (float64) and class ids ``[N]`` of every instance of `subset`.
 
-    Builds (or reuses) a memory bank of the subset's videos in `bank_dir` with `backbone`,
+    Builds (afresh) a memory bank of the subset's videos in `bank_dir` with `backbone`,
     then averages each instance's rows ``floor(start * fps / 2) .. ceil(end * fps / 2)``.
     """
     from tallformer.data.annotations import load_annotations, video_fps
@@ -64,7 +66,11 @@ def clip_features(cfg: Config, backbone: torch.nn.Module, bank_dir: Path, subset
     from tallformer.memory.bank import MemoryBank
 
     sub = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_subset=subset))
-    report = build_bank(sub, bank_dir, backbone=backbone, device="cpu", progress=False)  # type: ignore[arg-type]
+    shutil.rmtree(bank_dir, ignore_errors=True)  # another backbone's features may be there
+    with warnings.catch_warnings():  # "no backbone weights given": the random one is meant
+        warnings.simplefilter("ignore")
+        report = build_bank(sub, bank_dir, backbone=backbone, device="cpu",  # type: ignore[arg-type]
+                            progress=False)
     if not report.ok:
         raise SystemExit(report.summary())
     aset = load_annotations(str(cfg.data.annotations))
@@ -77,7 +83,7 @@ def clip_features(cfg: Config, backbone: torch.nn.Module, bank_dir: Path, subset
             for inst, label in zip(video.annotations, video.label_ids(aset.classes), strict=True):
                 lo = math.floor(inst.segment[0] * fps / stride)
                 hi = max(lo + 1, math.ceil(inst.segment[1] * fps / stride))
-                rows = bank.read(video.video_id, lo, hi - lo, dtype=np.float32)
+                rows = bank.read(video.video_id, lo, hi - lo, dtype=np.dtype(np.float32))
                 feats.append(rows.mean(axis=0))
                 labels.append(label)
     finally:
@@ -171,24 +177,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=10, help="the run's seed (default 10, the ablation's first)")
     parser.add_argument("--work", type=Path, default=None,
                         help="the ablation's folder (default runs/ablation_keep_ratio/CONFIG; --quick: "
-                             "runs/linear_probe_quick/CONFIG)")
+                             "runs/ablation_keep_ratio_quick/CONFIG)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny version for the tests (the ablation's --quick data and schedule)")
     parser.add_argument("--random-only", action="store_true", help="probe the random initial backbone only")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1, as the ablation's runs; 0: torch's default)")
     args = parser.parse_args()
-    if args.threads:
-        import torch
 
-        torch.set_num_threads(args.threads)
+    from tallformer.engine import cpu
 
+    cpu.prepare_process(reproducible=True)  # before torch loads: the ablation's CPU arithmetic
+    cpu.apply(reproducible=True)
     sys.path.insert(0, str(HERE))
     import ablation_keep_ratio as ablation
+    from tallformer.atomic import write_json
     from tallformer.engine.checkpoint import load_model
 
     start = time.perf_counter()
-    work = args.work or ablation.default_work(args.config, args.quick, "linear_probe" if args.quick else None)
+    work = args.work or ablation.default_work(args.config, args.quick)
     run = work / f"{ablation.KEYS[1.0]}_seed{args.seed}"
     probes = work / f"probe_seed{args.seed}"
     if args.random_only:
@@ -206,6 +211,8 @@ def main() -> None:
     cfg = loaded.cfg
     random_acc = probe(cfg, initial_backbone(cfg), probes, "random")
     trained_acc = probe(cfg, loaded.model.backbone, probes, "trained")
+    write_json(probes / "probe.json", {"config": args.config, "seed": args.seed, "trained_from": str(run),
+                                       "probe_random": random_acc, "probe_trained": trained_acc})
     print(f"total {time.perf_counter() - start:.0f} s")
     print(f"probe_random={random_acc:.4f} probe_trained={trained_acc:.4f}")
 

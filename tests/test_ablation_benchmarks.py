@@ -45,8 +45,8 @@ def test_ablation_quick_runs_every_ratio_and_reports_mean_and_spread(quick_ablat
     runs = {p.parent.name: json.loads(p.read_text()) for p in work.glob("*/ablation.json")}
     assert sorted(runs) == sorted(f"{k}_seed{s}" for k in ("k0", "k025", "k05", "k1") for s in (10, 11))
     for name, r in runs.items():
-        assert r["steps"] == 4, name
-        assert r["val_videos"] == 2, name
+        assert r["steps"] == 2, name
+        assert r["val_videos"] == 1, name
         assert 0.0 <= r["average_mAP"] <= 1.0
         assert r["activation_bytes"] > 0
         assert r["step_seconds"] > 0
