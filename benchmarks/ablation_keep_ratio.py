@@ -269,7 +269,8 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="every run in this process, one after the other (the --quick default: no "
                              "start-up per run; peak RSS is then this process's so far, not the run's)")
-    parser.add_argument("--keep", type=float, nargs="+", default=list(KEEP_RATIOS), help=argparse.SUPPRESS)
+    parser.add_argument("--keep", type=float, nargs="+", default=list(KEEP_RATIOS),
+                        help="keep ratios to run, among 0 0.25 0.5 1 (default all four; a subset prints no table)")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder of the runs and their data (default runs/ablation_keep_ratio/CONFIG)")
     parser.add_argument("--quick", action="store_true",

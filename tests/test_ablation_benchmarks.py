@@ -94,3 +94,16 @@ def test_probe_accuracy_separates_what_is_separable_and_not_noise() -> None:
     noise = rng.normal(0, 1, (200, 16))
     acc, _ = probe_accuracy(noise[:120], y[:120], noise[120:], y[120:])
     assert acc < 0.5
+
+
+def test_clip_classifier_trains_on_the_ablation_data(quick_ablation: tuple[Path, str]) -> None:
+    work, _ = quick_ablation
+    out = _run(ROOT / "benchmarks" / "clip_classifier.py", "--data", str(work / "data"), "--steps", "2",
+               "--eval-every", "1", cwd=work)
+    assert "training and 1 held-out clips of 32 frames, 4 classes" in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("step ")] == [
+        "step 0", "step 1", "step 2"]
+    last = _last_line(out)
+    assert last.pop("_order") == ["clip_val_accuracy", "steps"]  # type: ignore[arg-type]
+    assert last["steps"] == 2
+    assert last["clip_val_accuracy"] in (0.0, 1.0)  # one held-out clip
