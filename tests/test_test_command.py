@@ -159,3 +159,15 @@ def test_a_config_with_another_model_names_the_keys_and_the_runs_config(run, cap
                    f"-> 3 (given); test it with the config it was trained with, {run['run'] / 'config.yaml'} "
                    "(or leave out --config: a checkpoint holds its config)\n")
     assert not list((run["run"] / "unused").rglob("*.json"))
+
+
+def test_the_subset_testers_example_runs() -> None:
+    """The anchor and ActionFormer families share one tester (`SubsetTester`); its example
+    (the anchor family's summary keys) runs as written."""
+    import doctest
+
+    from tallformer.engine import subset
+
+    result = doctest.testmod(subset)
+    assert result.attempted > 0
+    assert result.failed == 0

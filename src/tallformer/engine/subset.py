@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from tallformer.engine.results import (
     detection_list,
     load_ground_truth,
     results_json,
+    results_table,
     score,
 )
 from tallformer.errors import name_list
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from tallformer.config import Config
     from tallformer.data.annotations import AnnotationSet, VideoAnnotation
-    from tallformer.engine.family import Family, VideoInference
+    from tallformer.engine.family import Family, LoadedModel, VideoInference
     from tallformer.models.protocol import DetectorModel
 
 __all__ = ["evaluate", "infer_videos", "resolve_videos", "video_duration"]
@@ -158,3 +159,43 @@ def evaluate(family: Family, cfg: Config, model: DetectorModel,
     if out_dir is not None:
         write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
+
+
+class SubsetTester:
+    """``tallformer test`` for a family with one result set per checkpoint (the anchor and
+    ActionFormer families; `tallformer.engine.family.Tester`): each checkpoint's results and
+    metrics in ``OUT/<name>/``, one row each in the table
+    (`tallformer.engine.results.results_table`); `summary_keys` join ``best`` in
+    ``summary.json``.
+
+    Example:
+        >>> from tallformer.config import load_config
+        >>> from tallformer.engine.factory import family_for
+        >>> cfg = load_config("demo")
+        >>> tester = family_for(cfg).tester(cfg, {})
+        >>> tester.summary([{"name": "a", "average_mAP": 0.4}, {"name": "b", "average_mAP": 0.5}])
+        {'protocol': 'chunk_grid', 'best': 'b'}
+    """
+
+    def __init__(self, family: Family, summary_keys: Mapping[str, Any] | None = None) -> None:
+        self.family = family
+        self.summary_keys = dict(summary_keys or {})
+
+    def describe(self) -> str:
+        return ""
+
+    def test(self, cfg: Config, loaded: LoadedModel, out_dir: Path, *, name: str, subset: str,
+             progress: bool) -> list[dict[str, Any]]:
+        assert cfg.data.annotations is not None  # checked by the caller
+        metrics = evaluate(self.family, cfg, loaded.model, cfg.data.annotations, subset, out_dir,
+                           self.family.default_results(), classes=loaded.classes,
+                           device=loaded.device, progress=progress)
+        return [{"name": name, "checkpoint": str(loaded.path), "epoch": loaded.epoch, "step": loaded.step,
+                 "mAP": metrics["mAP"], "average_mAP": metrics["average_mAP"],
+                 "results": str(out_dir / "results.json"), "metrics": str(out_dir / "metrics.json")}]
+
+    def table(self, rows: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> str:
+        return results_table(rows, thresholds)
+
+    def summary(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {**self.summary_keys, "best": max(rows, key=lambda r: r["average_mAP"])["name"]}

@@ -39,12 +39,10 @@ from typing import TYPE_CHECKING, Any
 from tallformer.engine.errors import InferenceError
 from tallformer.engine.family import (
     InferenceStats,
-    LoadedModel,
     ResultSet,
     TestOption,
     VideoContext,
 )
-from tallformer.engine.results import results_table
 
 if TYPE_CHECKING:
     import torch
@@ -52,11 +50,12 @@ if TYPE_CHECKING:
 
     from tallformer.config import Config
     from tallformer.data.video import FrameSource
+    from tallformer.engine.subset import SubsetTester
     from tallformer.models.actionformer import ActionFormerDetector, ActionFormerOutputs
     from tallformer.models.outputs import Detections
     from tallformer.models.protocol import DetectorModel
 
-__all__ = ["ActionFormerFamily", "ActionFormerInference", "ActionFormerTester", "keep_best"]
+__all__ = ["ActionFormerFamily", "ActionFormerInference", "keep_best"]
 
 
 def keep_best(dets: Detections, score_thr: float, max_num: int) -> Detections:
@@ -174,35 +173,6 @@ class ActionFormerInference:
         return keep_best(dets, t.score_thr, t.max_per_video)
 
 
-class ActionFormerTester:
-    """``tallformer test`` of ActionFormer checkpoints: each one's results and metrics in
-    ``OUT/<name>/``, one row each in the table (`tallformer.engine.results.results_table`)."""
-
-    def __init__(self, family: ActionFormerFamily) -> None:
-        self.family = family
-
-    def describe(self) -> str:
-        return ""
-
-    def test(self, cfg: Config, loaded: LoadedModel, out_dir: Path, *, name: str, subset: str,
-             progress: bool) -> list[dict[str, Any]]:
-        from tallformer.engine.subset import evaluate
-
-        assert cfg.data.annotations is not None  # checked by the caller
-        metrics = evaluate(self.family, cfg, loaded.model, cfg.data.annotations, subset, out_dir,
-                           self.family.default_results(), classes=loaded.classes,
-                           device=loaded.device, progress=progress)
-        return [{"name": name, "checkpoint": str(loaded.path), "epoch": loaded.epoch, "step": loaded.step,
-                 "mAP": metrics["mAP"], "average_mAP": metrics["average_mAP"],
-                 "results": str(out_dir / "results.json"), "metrics": str(out_dir / "metrics.json")}]
-
-    def table(self, rows: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> str:
-        return results_table(rows, thresholds)
-
-    def summary(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return {"best": max(rows, key=lambda r: r["average_mAP"])["name"]}
-
-
 class ActionFormerFamily:
     """The ActionFormer family (`tallformer.engine.family.Family`)."""
 
@@ -236,5 +206,7 @@ class ActionFormerFamily:
     def default_results(self) -> ResultSet:
         return ResultSet()
 
-    def tester(self, cfg: Config, options: Mapping[str, Any]) -> ActionFormerTester:
-        return ActionFormerTester(self)
+    def tester(self, cfg: Config, options: Mapping[str, Any]) -> SubsetTester:
+        from tallformer.engine.subset import SubsetTester
+
+        return SubsetTester(self)

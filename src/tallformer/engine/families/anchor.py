@@ -45,12 +45,10 @@ from typing import TYPE_CHECKING, Any
 from tallformer.engine.errors import InferenceError
 from tallformer.engine.family import (
     InferenceStats,
-    LoadedModel,
     ResultSet,
     TestOption,
     VideoContext,
 )
-from tallformer.engine.results import results_table
 
 if TYPE_CHECKING:
     import torch
@@ -59,11 +57,12 @@ if TYPE_CHECKING:
     from tallformer.config import Config
     from tallformer.data.video import FrameSource
     from tallformer.engine.stream import FrameStream
+    from tallformer.engine.subset import SubsetTester
     from tallformer.models.anchor_detector import TALLFormer
     from tallformer.models.outputs import Detections
     from tallformer.models.protocol import DetectorModel
 
-__all__ = ["AnchorFamily", "AnchorInference", "AnchorTester", "plan_windows", "window_stride"]
+__all__ = ["AnchorFamily", "AnchorInference", "plan_windows", "window_stride"]
 
 
 # --------------------------------------------------------------------------- windows
@@ -260,38 +259,7 @@ class AnchorInference:
         return out
 
 
-# --------------------------------------------------------------------------- tallformer test
-
-
-class AnchorTester:
-    """``tallformer test`` of anchor checkpoints: each one's results and metrics in
-    ``OUT/<name>/``, one row each in the table (`tallformer.engine.results.results_table`)."""
-
-    def __init__(self, family: AnchorFamily, cfg: Config) -> None:
-        self.family = family
-        self.cfg = cfg
-
-    def describe(self) -> str:
-        return ""
-
-    def test(self, cfg: Config, loaded: LoadedModel, out_dir: Path, *, name: str, subset: str,
-             progress: bool) -> list[dict[str, Any]]:
-        from tallformer.engine.subset import evaluate
-
-        assert cfg.data.annotations is not None  # checked by the caller
-        metrics = evaluate(self.family, cfg, loaded.model, cfg.data.annotations, subset, out_dir,
-                           self.family.default_results(), classes=loaded.classes,
-                           device=loaded.device, progress=progress)
-        return [{"name": name, "checkpoint": str(loaded.path), "epoch": loaded.epoch, "step": loaded.step,
-                 "mAP": metrics["mAP"], "average_mAP": metrics["average_mAP"],
-                 "results": str(out_dir / "results.json"), "metrics": str(out_dir / "metrics.json")}]
-
-    def table(self, rows: Sequence[Mapping[str, Any]], thresholds: Sequence[float]) -> str:
-        return results_table(rows, thresholds)
-
-    def summary(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return {"protocol": self.cfg.test.protocol,
-                "best": max(rows, key=lambda r: r["average_mAP"])["name"]}
+# --------------------------------------------------------------------------- the family
 
 
 class AnchorFamily:
@@ -326,5 +294,7 @@ class AnchorFamily:
     def default_results(self) -> ResultSet:
         return ResultSet()
 
-    def tester(self, cfg: Config, options: Mapping[str, Any]) -> AnchorTester:
-        return AnchorTester(self, cfg)
+    def tester(self, cfg: Config, options: Mapping[str, Any]) -> SubsetTester:
+        from tallformer.engine.subset import SubsetTester
+
+        return SubsetTester(self, {"protocol": cfg.test.protocol})
