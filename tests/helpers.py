@@ -323,3 +323,28 @@ def run_cli(argv: list[str], *, threads: int = 1) -> subprocess.CompletedProcess
     finally:
         torch.set_num_threads(saved)
     return subprocess.CompletedProcess(["tallformer", *argv], code, out.getvalue(), err.getvalue())
+
+
+# --------------------------------------------------------------------------- comparing runs
+
+
+def deep_equal(a: object, b: object) -> bool:
+    """Bit-for-bit equality of nested dicts, lists and tensors (dtype included): two
+    checkpoints' states, or the figures of two runs."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(deep_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return (isinstance(b, (list, tuple)) and len(a) == len(b)
+                and all(deep_equal(x, y) for x, y in zip(a, b, strict=True)))
+    return a == b
+
+
+def final_state(run: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A run folder's last checkpoint (its state dict) and every array of its bank, by file name."""
+    from tallformer.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    bank = {p.name: np.load(p) for p in sorted((run / "bank").rglob("*.npy"))}
+    return state, bank

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from helpers import kill_tree
+from helpers import deep_equal, final_state, kill_tree
 from tallformer.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,20 +78,6 @@ def _run_and_kill(args: list[str], run: Path, after_step: int) -> None:
         proc.stderr.close()
 
 
-def _state(run: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
-    bank = {p.name: np.load(p) for p in sorted((run / "bank").rglob("*.npy"))}
-    return state, bank
-
-
-def _equal(a: object, b: object) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +94,7 @@ def test_a_run_trains_with_adamw_and_the_bank(straight: Path) -> None:
     assert set(records[0]["lr"]) == {"neck_head", "neck_head_no_decay", "backbone", "backbone_no_decay"}
     assert records[0]["lr"]["neck_head"] == 0.0  # the release's warm-up starts at 0
     assert records[1]["lr"]["neck_head"] > 0.0
-    state, bank = _state(straight)
+    state, bank = final_state(straight)
     assert state["config"]["model"]["kind"] == "actionformer"
     assert "criterion.loss_normalizer" in state["model"]
     assert float(state["model"]["criterion.loss_normalizer"]) != 100.0  # moved from init_loss_norm
@@ -124,11 +109,11 @@ def test_sigkill_and_resume_is_bit_identical(data: dict[str, Path], straight: Pa
     _run_and_kill(args, run, after_step=3)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] in (2, 3)
     _run(args)
-    a, bank_a = _state(straight)
-    b, bank_b = _state(run)
+    a, bank_a = final_state(straight)
+    b, bank_b = final_state(run)
     assert a["step"] == b["step"] == STEPS
     for key in ("model", "optimizer", "epoch", "batch_in_epoch", "samples", "rng"):
-        assert _equal(a[key], b[key]), f"{key} differs after the kill and resume"
+        assert deep_equal(a[key], b[key]), f"{key} differs after the kill and resume"
     assert a["model"]["criterion.loss_normalizer"].item() == b["model"]["criterion.loss_normalizer"].item()
     assert bank_a.keys() == bank_b.keys()
     for name in bank_a:

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants, random_bank, run_cli, train_lockstep
+from helpers import deep_equal, descendants, random_bank, run_cli, train_lockstep
 from tallformer.config import load_config
 from tallformer.data.sampler import VideoExclusiveSampler, assign_nodes
 from tallformer.engine.checkpoint import load_checkpoint
@@ -342,15 +342,6 @@ def _merge_cli(*args: str) -> subprocess.CompletedProcess:
     return run_cli(["bank", "merge", "--no-progress", *args])  # in this process: no start-up
 
 
-def _equal(a: object, b: object) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
 
 @pytest.mark.slow
 def test_two_nodes_killed_and_resumed_keep_every_video_on_its_owner(data, tmp_path):
@@ -395,7 +386,7 @@ def test_two_nodes_killed_and_resumed_keep_every_video_on_its_owner(data, tmp_pa
     final = load_checkpoint(run / "checkpoints" / "last.pt")
     assert final["step"] == STEPS
     for key in ("model", "optimizer", "epoch", "batch_in_epoch", "samples", "rng"):
-        assert _equal(final[key], straight[key]), f"{key} differs from the uninterrupted run"
+        assert deep_equal(final[key], straight[key]), f"{key} differs from the uninterrupted run"
     steps = _logged_steps(run)
     assert steps == list(range(1, STEPS + 1))
 

@@ -26,7 +26,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import descendants, kill_tree, run_cli, train_lockstep
+from helpers import (
+    deep_equal,
+    descendants,
+    final_state,
+    kill_tree,
+    run_cli,
+    train_lockstep,
+)
 from tallformer.config import load_config
 from tallformer.engine.checkpoint import CheckpointError, load_checkpoint
 from tallformer.engine.schedule import LrSchedule
@@ -123,28 +130,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _final_state(run: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
-    bank = {p.name: np.load(p) for p in sorted((run / "bank").rglob("*.npy"))}
-    return state, bank
-
-
-def _equal(a: object, b: object) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def _assert_same_run(a: Path, b: Path, steps: int = STEPS) -> None:
-    sa, bank_a = _final_state(a)
-    sb, bank_b = _final_state(b)
+    sa, bank_a = final_state(a)
+    sb, bank_b = final_state(b)
     assert sa["step"] == sb["step"] == steps
     for key in ("model", "optimizer", "epoch", "batch_in_epoch", "samples", "rng"):
-        assert _equal(sa[key], sb[key]), f"{key} differs between {a.name} and {b.name}"
+        assert deep_equal(sa[key], sb[key]), f"{key} differs between {a.name} and {b.name}"
     assert bank_a.keys() == bank_b.keys()
     assert len(bank_a) == 5
     for name in bank_a:
@@ -366,7 +359,7 @@ def test_two_processes_killed_and_resumed_match_straight_and_a_replay(data, tmp_
     _assert_same_run(straight2, run, steps)
     # the bank against a single-process replay of the ranks' samples (the backbone's lr is 0
     # and drop-path off, so a written feature depends only on its input frames)
-    _, got = _final_state(run)
+    _, got = final_state(run)
     want = _replay_two_ranks(data, tmp_path, over, steps)
     assert got.keys() == want.keys()
     for name in got:
