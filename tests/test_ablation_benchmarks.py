@@ -38,6 +38,7 @@ def quick_ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     return work, _run(ABLATION, "--quick", "--work", str(work), cwd=work)
 
 
+@pytest.mark.slow
 def test_ablation_quick_runs_every_ratio_and_reports_mean_and_spread(quick_ablation: tuple[Path, str]) -> None:
     work, out = quick_ablation
     last = _last_line(out)
@@ -70,6 +71,7 @@ def test_ablation_quick_runs_every_ratio_and_reports_mean_and_spread(quick_ablat
     assert again.strip().splitlines()[-1] == out.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_linear_probe_quick_reuses_the_ablation_run(quick_ablation: tuple[Path, str]) -> None:
     work, _ = quick_ablation
     out = _run(PROBE, "--quick", "--work", str(work), cwd=work)
@@ -96,6 +98,7 @@ def test_probe_accuracy_separates_what_is_separable_and_not_noise() -> None:
     assert acc < 0.5
 
 
+@pytest.mark.slow
 def test_clip_classifier_trains_on_the_ablation_data(quick_ablation: tuple[Path, str]) -> None:
     work, _ = quick_ablation
     out = _run(ROOT / "benchmarks" / "clip_classifier.py", "--data", str(work / "data"), "--steps", "2",
