@@ -52,7 +52,7 @@ over the seeds; ``sd_max`` the largest standard deviation over the keep ratios).
     python benchmarks/ablation_keep_ratio.py --config demo      # the demo's task
     python benchmarks/ablation_keep_ratio.py --quick            # a tiny version, for the tests
 
-Defaults: 3 seeds, 12 runs, 2 at a time: about 50 minutes on a free 2-core CPU. Runs that
+Defaults: 3 seeds, 12 runs, 2 at a time: 28 minutes on the 2-core CPU here (docs/ablation.md). Runs that
 finished are reused (delete ``--work`` to start over); an interrupted one starts again.
 """
 
@@ -247,6 +247,12 @@ def table(results: list[dict[str, Any]], seeds: list[int]) -> tuple[str, str]:
     return "\n".join(lines), last
 
 
+def _report(saved: dict[str, Any], started: float) -> None:
+    """The line of one finished run (its ``ablation.json``), started at `started`."""
+    print(f"keep {saved['keep_ratio']:g} seed {saved['seed']}: average mAP {100 * saved['average_mAP']:.1f}%, "
+          f"{saved['step_seconds']:.3f} s/step, {time.perf_counter() - started:.0f} s", flush=True)
+
+
 def _command(args: argparse.Namespace, work: Path, keep: float, seed: int) -> list[str]:
     cmd = [sys.executable, __file__, "--config", args.config, "--work", str(work), "--run", str(keep), str(seed)]
     cmd += ["--epochs", str(args.epochs)] if args.epochs is not None else []
@@ -302,9 +308,7 @@ def main() -> None:
     if args.in_process or args.quick:
         for keep, seed in todo:
             t0 = time.perf_counter()
-            saved = run_one(args.config, keep, seed, args.quick, work, args.epochs, args.val_videos)
-            print(f"keep {keep:g} seed {seed}: average mAP {100 * saved['average_mAP']:.1f}%, "
-                  f"{saved['step_seconds']:.3f} s/step, {time.perf_counter() - t0:.0f} s", flush=True)
+            _report(run_one(args.config, keep, seed, args.quick, work, args.epochs, args.val_videos), t0)
         todo = []
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     running: dict[tuple[float, int], tuple[subprocess.Popen[bytes], float]] = {}
@@ -321,9 +325,7 @@ def main() -> None:
             if proc.returncode != 0:
                 failed.append(f"keep {keep:g} seed {seed} (exit {proc.returncode})")
                 continue
-            saved = json.loads((work / f"{KEYS[keep]}_seed{seed}" / "ablation.json").read_text())
-            print(f"keep {keep:g} seed {seed}: average mAP {100 * saved['average_mAP']:.1f}%, "
-                  f"{saved['step_seconds']:.3f} s/step, {time.perf_counter() - t0:.0f} s", flush=True)
+            _report(json.loads((work / f"{KEYS[keep]}_seed{seed}" / "ablation.json").read_text()), t0)
     if failed:
         raise SystemExit("failed runs (the others are kept; run again to retry): " + ", ".join(failed))
     if set(keeps) != set(KEEP_RATIOS):

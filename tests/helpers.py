@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Callable
 from fractions import Fraction
@@ -240,11 +241,20 @@ def run_as_user(cmd: list[str], **kwargs: Any) -> Any:
 
     import pytest
 
+    problem = _file_access_drop_problem()
+    if problem:
+        pytest.skip(f"cannot drop root's file-access override for the command: {problem}")
+    return subprocess.run([sys.executable, "-c", _DROP_FILE_ACCESS, *map(str, cmd)], **kwargs)
+
+
+@functools.cache
+def _file_access_drop_problem() -> str:
+    """Why `_DROP_FILE_ACCESS` cannot run here ("" when it can): tried once per session."""
+    import sys
+
     probe = subprocess.run([sys.executable, "-c", _DROP_FILE_ACCESS, sys.executable, "-c", ""],
                            capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot drop root's file-access override for the command: {probe.stderr.strip()}")
-    return subprocess.run([sys.executable, "-c", _DROP_FILE_ACCESS, *map(str, cmd)], **kwargs)
+    return "" if probe.returncode == 0 else probe.stderr.strip() or f"exit {probe.returncode}"
 
 
 def unwritable_folder(path: Path) -> Path:

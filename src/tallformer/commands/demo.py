@@ -273,8 +273,8 @@ def _demo(args: argparse.Namespace, cfg: Config) -> int:
     if cpu.prepared(reproducible=True):  # the `tallformer` command set the process up
         cpu.apply(reproducible=True)
     print(f"tallformer demo{' --quick' if args.quick else ''}: {family_for(cfg).title} detector trained with a "
-          f"memory bank (keep ratio "
-          f"{cfg.memory.keep_ratio:g}) on synthetic action videos, on {device}; outputs in {run_dir}/")
+          f"memory bank (keep ratio {cfg.memory.keep_ratio:g}) on synthetic action videos, on {device}; "
+          f"outputs in {run_dir}/")
     arithmetic = cpu.describe() if device.type == "cpu" else str(device)
     if device.type == "cpu":
         print(f"      CPU arithmetic: {arithmetic}")
